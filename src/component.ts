@@ -1,0 +1,137 @@
+/**
+ * The component model: every source, stage and sink is a plain factory
+ * `{ kind, type, description, configSchema, create(config, ctx) }` listed in `src/registry.ts`.
+ * This file holds those contracts and the lifecycle and delivery-result types they share.
+ */
+
+import type { CloudEvent } from './events/cloudevent.ts';
+import type { Delta } from './events/delta.ts';
+import type { Logger } from './telemetry/logger.ts';
+import type { Metrics } from './telemetry/metrics.ts';
+
+/** A JSON Schema (draft 2020-12) object; every property must carry a `description`. */
+export type JsonSchema = Record<string, unknown>;
+
+/**
+ * The lifecycle every component follows.
+ *
+ * Ordering: the runtime starts sinks before stages before sources and shuts down in the reverse
+ * order (sources first, so nothing new arrives while sinks drain).
+ */
+export interface Lifecycle {
+  /**
+   * Begins work and returns quickly (it must not wait for remote systems to become reachable:
+   * connection attempts continue in the background with backoff). `signal` aborts at shutdown.
+   * Called once.
+   */
+  start(signal: AbortSignal): Promise<void>;
+  /**
+   * Stops taking new work and drains what is in flight until `deadline` (epoch milliseconds).
+   * Idempotent: a second call returns the same promise as the first.
+   */
+  shutdown(deadline: number): Promise<void>;
+}
+
+/** What every factory receives besides its own config. */
+export interface ComponentContext {
+  /** `<pipeline>/<component name>`, used as the `component` label of shared metrics. */
+  id: string;
+  pipeline: string;
+  logger: Logger;
+  metrics: Metrics;
+  /** Folder for local state (checkpoints, spools); `--state-dir`. */
+  stateDir: string;
+  /** Logical cluster name (`--cluster-name`), used in event `source` and extensions. */
+  clusterName: string;
+}
+
+export interface ComponentFactory<
+  Config,
+  Instance,
+  Kind extends 'source' | 'stage' | 'sink',
+  Ctx extends ComponentContext = ComponentContext,
+> {
+  kind: Kind;
+  /** The `type:` value that selects this component in a pipeline file. */
+  type: string;
+  /** One sentence for the generated docs. */
+  description: string;
+  /** JSON Schema of the component's config block; the single source of validation and docs. */
+  configSchema: JsonSchema;
+  /** Builds the component from validated config. Must not perform I/O; `start` does. */
+  create(config: Config, ctx: Ctx): Instance;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+/**
+ * Receives the deltas of a source, in order per object. `push` resolves when the delta has been
+ * accepted (applies back-pressure); the returned `settled` resolves when every destination has
+ * acknowledged it, durably spooled it or dead-lettered it — only then may a checkpoint advance.
+ */
+export interface DeltaReceiver {
+  push(delta: Delta): Promise<{ settled: Promise<void> }>;
+}
+
+export interface Source extends Lifecycle {
+  /** True once the initial list (and checkpoint catch-up) has been handed on. */
+  readonly synced: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stages
+
+/** A stage maps one event to zero or more events (filter drops, route annotates, ...). Pure and synchronous where possible. */
+export interface Stage {
+  process(event: CloudEvent): CloudEvent[] | Promise<CloudEvent[]>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sinks and delivery
+
+/** The outcome of delivering one event. */
+export type DeliveryResult =
+  | { status: 'ok' }
+  | { status: 'retryable'; error: string; retryAfterMs?: number }
+  | { status: 'permanent'; error: string };
+
+/** An event on its way to one sink, with the bytes-independent fields the sink needs. */
+export interface OutboundEvent {
+  event: CloudEvent;
+  /** Sequence number within the sink's queue; strictly increasing. */
+  seq: number;
+  attempts: number;
+}
+
+/**
+ * A sink only delivers. Queueing, batching, retry with backoff, Retry-After and dead letters live
+ * once in `src/delivery`.
+ *
+ * Ordering: `send` is never called concurrently for one sink, and batches arrive in queue order;
+ * a retried batch is re-sent before anything queued after it.
+ * Idempotency: a batch may be sent more than once (after a retryable result or a crash), so a sink
+ * should make duplicates harmless where its destination allows (the event `id` is stable).
+ */
+export interface Sink extends Lifecycle {
+  /** Most events `send` accepts at once. */
+  readonly maxBatch: number;
+  /** Returns one result per event, in the order of `batch`. Must not throw for per-event failures. */
+  send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]>;
+}
+
+/** A source is also given where to push its deltas. */
+export interface SourceContext extends ComponentContext {
+  receiver: DeltaReceiver;
+}
+
+export interface SourceFactory<C = any> extends ComponentFactory<C, Source, 'source', SourceContext> {
+  /**
+   * Pipelines whose source configs give the same key share one source instance (one LIST and one
+   * WATCH); its deltas fan out to all of them.
+   */
+  shareKey(config: C): string;
+}
+export type StageFactory<C = any> = ComponentFactory<C, Stage, 'stage'>;
+export type SinkFactory<C = any> = ComponentFactory<C, Sink, 'sink'>;
+export type AnyFactory = SourceFactory | StageFactory | SinkFactory;

@@ -1,0 +1,73 @@
+/**
+ * Typed errors with stable codes. Every error crbridge reports to a person or a metric carries a
+ * code from {@link ErrorCode}; codes never change meaning once released.
+ */
+
+export const ErrorCode = {
+  /** A pipeline file could not be read or parsed (YAML syntax, unknown file). */
+  ConfigParse: 'CRB_CONFIG_PARSE',
+  /** A pipeline file parsed but does not match the schema (missing field, wrong type, unknown type). */
+  ConfigInvalid: 'CRB_CONFIG_INVALID',
+  /** A `${env:X}` / `${file:X}` reference could not be resolved. */
+  ConfigReference: 'CRB_CONFIG_REFERENCE',
+  /** Kubernetes credentials could not be loaded. */
+  KubeAuth: 'CRB_KUBE_AUTH',
+  /** The watched resource is not served by the API server (CRD missing). */
+  ResourceNotFound: 'CRB_RESOURCE_NOT_FOUND',
+  /** An event failed CloudEvents envelope or data validation. */
+  EventInvalid: 'CRB_EVENT_INVALID',
+  /** A sink refused an event permanently. */
+  DeliveryPermanent: 'CRB_DELIVERY_PERMANENT',
+  /** A sink failed in a way that may succeed later. */
+  DeliveryRetryable: 'CRB_DELIVERY_RETRYABLE',
+  /** The checkpoint store could not be read or written. */
+  Checkpoint: 'CRB_CHECKPOINT',
+  /** Command-line usage error. */
+  Usage: 'CRB_USAGE',
+  /** Something that should not happen; a bug. */
+  Internal: 'CRB_INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Base class of every error crbridge raises on purpose. */
+export class CrbridgeError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'CrbridgeError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** One problem found in a pipeline file, located by file, line and JSON pointer. */
+export interface ConfigIssue {
+  file: string;
+  line: number;
+  column: number;
+  /** RFC 6901 JSON pointer into the document, e.g. `/spec/sinks/0/type`. */
+  pointer: string;
+  message: string;
+}
+
+/** All problems of one validation run, reported together. */
+export class ConfigError extends CrbridgeError {
+  readonly issues: readonly ConfigIssue[];
+  constructor(issues: ConfigIssue[], code: ErrorCode = ErrorCode.ConfigInvalid) {
+    super(code, issues.map(formatIssue).join('\n'), { count: issues.length });
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  const where = `${i.file}:${i.line}:${i.column}`;
+  return i.pointer ? `${where}: ${i.pointer}: ${i.message}` : `${where}: ${i.message}`;
+}
+
+/** Message of any thrown value, for logs. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

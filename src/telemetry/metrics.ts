@@ -1,0 +1,134 @@
+/**
+ * A small Prometheus metrics registry: counters, gauges and histograms with labels, rendered in
+ * the text exposition format at /metrics. Names are shared by all components and told apart by
+ * the `component` label, e.g. `crbridge_component_received_events_total{component="p/kafka"}`.
+ */
+
+type Labels = Record<string, string>;
+const key = (l: Labels) =>
+  Object.keys(l)
+    .sort()
+    .map((k) => `${k}="${String(l[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
+    .join(',');
+
+export interface Counter {
+  inc(labels?: Labels, by?: number): void;
+  get(labels?: Labels): number;
+}
+export interface Gauge {
+  set(labels: Labels, v: number): void;
+  inc(labels?: Labels, by?: number): void;
+  get(labels?: Labels): number;
+}
+export interface Histogram {
+  observe(labels: Labels, v: number): void;
+}
+
+interface Family {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  render(): string[];
+}
+
+const DEFAULT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class Metrics {
+  private families = new Map<string, Family & { impl: unknown }>();
+
+  counter(name: string, help: string): Counter {
+    return this.family(name, help, 'counter', () => {
+      const values = new Map<string, number>();
+      const impl: Counter = {
+        inc: (l = {}, by = 1) => values.set(key(l), (values.get(key(l)) ?? 0) + by),
+        get: (l = {}) => values.get(key(l)) ?? 0,
+      };
+      return { impl, render: () => [...values].map(([k, v]) => `${name}${k ? `{${k}}` : ''} ${v}`) };
+    });
+  }
+
+  gauge(name: string, help: string): Gauge {
+    return this.family(name, help, 'gauge', () => {
+      const values = new Map<string, number>();
+      const impl: Gauge = {
+        set: (l, v) => values.set(key(l), v),
+        inc: (l = {}, by = 1) => values.set(key(l), (values.get(key(l)) ?? 0) + by),
+        get: (l = {}) => values.get(key(l)) ?? 0,
+      };
+      return { impl, render: () => [...values].map(([k, v]) => `${name}${k ? `{${k}}` : ''} ${v}`) };
+    });
+  }
+
+  histogram(name: string, help: string, buckets = DEFAULT_BUCKETS): Histogram {
+    return this.family(name, help, 'histogram', () => {
+      const series = new Map<string, { counts: number[]; sum: number; count: number }>();
+      const impl: Histogram = {
+        observe: (l, v) => {
+          const k = key(l);
+          let s = series.get(k);
+          if (!s) {
+            s = { counts: buckets.map(() => 0), sum: 0, count: 0 };
+            series.set(k, s);
+          }
+          for (let i = 0; i < buckets.length; i++) if (v <= (buckets[i] as number)) (s.counts[i] as number)++;
+          s.sum += v;
+          s.count++;
+        },
+      };
+      const render = () => {
+        const out: string[] = [];
+        for (const [k, s] of series) {
+          const sep = k ? `${k},` : '';
+          for (let i = 0; i < buckets.length; i++) out.push(`${name}_bucket{${sep}le="${buckets[i]}"} ${s.counts[i]}`);
+          out.push(`${name}_bucket{${sep}le="+Inf"} ${s.count}`);
+          out.push(`${name}_sum${k ? `{${k}}` : ''} ${s.sum}`);
+          out.push(`${name}_count${k ? `{${k}}` : ''} ${s.count}`);
+        }
+        return out;
+      };
+      return { impl, render };
+    });
+  }
+
+  private family<T>(
+    name: string,
+    help: string,
+    type: Family['type'],
+    make: () => { impl: T; render: () => string[] },
+  ): T {
+    const existing = this.families.get(name);
+    if (existing) {
+      if (existing.type !== type) throw new Error(`metric ${name} registered twice with different types`);
+      return existing.impl as T;
+    }
+    const { impl, render } = make();
+    this.families.set(name, { name, help, type, render, impl });
+    return impl;
+  }
+
+  /** Prometheus text exposition format 0.0.4. */
+  render(): string {
+    const lines: string[] = [];
+    for (const f of this.families.values()) {
+      lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.render());
+    }
+    return `${lines.join('\n')}\n`;
+  }
+}
+
+/** The metric names every component shares. */
+export function componentMetrics(m: Metrics) {
+  return {
+    received: m.counter('crbridge_component_received_events_total', 'Events a component received.'),
+    sent: m.counter('crbridge_component_sent_events_total', 'Events a component delivered or passed on.'),
+    dropped: m.counter('crbridge_component_dropped_events_total', 'Events a component dropped on purpose (filters).'),
+    errors: m.counter('crbridge_component_errors_total', 'Errors by component and error code.'),
+    retries: m.counter('crbridge_component_retries_total', 'Delivery attempts that failed and were retried.'),
+    deadLettered: m.counter(
+      'crbridge_component_dead_lettered_events_total',
+      'Events sent to the dead-letter destination.',
+    ),
+    queueDepth: m.gauge('crbridge_component_queue_depth', 'Events waiting in a sink queue.'),
+    sendDuration: m.histogram('crbridge_component_send_duration_seconds', 'Duration of one sink send call.'),
+  };
+}
