@@ -1,0 +1,160 @@
+#!/usr/bin/env node
+/**
+ * The crbridge command line: `run`, `validate`, `schema`, `version`. The only place that calls
+ * process.exit. Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadPipelines } from './config/load.ts';
+import { pipelineSchema } from './config/schema.ts';
+import { createPipelineValidator } from './config/validate.ts';
+import { deliveryConfigSchema } from './delivery/config.ts';
+import { ConfigError, CrbridgeError, ErrorCode, errorMessage } from './errors.ts';
+import { allFactories, registry } from './registry.ts';
+import { Runtime } from './runtime/runtime.ts';
+import { startOpsServer } from './server/http.ts';
+import { type Level, createLogger } from './telemetry/logger.ts';
+import { Metrics } from './telemetry/metrics.ts';
+
+const USAGE = `crbridge — Kubernetes Custom Resource changes as CloudEvents
+
+Usage:
+  crbridge run -c <pipeline.yaml> [-c more.yaml ...] [options]
+  crbridge validate -c <pipeline.yaml> [-c ...]      check files without connecting anywhere
+  crbridge schema [--out <file>]                        print the pipeline JSON Schema
+  crbridge version
+
+Options for run:
+  -c, --config <file>         pipeline file (repeatable)
+  --state-dir <dir>           local state: checkpoints, dead letters (default ./crbridge-state)
+  --http-port <port>          /metrics, /healthz, /readyz port (default 8080; 0 picks a free one)
+  --http-host <host>          address to listen on (default 0.0.0.0)
+  --cluster-name <name>       cluster name used in events (default "default")
+  --kubeconfig <file>         kubeconfig (default $KUBECONFIG, in-cluster, ~/.kube/config)
+  --shutdown-timeout <secs>   how long to drain on SIGTERM (default 25)
+  --log-level <level>         debug | info | warn | error (default info)
+`;
+
+function version(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const p of [join(here, '..', 'package.json'), join(here, '..', '..', 'package.json')]) {
+    try {
+      return (JSON.parse(readFileSync(p, 'utf8')) as { version: string }).version;
+    } catch {}
+  }
+  return 'unknown';
+}
+
+export function currentSchema(): Record<string, unknown> {
+  return pipelineSchema(allFactories(registry), deliveryConfigSchema);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  const { values } = parseArgs({
+    args: rest,
+    allowPositionals: false,
+    options: {
+      config: { type: 'string', short: 'c', multiple: true },
+      'state-dir': { type: 'string' },
+      'http-port': { type: 'string' },
+      'http-host': { type: 'string' },
+      'cluster-name': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'shutdown-timeout': { type: 'string' },
+      'log-level': { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  const logger = createLogger({ level: (values['log-level'] as Level | undefined) ?? 'info' });
+  switch (command) {
+    case 'version':
+      process.stdout.write(`crbridge ${version()} (node ${process.version})\n`);
+      return 0;
+    case 'schema': {
+      const text = `${JSON.stringify(currentSchema(), null, 2)}\n`;
+      if (values.out) writeFileSync(values.out, text);
+      else process.stdout.write(text);
+      return 0;
+    }
+    case 'validate': {
+      const files = values.config ?? [];
+      if (files.length === 0) throw new CrbridgeError(ErrorCode.Usage, 'validate needs at least one -c <pipeline.yaml>');
+      const loaded = loadPipelines(files, createPipelineValidator(currentSchema()));
+      for (const p of loaded) process.stdout.write(`${p.file}: pipeline "${p.config.metadata.name}" is valid\n`);
+      return 0;
+    }
+    case 'run':
+      return run(values, logger);
+    default:
+      throw new CrbridgeError(ErrorCode.Usage, `unknown command "${command}"; try: crbridge --help`);
+  }
+}
+
+async function run(values: Record<string, unknown>, logger: ReturnType<typeof createLogger>): Promise<number> {
+  const files = (values.config as string[] | undefined) ?? [];
+  if (files.length === 0) throw new CrbridgeError(ErrorCode.Usage, 'run needs at least one -c <pipeline.yaml>');
+  if (typeof values.kubeconfig === 'string') process.env.KUBECONFIG = values.kubeconfig;
+  const port = Number(values['http-port'] ?? 8080);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CrbridgeError(ErrorCode.Usage, `--http-port must be a port number, got "${String(values['http-port'])}"`);
+  const drainSecs = Number(values['shutdown-timeout'] ?? 25);
+  const stateDir = (values['state-dir'] as string | undefined) ?? './crbridge-state';
+  mkdirSync(stateDir, { recursive: true });
+
+  // Validation comes first and is complete: nothing is built or connected before it passes.
+  const loaded = loadPipelines(files, createPipelineValidator(currentSchema()));
+  const metrics = new Metrics();
+  const runtime = new Runtime(loaded, registry, {
+    stateDir,
+    clusterName: (values['cluster-name'] as string | undefined) ?? 'default',
+    logger,
+    metrics,
+  });
+  const server = await startOpsServer({ host: (values['http-host'] as string | undefined) ?? '0.0.0.0', port, metrics, ready: () => runtime.ready });
+  logger.info('ops endpoint listening', { port: server.port });
+
+  const abort = new AbortController();
+  let resolveStop: (signal: string) => void = () => {};
+  const stopped = new Promise<string>((r) => {
+    resolveStop = r;
+  });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolveStop(sig));
+  await runtime.start(abort.signal);
+  const sig = await stopped;
+  logger.info('shutting down', { signal: sig, drainSeconds: drainSecs });
+  await runtime.shutdown(Date.now() + drainSecs * 1000);
+  abort.abort();
+  await server.close();
+  logger.info('stopped');
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Everything has drained; do not let a straggling client socket keep the process alive.
+    setTimeout(() => process.exit(code), 2000).unref();
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`crbridge: invalid configuration (${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}):\n${err.message}\n`);
+      process.exit(2);
+    }
+    if (err instanceof CrbridgeError) {
+      process.stderr.write(`crbridge: ${err.code}: ${err.message}\n`);
+      process.exit(err.code === ErrorCode.Usage ? 2 : 1);
+    }
+    if (err instanceof TypeError && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`crbridge: ${err.message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    process.stderr.write(`crbridge: unexpected error: ${errorMessage(err)}\n${(err as Error)?.stack ?? ''}\n`);
+    process.exit(1);
+  },
+);

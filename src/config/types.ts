@@ -1,0 +1,52 @@
+/**
+ * The validated shape of a pipeline file (`apiVersion: crbridge.io/v1alpha1`, `kind: Pipeline`).
+ * Component blocks stay loosely typed here; each factory's configSchema is their contract.
+ */
+
+export const PIPELINE_API_VERSION = 'crbridge.io/v1alpha1';
+
+export interface SinkConfig {
+  name: string;
+  type: string;
+  delivery?: Record<string, unknown>;
+  [k: string]: unknown;
+}
+
+export interface StageConfig {
+  name?: string;
+  type: string;
+  [k: string]: unknown;
+}
+
+export interface SourceConfig {
+  type?: string;
+  [k: string]: unknown;
+}
+
+export interface EventsConfig {
+  typePrefix?: string;
+  phasePath?: string;
+  redact?: string[];
+  maxBytes?: number;
+}
+
+export interface PipelineConfig {
+  apiVersion: typeof PIPELINE_API_VERSION;
+  kind: 'Pipeline';
+  metadata: { name: string; labels?: Record<string, string> };
+  spec: {
+    source: SourceConfig;
+    stages: StageConfig[];
+    sinks: SinkConfig[];
+    events?: EventsConfig;
+    deadLetter?: { path?: string };
+  };
+}
+
+/** A pipeline with where it came from, for error messages. */
+export interface LoadedPipeline {
+  file: string;
+  /** Index of the YAML document within the file. */
+  document: number;
+  config: PipelineConfig;
+}

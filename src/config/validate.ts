@@ -1,0 +1,83 @@
+/**
+ * Validates parsed pipeline documents against the generated schema (all errors at once) and runs
+ * the checks a schema cannot express (unique sink names). Turns ajv errors into readable issues.
+ */
+import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import type { JsonSchema } from '../component.ts';
+import type { ConfigIssue } from '../errors.ts';
+import type { PositionedDocument } from './load.ts';
+
+export interface SchemaError {
+  pointer: string;
+  message: string;
+}
+
+export interface PipelineValidator {
+  validate(value: unknown): SchemaError[];
+}
+
+function describe(e: ErrorObject): SchemaError | null {
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'if':
+      return null; // the `then` branch errors say what is wrong
+    case 'required':
+      return { pointer: `${e.instancePath}/${String(p.missingProperty)}`, message: `required field "${String(p.missingProperty)}" is missing` };
+    case 'additionalProperties':
+      return {
+        pointer: `${e.instancePath}/${String(p.additionalProperty)}`,
+        message: `unknown field "${String(p.additionalProperty)}"; check the spelling against the docs (crbridge schema prints every field)`,
+      };
+    case 'enum':
+      return { pointer: e.instancePath, message: `must be one of: ${(p.allowedValues as unknown[]).join(', ')}` };
+    case 'const':
+      return { pointer: e.instancePath, message: `must be ${JSON.stringify(p.allowedValue)}` };
+    default:
+      return { pointer: e.instancePath, message: e.message ?? e.keyword };
+  }
+}
+
+export function createPipelineValidator(schema: JsonSchema): PipelineValidator {
+  const ajv = new Ajv2020({ allErrors: true, strict: false, useDefaults: true });
+  const check = ajv.compile(schema);
+  return {
+    validate(value) {
+      const out: SchemaError[] = [];
+      if (!check(value)) {
+        const seen = new Set<string>();
+        for (const e of check.errors ?? []) {
+          const d = describe(e);
+          if (!d) continue;
+          // a `then` branch re-checks `type` with const; the enum error already says it
+          if (e.keyword === 'const' && d.pointer.endsWith('/type')) continue;
+          const k = `${d.pointer}\0${d.message}`;
+          if (!seen.has(k)) {
+            seen.add(k);
+            out.push(d);
+          }
+        }
+      }
+      const sinks = (value as { spec?: { sinks?: unknown } })?.spec?.sinks;
+      if (Array.isArray(sinks)) {
+        const first = new Map<string, number>();
+        sinks.forEach((s: { name?: unknown }, i) => {
+          if (typeof s?.name !== 'string') return;
+          const j = first.get(s.name);
+          if (j === undefined) first.set(s.name, i);
+          else out.push({ pointer: `/spec/sinks/${i}/name`, message: `sink name "${s.name}" is already used by /spec/sinks/${j}; names must be unique in a pipeline` });
+        });
+      }
+      return out;
+    },
+  };
+}
+
+export function locateError(
+  d: PositionedDocument,
+  e: SchemaError,
+  positionOf: (d: PositionedDocument, pointer: string) => { line: number; column: number },
+): ConfigIssue {
+  const pos = positionOf(d, e.pointer);
+  const docNote = d.index > 0 ? ` (document ${d.index + 1})` : '';
+  return { file: d.file, line: pos.line, column: pos.column, pointer: e.pointer || '/', message: `${e.message}${docNote}` };
+}

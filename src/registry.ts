@@ -1,0 +1,26 @@
+/**
+ * The explicit list of every component crbridge ships. Adding a sink means one folder under
+ * `src/sinks/` and one line here.
+ */
+import type { AnyFactory, SinkFactory, SourceFactory, StageFactory } from './component.ts';
+import { fileSink } from './sinks/file/index.ts';
+import { kafkaSink } from './sinks/kafka/index.ts';
+import { stdoutSink } from './sinks/stdout/index.ts';
+import { kubernetesSource } from './sources/kubernetes/index.ts';
+
+export interface Registry {
+  /** The first source is the default when a pipeline's source names no `type`. */
+  sources: readonly SourceFactory[];
+  stages: readonly StageFactory[];
+  sinks: readonly SinkFactory[];
+}
+
+export const registry: Registry = {
+  sources: [kubernetesSource],
+  stages: [],
+  sinks: [kafkaSink, fileSink, stdoutSink],
+};
+
+export function allFactories(r: Registry = registry): AnyFactory[] {
+  return [...r.sources, ...r.stages, ...r.sinks];
+}

@@ -1,0 +1,139 @@
+/**
+ * One running pipeline: turns each delta into a CloudEvent, validates it, runs the stages in
+ * order and enqueues the result on every sink's delivery queue. Invalid events and stage errors
+ * are dead-lettered, counted and logged once per kind; the pipeline goes on.
+ *
+ * Ordering: `push` is called in source order and enqueues in that order, so every sink sees one
+ * object's events in the order they happened.
+ */
+import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
+import type { DeadLetter } from '../delivery/dead-letter.ts';
+import type { DeliveryQueue } from '../delivery/queue.ts';
+import { type EventOptions, buildEvent } from '../events/build.ts';
+import type { CloudEvent } from '../events/cloudevent.ts';
+import type { Delta } from '../events/delta.ts';
+import { ErrorCode, errorMessage } from '../errors.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { type Metrics, componentMetrics } from '../telemetry/metrics.ts';
+
+export interface EventValidator {
+  validate(e: CloudEvent): { ok: true } | { ok: false; level: string; errors: string[] };
+}
+
+export interface PipelineParts {
+  name: string;
+  eventOptions: EventOptions;
+  validator: EventValidator;
+  stages: { id: string; stage: Stage }[];
+  sinks: { id: string; queue: DeliveryQueue }[];
+  deadLetter: DeadLetter;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+const settledNow = Promise.resolve();
+
+export class PipelineRunner implements DeltaReceiver, Lifecycle {
+  readonly name: string;
+  private readonly parts: PipelineParts;
+  private readonly m: ReturnType<typeof componentMetrics>;
+  private shutdownPromise: Promise<void> | undefined;
+
+  constructor(parts: PipelineParts) {
+    this.parts = parts;
+    this.name = parts.name;
+    this.m = componentMetrics(parts.metrics);
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    for (const s of this.parts.sinks) await s.queue.start(signal);
+  }
+
+  async push(delta: Delta): Promise<{ settled: Promise<void> }> {
+    const { logger } = this.parts;
+    const id = this.name;
+    this.m.received.inc({ component: id });
+    let event: CloudEvent;
+    try {
+      event = buildEvent(delta, this.parts.eventOptions);
+    } catch (err) {
+      // A builder failure is a bug or truly malformed object: keep the delta in the dead letters.
+      this.m.errors.inc({ component: id, code: ErrorCode.EventInvalid });
+      logger.once('error', `build:${errorMessage(err)}`, 'could not build an event; dead-lettered', {
+        code: ErrorCode.EventInvalid,
+        error: errorMessage(err),
+        object: `${delta.object.metadata?.namespace ?? ''}/${delta.object.metadata?.name ?? ''}`,
+      });
+      await this.deadLetter(
+        { specversion: '1.0', id: `unbuilt-${delta.object.metadata?.uid}`, source: 'crbridge', type: 'io.crbridge.unbuilt', datacontenttype: 'application/json', data: { object: delta.object, reason: delta.reason } } as CloudEvent,
+        ErrorCode.EventInvalid,
+        [errorMessage(err)],
+      );
+      return { settled: settledNow };
+    }
+    const verdict = this.parts.validator.validate(event);
+    if (!verdict.ok) {
+      this.m.errors.inc({ component: id, code: ErrorCode.EventInvalid });
+      logger.once('warn', `invalid:${verdict.level}:${verdict.errors[0]}`, 'event failed validation; dead-lettered', {
+        code: ErrorCode.EventInvalid,
+        level: verdict.level,
+        errors: verdict.errors.slice(0, 5),
+        subject: event.subject,
+      });
+      await this.deadLetter(event, ErrorCode.EventInvalid, verdict.errors.map((e) => `${verdict.level}: ${e}`));
+      return { settled: settledNow };
+    }
+    let events: CloudEvent[] = [event];
+    for (const { id: stageId, stage } of this.parts.stages) {
+      const next: CloudEvent[] = [];
+      for (const e of events) {
+        try {
+          next.push(...(await stage.process(e)));
+        } catch (err) {
+          this.m.errors.inc({ component: stageId, code: ErrorCode.Internal });
+          logger.once('error', `stage:${stageId}:${errorMessage(err)}`, 'stage failed; event dead-lettered', { stage: stageId, error: errorMessage(err) });
+          await this.deadLetter(e, ErrorCode.Internal, [`stage ${stageId}: ${errorMessage(err)}`]);
+        }
+      }
+      events = next;
+    }
+    const settled: Promise<void>[] = [];
+    for (const e of events) {
+      for (const s of this.parts.sinks) settled.push((await s.queue.enqueue(e)).settled);
+    }
+    this.m.sent.inc({ component: id }, events.length);
+    return { settled: settled.length === 0 ? settledNow : Promise.all(settled).then(() => undefined) };
+  }
+
+  private async deadLetter(event: CloudEvent, code: string, errors: string[]): Promise<void> {
+    try {
+      await this.parts.deadLetter.write({ event, component: this.name, code, errors, time: new Date().toISOString(), attempts: 0 });
+      this.m.deadLettered.inc({ component: this.name });
+    } catch (err) {
+      this.parts.logger.error('could not write a dead letter', { error: errorMessage(err), id: event.id });
+    }
+  }
+
+  shutdown(deadline: number): Promise<void> {
+    this.shutdownPromise ??= (async () => {
+      await Promise.all(this.parts.sinks.map((s) => s.queue.shutdown(deadline)));
+      await this.parts.deadLetter.close();
+    })();
+    return this.shutdownPromise;
+  }
+}
+
+/**
+ * Hands each delta of one shared source to every pipeline that uses it, in order; the delta is
+ * settled when every pipeline has settled it.
+ */
+export function fanOut(receivers: readonly DeltaReceiver[]): DeltaReceiver {
+  if (receivers.length === 1) return receivers[0] as DeltaReceiver;
+  return {
+    async push(delta) {
+      const settled: Promise<void>[] = [];
+      for (const r of receivers) settled.push((await r.push(delta)).settled);
+      return { settled: Promise.all(settled).then(() => undefined) };
+    },
+  };
+}

@@ -1,0 +1,132 @@
+/**
+ * Wires validated pipelines into running components and owns their lifecycle: sinks (delivery
+ * queues) start before sources; on shutdown sources stop first, then the pipelines drain their
+ * sinks. Pipelines whose sources share a key share one source instance (one LIST + one WATCH).
+ */
+import { join } from 'node:path';
+import type { ComponentContext, SinkFactory, Source, SourceFactory, StageFactory } from '../component.ts';
+import type { LoadedPipeline } from '../config/types.ts';
+import { resolveDeliveryConfig } from '../delivery/config.ts';
+import { fileDeadLetter } from '../delivery/dead-letter.ts';
+import { DeliveryQueue } from '../delivery/queue.ts';
+import { createEventValidator } from '../events/validate.ts';
+import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
+import type { Registry } from '../registry.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
+import { PipelineRunner, fanOut } from './pipeline.ts';
+
+export interface RuntimeOptions {
+  stateDir: string;
+  clusterName: string;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export class Runtime {
+  readonly pipelines: PipelineRunner[] = [];
+  readonly sources: { key: string; source: Source; pipelines: string[] }[] = [];
+  private readonly opts: RuntimeOptions;
+  private shutdownPromise: Promise<void> | undefined;
+
+  /** Builds every component; performs no I/O (that happens in `start`). */
+  constructor(loaded: readonly LoadedPipeline[], registry: Registry, opts: RuntimeOptions) {
+    this.opts = opts;
+    const ctxFor = (pipeline: string, name: string): ComponentContext => ({
+      id: `${pipeline}/${name}`,
+      pipeline,
+      logger: opts.logger.child({ component: `${pipeline}/${name}` }),
+      metrics: opts.metrics,
+      stateDir: opts.stateDir,
+      clusterName: opts.clusterName,
+    });
+    const validator = createEventValidator();
+    const bySource = new Map<string, { factory: SourceFactory; config: Record<string, unknown>; runners: PipelineRunner[] }>();
+    for (const { config } of loaded) {
+      const name = config.metadata.name;
+      const sinks = config.spec.sinks.map((sc) => {
+        const factory = find<SinkFactory>(registry.sinks, sc.type, 'sink');
+        const { name: sinkName, type: _t, delivery, ...own } = sc;
+        const ctx = ctxFor(name, sinkName);
+        const sink = factory.create(own, ctx);
+        return { id: ctx.id, queue: null as unknown as DeliveryQueue, sink, delivery, ctx };
+      });
+      const deadLetter = fileDeadLetter(config.spec.deadLetter?.path ?? join(opts.stateDir, 'dead-letter', `${name}.jsonl`));
+      for (const s of sinks) {
+        s.queue = new DeliveryQueue(s.sink, resolveDeliveryConfig(s.delivery as never), {
+          id: s.id,
+          logger: s.ctx.logger,
+          metrics: opts.metrics,
+          deadLetter,
+        });
+      }
+      const stages = (config.spec.stages ?? []).map((st, i) => {
+        const factory = find<StageFactory>(registry.stages, st.type, 'stage');
+        const { name: stageName, type: _t, ...own } = st;
+        const ctx = ctxFor(name, stageName ?? `${st.type}-${i}`);
+        return { id: ctx.id, stage: factory.create(own, ctx) };
+      });
+      const ev = config.spec.events ?? {};
+      const runner = new PipelineRunner({
+        name,
+        eventOptions: {
+          clusterName: opts.clusterName,
+          ...(ev.typePrefix !== undefined && { typePrefix: ev.typePrefix }),
+          ...(ev.phasePath !== undefined && { phasePath: ev.phasePath }),
+          ...(ev.redact !== undefined && { redact: ev.redact }),
+          ...(ev.maxBytes !== undefined && { maxBytes: ev.maxBytes }),
+        },
+        validator,
+        stages,
+        sinks: sinks.map((s) => ({ id: s.id, queue: s.queue })),
+        deadLetter,
+        logger: opts.logger.child({ pipeline: name }),
+        metrics: opts.metrics,
+      });
+      this.pipelines.push(runner);
+      const { type: sourceType, ...sourceConfig } = config.spec.source;
+      const factory = sourceType ? find<SourceFactory>(registry.sources, sourceType, 'source') : (registry.sources[0] as SourceFactory);
+      const key = `${factory.type}:${factory.shareKey(sourceConfig)}`;
+      const group = bySource.get(key);
+      if (group) group.runners.push(runner);
+      else bySource.set(key, { factory, config: sourceConfig, runners: [runner] });
+    }
+    for (const [key, { factory, config, runners }] of bySource) {
+      const names = runners.map((r) => r.name);
+      const label = names.length === 1 ? `${names[0]}/source` : `shared/${factory.type}-${this.sources.length}`;
+      const ctx = { ...ctxFor(names[0] as string, 'source'), id: label, logger: opts.logger.child({ component: label, pipelines: names }), receiver: fanOut(runners) };
+      this.sources.push({ key, source: factory.create(config, ctx), pipelines: names });
+    }
+  }
+
+  /** True when every source has handed on its initial state. */
+  get ready(): boolean {
+    return this.sources.every((s) => s.source.synced);
+  }
+
+  /** Starts sinks (via the pipelines) and then sources; returns quickly. */
+  async start(signal: AbortSignal): Promise<void> {
+    for (const p of this.pipelines) await p.start(signal);
+    for (const s of this.sources) await s.source.start(signal);
+    this.opts.logger.info('crbridge started', { pipelines: this.pipelines.map((p) => p.name), sources: this.sources.length });
+  }
+
+  /** Stops sources, then drains and stops the pipelines' sinks. Idempotent. */
+  shutdown(deadline: number): Promise<void> {
+    this.shutdownPromise ??= (async () => {
+      await Promise.allSettled(this.sources.map((s) => s.source.shutdown(deadline))).then((rs) => this.report(rs, 'source'));
+      await Promise.allSettled(this.pipelines.map((p) => p.shutdown(deadline))).then((rs) => this.report(rs, 'pipeline'));
+    })();
+    return this.shutdownPromise;
+  }
+
+  private report(results: PromiseSettledResult<void>[], what: string): void {
+    for (const r of results) if (r.status === 'rejected') this.opts.logger.error(`${what} shutdown failed`, { error: errorMessage(r.reason) });
+  }
+}
+
+function find<F extends { type: string }>(list: readonly F[], type: string, kind: string): F {
+  const f = list.find((x) => x.type === type);
+  if (!f) throw new CrbridgeError(ErrorCode.ConfigInvalid, `unknown ${kind} type "${type}"`);
+  return f;
+}
