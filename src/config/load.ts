@@ -6,10 +6,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments, type Document } from 'yaml';
-import { type ConfigIssue, ConfigError } from '../errors.ts';
+import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments } from 'yaml';
+import { ConfigError, type ConfigIssue } from '../errors.ts';
 import type { LoadedPipeline, PipelineConfig } from './types.ts';
-import { type PipelineValidator, locateError } from './validate.ts';
+import { locateError, type PipelineValidator } from './validate.ts';
 
 export interface LoadOptions {
   env?: Record<string, string | undefined>;
@@ -52,7 +52,11 @@ export function positionOf(d: PositionedDocument, pointer: string): { line: numb
 const REF = /\$\{(env|file):([^}:]+)(?::-([^}]*))?\}/g;
 
 /** Replaces references in every string scalar of the document, collecting failures as issues. */
-function resolveReferences(d: PositionedDocument, env: Record<string, string | undefined>, issues: ConfigIssue[]): void {
+function resolveReferences(
+  d: PositionedDocument,
+  env: Record<string, string | undefined>,
+  issues: ConfigIssue[],
+): void {
   const base = dirname(d.file);
   const visit = (node: unknown, pointer: string): void => {
     if (isMap(node)) {
@@ -124,7 +128,11 @@ export function parseFile(file: string, text: string, issues: ConfigIssue[]): Po
  * Loads and validates every file; throws one {@link ConfigError} listing every problem found, or
  * returns the pipelines. Pipeline names must be unique across files.
  */
-export function loadPipelines(files: readonly string[], validator: PipelineValidator, opts: LoadOptions = {}): LoadedPipeline[] {
+export function loadPipelines(
+  files: readonly string[],
+  validator: PipelineValidator,
+  opts: LoadOptions = {},
+): LoadedPipeline[] {
   const env = opts.env ?? process.env;
   const issues: ConfigIssue[] = [];
   const loaded: LoadedPipeline[] = [];
@@ -134,7 +142,13 @@ export function loadPipelines(files: readonly string[], validator: PipelineValid
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      issues.push({ file, line: 0, column: 0, pointer: '', message: `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+      issues.push({
+        file,
+        line: 0,
+        column: 0,
+        pointer: '',
+        message: `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      });
       continue;
     }
     for (const d of parseFile(file, text, issues)) {
@@ -148,7 +162,13 @@ export function loadPipelines(files: readonly string[], validator: PipelineValid
       const prev = names.get(config.metadata.name);
       if (prev) {
         const pos = positionOf(d, '/metadata/name');
-        issues.push({ file, line: pos.line, column: pos.column, pointer: '/metadata/name', message: `pipeline name "${config.metadata.name}" is already used at ${prev}; names must be unique` });
+        issues.push({
+          file,
+          line: pos.line,
+          column: pos.column,
+          pointer: '/metadata/name',
+          message: `pipeline name "${config.metadata.name}" is already used at ${prev}; names must be unique`,
+        });
         continue;
       }
       names.set(config.metadata.name, where);

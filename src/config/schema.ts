@@ -15,7 +15,8 @@ export function commonSinkProperties(deliverySchema: JsonSchema): Record<string,
       type: 'string',
       pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$',
       maxLength: 63,
-      description: 'Name of the sink, unique within the pipeline (lower-case letters, digits and dashes). Used in metrics and logs.',
+      description:
+        'Name of the sink, unique within the pipeline (lower-case letters, digits and dashes). Used in metrics and logs.',
     },
     type: { type: 'string', description: 'Which sink to use.' },
     delivery: deliverySchema,
@@ -50,6 +51,8 @@ const eventsSchema: JsonSchema = {
 function discriminated(kind: string, factories: readonly AnyFactory[], common: Record<string, JsonSchema>): JsonSchema {
   const types = factories.map((f) => f.type);
   const typeOptional = kind === 'source';
+  if (factories.length === 0)
+    return { description: `No ${kind} types exist in this build; leave this list empty.`, not: {} };
   return {
     type: 'object',
     description: typeOptional
@@ -57,18 +60,23 @@ function discriminated(kind: string, factories: readonly AnyFactory[], common: R
       : `A ${kind}; \`type\` selects which (${types.join(', ')}).`,
     required: typeOptional ? [] : ['type', ...(common.name ? ['name'] : [])],
     properties: { ...common, type: { type: 'string', enum: types, description: `Which ${kind} to use.` } },
-    allOf: factories.map((f, i) => {
-      const own = f.configSchema as { properties?: Record<string, unknown>; required?: string[] };
-      const selected = { properties: { type: { const: f.type } }, required: ['type'] };
-      return {
-        // a source block may omit `type`: it then means the first (default) source
-        if: typeOptional && i === 0 ? { anyOf: [{ not: { required: ['type'] } }, selected] } : selected,
-        then: {
-          properties: { ...common, type: { const: f.type, description: f.description }, ...(own.properties ?? {}) },
-          required: [...(own.required ?? []), ...(typeOptional ? [] : Object.keys(common).filter((k) => k === 'name'))],
-          additionalProperties: false,
-        },
-      };
+    ...(factories.length > 0 && {
+      allOf: factories.map((f, i) => {
+        const own = f.configSchema as { properties?: Record<string, unknown>; required?: string[] };
+        const selected = { properties: { type: { const: f.type } }, required: ['type'] };
+        return {
+          // a source block may omit `type`: it then means the first (default) source
+          if: typeOptional && i === 0 ? { anyOf: [{ not: { required: ['type'] } }, selected] } : selected,
+          then: {
+            properties: { ...common, type: { const: f.type, description: f.description }, ...(own.properties ?? {}) },
+            required: [
+              ...(own.required ?? []),
+              ...(typeOptional ? [] : Object.keys(common).filter((k) => k === 'name')),
+            ],
+            additionalProperties: false,
+          },
+        };
+      }),
     }),
   };
 }

@@ -22,7 +22,10 @@ function describe(e: ErrorObject): SchemaError | null {
     case 'if':
       return null; // the `then` branch errors say what is wrong
     case 'required':
-      return { pointer: `${e.instancePath}/${String(p.missingProperty)}`, message: `required field "${String(p.missingProperty)}" is missing` };
+      return {
+        pointer: `${e.instancePath}/${String(p.missingProperty)}`,
+        message: `required field "${String(p.missingProperty)}" is missing`,
+      };
     case 'additionalProperties':
       return {
         pointer: `${e.instancePath}/${String(p.additionalProperty)}`,
@@ -64,7 +67,11 @@ export function createPipelineValidator(schema: JsonSchema): PipelineValidator {
           if (typeof s?.name !== 'string') return;
           const j = first.get(s.name);
           if (j === undefined) first.set(s.name, i);
-          else out.push({ pointer: `/spec/sinks/${i}/name`, message: `sink name "${s.name}" is already used by /spec/sinks/${j}; names must be unique in a pipeline` });
+          else
+            out.push({
+              pointer: `/spec/sinks/${i}/name`,
+              message: `sink name "${s.name}" is already used by /spec/sinks/${j}; names must be unique in a pipeline`,
+            });
         });
       }
       return out;
@@ -79,5 +86,11 @@ export function locateError(
 ): ConfigIssue {
   const pos = positionOf(d, e.pointer);
   const docNote = d.index > 0 ? ` (document ${d.index + 1})` : '';
-  return { file: d.file, line: pos.line, column: pos.column, pointer: e.pointer || '/', message: `${e.message}${docNote}` };
+  return {
+    file: d.file,
+    line: pos.line,
+    column: pos.column,
+    pointer: e.pointer || '/',
+    message: `${e.message}${docNote}`,
+  };
 }
