@@ -15,7 +15,7 @@ import { ConfigError, CrbridgeError, ErrorCode, errorMessage } from './errors.ts
 import { allFactories, registry } from './registry.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { startOpsServer } from './server/http.ts';
-import { type Level, createLogger } from './telemetry/logger.ts';
+import { createLogger, type Level } from './telemetry/logger.ts';
 import { Metrics } from './telemetry/metrics.ts';
 
 const USAGE = `crbridge — Kubernetes Custom Resource changes as CloudEvents
@@ -85,7 +85,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'validate': {
       const files = values.config ?? [];
-      if (files.length === 0) throw new CrbridgeError(ErrorCode.Usage, 'validate needs at least one -c <pipeline.yaml>');
+      if (files.length === 0)
+        throw new CrbridgeError(ErrorCode.Usage, 'validate needs at least one -c <pipeline.yaml>');
       const loaded = loadPipelines(files, createPipelineValidator(currentSchema()));
       for (const p of loaded) process.stdout.write(`${p.file}: pipeline "${p.config.metadata.name}" is valid\n`);
       return 0;
@@ -102,7 +103,8 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
   if (files.length === 0) throw new CrbridgeError(ErrorCode.Usage, 'run needs at least one -c <pipeline.yaml>');
   if (typeof values.kubeconfig === 'string') process.env.KUBECONFIG = values.kubeconfig;
   const port = Number(values['http-port'] ?? 8080);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CrbridgeError(ErrorCode.Usage, `--http-port must be a port number, got "${String(values['http-port'])}"`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new CrbridgeError(ErrorCode.Usage, `--http-port must be a port number, got "${String(values['http-port'])}"`);
   const drainSecs = Number(values['shutdown-timeout'] ?? 25);
   const stateDir = (values['state-dir'] as string | undefined) ?? './crbridge-state';
   mkdirSync(stateDir, { recursive: true });
@@ -116,7 +118,12 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
     logger,
     metrics,
   });
-  const server = await startOpsServer({ host: (values['http-host'] as string | undefined) ?? '0.0.0.0', port, metrics, ready: () => runtime.ready });
+  const server = await startOpsServer({
+    host: (values['http-host'] as string | undefined) ?? '0.0.0.0',
+    port,
+    metrics,
+    ready: () => runtime.ready,
+  });
   logger.info('ops endpoint listening', { port: server.port });
 
   const abort = new AbortController();
@@ -143,7 +150,9 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof ConfigError) {
-      process.stderr.write(`crbridge: invalid configuration (${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}):\n${err.message}\n`);
+      process.stderr.write(
+        `crbridge: invalid configuration (${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}):\n${err.message}\n`,
+      );
       process.exit(2);
     }
     if (err instanceof CrbridgeError) {

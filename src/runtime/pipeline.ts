@@ -9,12 +9,12 @@
 import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
 import type { DeadLetter } from '../delivery/dead-letter.ts';
 import type { DeliveryQueue } from '../delivery/queue.ts';
-import { type EventOptions, buildEvent } from '../events/build.ts';
+import { ErrorCode, errorMessage } from '../errors.ts';
+import { buildEvent, type EventOptions } from '../events/build.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
 import type { Delta } from '../events/delta.ts';
-import { ErrorCode, errorMessage } from '../errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { type Metrics, componentMetrics } from '../telemetry/metrics.ts';
+import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 
 export interface EventValidator {
   validate(e: CloudEvent): { ok: true } | { ok: false; level: string; errors: string[] };
@@ -65,7 +65,14 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
         object: `${delta.object.metadata?.namespace ?? ''}/${delta.object.metadata?.name ?? ''}`,
       });
       await this.deadLetter(
-        { specversion: '1.0', id: `unbuilt-${delta.object.metadata?.uid}`, source: 'crbridge', type: 'io.crbridge.unbuilt', datacontenttype: 'application/json', data: { object: delta.object, reason: delta.reason } } as CloudEvent,
+        {
+          specversion: '1.0',
+          id: `unbuilt-${delta.object.metadata?.uid}`,
+          source: 'crbridge',
+          type: 'io.crbridge.unbuilt',
+          datacontenttype: 'application/json',
+          data: { object: delta.object, reason: delta.reason },
+        } as CloudEvent,
         ErrorCode.EventInvalid,
         [errorMessage(err)],
       );
@@ -80,7 +87,11 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
         errors: verdict.errors.slice(0, 5),
         subject: event.subject,
       });
-      await this.deadLetter(event, ErrorCode.EventInvalid, verdict.errors.map((e) => `${verdict.level}: ${e}`));
+      await this.deadLetter(
+        event,
+        ErrorCode.EventInvalid,
+        verdict.errors.map((e) => `${verdict.level}: ${e}`),
+      );
       return { settled: settledNow };
     }
     let events: CloudEvent[] = [event];
@@ -91,7 +102,10 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
           next.push(...(await stage.process(e)));
         } catch (err) {
           this.m.errors.inc({ component: stageId, code: ErrorCode.Internal });
-          logger.once('error', `stage:${stageId}:${errorMessage(err)}`, 'stage failed; event dead-lettered', { stage: stageId, error: errorMessage(err) });
+          logger.once('error', `stage:${stageId}:${errorMessage(err)}`, 'stage failed; event dead-lettered', {
+            stage: stageId,
+            error: errorMessage(err),
+          });
           await this.deadLetter(e, ErrorCode.Internal, [`stage ${stageId}: ${errorMessage(err)}`]);
         }
       }
@@ -107,7 +121,14 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
 
   private async deadLetter(event: CloudEvent, code: string, errors: string[]): Promise<void> {
     try {
-      await this.parts.deadLetter.write({ event, component: this.name, code, errors, time: new Date().toISOString(), attempts: 0 });
+      await this.parts.deadLetter.write({
+        event,
+        component: this.name,
+        code,
+        errors,
+        time: new Date().toISOString(),
+        attempts: 0,
+      });
       this.m.deadLettered.inc({ component: this.name });
     } catch (err) {
       this.parts.logger.error('could not write a dead letter', { error: errorMessage(err), id: event.id });

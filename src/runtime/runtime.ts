@@ -9,12 +9,12 @@ import type { LoadedPipeline } from '../config/types.ts';
 import { resolveDeliveryConfig } from '../delivery/config.ts';
 import { fileDeadLetter } from '../delivery/dead-letter.ts';
 import { DeliveryQueue } from '../delivery/queue.ts';
-import { createEventValidator } from '../events/validate.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
+import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
-import { PipelineRunner, fanOut } from './pipeline.ts';
+import { fanOut, PipelineRunner } from './pipeline.ts';
 
 export interface RuntimeOptions {
   stateDir: string;
@@ -41,7 +41,10 @@ export class Runtime {
       clusterName: opts.clusterName,
     });
     const validator = createEventValidator();
-    const bySource = new Map<string, { factory: SourceFactory; config: Record<string, unknown>; runners: PipelineRunner[] }>();
+    const bySource = new Map<
+      string,
+      { factory: SourceFactory; config: Record<string, unknown>; runners: PipelineRunner[] }
+    >();
     for (const { config } of loaded) {
       const name = config.metadata.name;
       const sinks = config.spec.sinks.map((sc) => {
@@ -51,7 +54,9 @@ export class Runtime {
         const sink = factory.create(own, ctx);
         return { id: ctx.id, queue: null as unknown as DeliveryQueue, sink, delivery, ctx };
       });
-      const deadLetter = fileDeadLetter(config.spec.deadLetter?.path ?? join(opts.stateDir, 'dead-letter', `${name}.jsonl`));
+      const deadLetter = fileDeadLetter(
+        config.spec.deadLetter?.path ?? join(opts.stateDir, 'dead-letter', `${name}.jsonl`),
+      );
       for (const s of sinks) {
         s.queue = new DeliveryQueue(s.sink, resolveDeliveryConfig(s.delivery as never), {
           id: s.id,
@@ -85,7 +90,9 @@ export class Runtime {
       });
       this.pipelines.push(runner);
       const { type: sourceType, ...sourceConfig } = config.spec.source;
-      const factory = sourceType ? find<SourceFactory>(registry.sources, sourceType, 'source') : (registry.sources[0] as SourceFactory);
+      const factory = sourceType
+        ? find<SourceFactory>(registry.sources, sourceType, 'source')
+        : (registry.sources[0] as SourceFactory);
       const key = `${factory.type}:${factory.shareKey(sourceConfig)}`;
       const group = bySource.get(key);
       if (group) group.runners.push(runner);
@@ -94,7 +101,12 @@ export class Runtime {
     for (const [key, { factory, config, runners }] of bySource) {
       const names = runners.map((r) => r.name);
       const label = names.length === 1 ? `${names[0]}/source` : `shared/${factory.type}-${this.sources.length}`;
-      const ctx = { ...ctxFor(names[0] as string, 'source'), id: label, logger: opts.logger.child({ component: label, pipelines: names }), receiver: fanOut(runners) };
+      const ctx = {
+        ...ctxFor(names[0] as string, 'source'),
+        id: label,
+        logger: opts.logger.child({ component: label, pipelines: names }),
+        receiver: fanOut(runners),
+      };
       this.sources.push({ key, source: factory.create(config, ctx), pipelines: names });
     }
   }
@@ -108,20 +120,28 @@ export class Runtime {
   async start(signal: AbortSignal): Promise<void> {
     for (const p of this.pipelines) await p.start(signal);
     for (const s of this.sources) await s.source.start(signal);
-    this.opts.logger.info('crbridge started', { pipelines: this.pipelines.map((p) => p.name), sources: this.sources.length });
+    this.opts.logger.info('crbridge started', {
+      pipelines: this.pipelines.map((p) => p.name),
+      sources: this.sources.length,
+    });
   }
 
   /** Stops sources, then drains and stops the pipelines' sinks. Idempotent. */
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
-      await Promise.allSettled(this.sources.map((s) => s.source.shutdown(deadline))).then((rs) => this.report(rs, 'source'));
-      await Promise.allSettled(this.pipelines.map((p) => p.shutdown(deadline))).then((rs) => this.report(rs, 'pipeline'));
+      await Promise.allSettled(this.sources.map((s) => s.source.shutdown(deadline))).then((rs) =>
+        this.report(rs, 'source'),
+      );
+      await Promise.allSettled(this.pipelines.map((p) => p.shutdown(deadline))).then((rs) =>
+        this.report(rs, 'pipeline'),
+      );
     })();
     return this.shutdownPromise;
   }
 
   private report(results: PromiseSettledResult<void>[], what: string): void {
-    for (const r of results) if (r.status === 'rejected') this.opts.logger.error(`${what} shutdown failed`, { error: errorMessage(r.reason) });
+    for (const r of results)
+      if (r.status === 'rejected') this.opts.logger.error(`${what} shutdown failed`, { error: errorMessage(r.reason) });
   }
 }
 

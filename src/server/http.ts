@@ -3,7 +3,7 @@
  * and `/readyz` (every source has synced). Listens on loopback-agnostic `host:port`; port 0 picks
  * a free port.
  */
-import { type Server, createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Metrics } from '../telemetry/metrics.ts';
 
