@@ -7,12 +7,11 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { currentSchema } from './cli-schema.ts';
 import { loadPipelines } from './config/load.ts';
-import { pipelineSchema } from './config/schema.ts';
 import { createPipelineValidator } from './config/validate.ts';
-import { deliveryConfigSchema } from './delivery/config.ts';
 import { ConfigError, CrbridgeError, ErrorCode, errorMessage } from './errors.ts';
-import { allFactories, registry } from './registry.ts';
+import { registry } from './registry.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { startOpsServer } from './server/http.ts';
 import { createLogger, type Level } from './telemetry/logger.ts';
@@ -45,10 +44,6 @@ function version(): string {
     } catch {}
   }
   return 'unknown';
-}
-
-export function currentSchema(): Record<string, unknown> {
-  return pipelineSchema(allFactories(registry), deliveryConfigSchema);
 }
 
 async function main(argv: string[]): Promise<number> {
