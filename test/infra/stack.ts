@@ -1,0 +1,873 @@
+/**
+ * The local real stack manager: `node test/infra/stack.ts <up|down|status|start NAME|stop NAME|restart NAME>`.
+ *
+ * Builds (once, cached under ~/.cache/crbridge by the build scripts next to this file) and runs a real
+ * kube-apiserver + etcd, a one-node Kafka 4 KRaft cluster and Jaeger v2 on free loopback ports, all as
+ * detached processes whose state lives in `<repo>/.stack/` (pids, data, logs, certificates, kubeconfigs,
+ * chosen ports in state.json). `up` writes `.stack/env` for tests and tools. Only `down` removes data.
+ */
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Kafka, logLevel } from 'kafkajs';
+
+const infraDir = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = join(infraDir, '..', '..');
+/** `<repo>/.stack`, or CRBRIDGE_STACK_DIR (a second, private stack, e.g. to test this tool itself). */
+export const stackDir = process.env.CRBRIDGE_STACK_DIR
+  ? resolve(process.env.CRBRIDGE_STACK_DIR)
+  : join(repoRoot, '.stack');
+export const envFile = join(stackDir, 'env');
+const stateFile = join(stackDir, 'state.json');
+const logsDir = join(stackDir, 'logs');
+const pidsDir = join(stackDir, 'pids');
+const dataDir = join(stackDir, 'data');
+const pkiDir = join(stackDir, 'pki');
+const binDir = join(stackDir, 'bin');
+const confDir = join(stackDir, 'conf');
+
+export type ComponentName = 'etcd' | 'apiserver' | 'kafka' | 'jaeger';
+export const COMPONENTS: readonly ComponentName[] = ['etcd', 'apiserver', 'kafka', 'jaeger'];
+
+/** A failure with a one-line, human-readable message; the CLI prints it and exits 1 (no stack trace). */
+export class StackError extends Error {
+  override name = 'StackError';
+}
+
+interface Ports {
+  etcd: number;
+  etcdPeer: number;
+  apiserver: number;
+  kafka: number;
+  kafkaController: number;
+  otlpHttp: number;
+  otlpGrpc: number;
+  jaegerQuery: number;
+  jaegerQueryGrpc: number;
+  jaegerHealth: number;
+}
+
+/** Everything `up` decided once and later commands reuse (so `restart NAME` keeps clients working). */
+interface State {
+  ports: Ports;
+  kafkaClusterId: string;
+  adminToken: string;
+  restrictedToken: string;
+  bins: { kube: string; etcd: string; jaeger: string; helm: string; kafkaJars: string };
+}
+
+/** One component's observed condition, as `status` prints it. */
+export interface ComponentStatus {
+  name: ComponentName;
+  pid: number | undefined;
+  running: boolean;
+  healthy: boolean;
+  port: number | undefined;
+  detail: string;
+}
+
+// kafkajs 2.2.4 schedules a negative timeout on Node >= 23 (a harmless TimeoutNegativeWarning on every
+// connection); hide that one warning and print the others as Node would.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  if (w.name !== 'TimeoutNegativeWarning') process.stderr.write(`(node) ${w.name}: ${w.message}\n`);
+});
+
+const say = (s: string): void => {
+  const t = new Date().toISOString().slice(11, 19);
+  process.stdout.write(`[stack ${t}] ${s}\n`);
+};
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Builds: each script is idempotent, prints progress on stderr and its output folder on stdout.
+
+/** Runs one build script; relays its `[infra ...]` progress lines; on failure throws its one-line reason. */
+function runScript(script: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', [join(infraDir, script)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let errBuf = '';
+    let reason = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      errBuf += d;
+      let i = errBuf.indexOf('\n');
+      while (i >= 0) {
+        const line = errBuf.slice(0, i);
+        errBuf = errBuf.slice(i + 1);
+        if (line.startsWith('[infra')) process.stderr.write(`${line}\n`);
+        else if (line.startsWith('crbridge stack:')) reason = line;
+        i = errBuf.indexOf('\n');
+      }
+    });
+    child.once('error', (e) => reject(new StackError(`crbridge stack: cannot run bash for ${script}: ${e.message}`)));
+    child.once('close', (code) => {
+      if (errBuf.startsWith('crbridge stack:')) reason = errBuf.trim();
+      if (code === 0) resolve(out.trim().split('\n').pop() ?? '');
+      else reject(new StackError(reason || `crbridge stack: ${script} failed (exit ${code})`));
+    });
+  });
+}
+
+/** Builds or fetches every binary (sequentially: the machine is small) and makes sure kcat exists. */
+export async function ensureBuilt(): Promise<State['bins']> {
+  const etcd = await runScript('build-etcd.sh');
+  const kube = await runScript('build-kube.sh');
+  const jaeger = await runScript('build-jaeger.sh');
+  const helm = await runScript('build-helm.sh');
+  const kafkaJars = await runScript('fetch-kafka.sh');
+  await runScript('ensure-kcat.sh');
+  return { etcd, kube, jaeger, helm, kafkaJars };
+}
+
+/** Runs a tool for its version text (stdout + stderr); a missing tool is one clear line. */
+function checkTool(cmd: string, args: string[], how: string): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    throw new StackError(`crbridge stack: '${cmd}' is not installed; ${how}`);
+  }
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`;
+}
+
+function checkJava(): void {
+  const how = "install a Java 17+ runtime ('apt-get install openjdk-17-jre-headless')";
+  const v = checkTool('java', ['-version'], how);
+  const m = /version "(\d+)/.exec(v);
+  if (!m || Number(m[1]) < 17)
+    throw new StackError(`crbridge stack: Java 17+ is needed for Kafka; found: ${v.split('\n')[0]}; ${how}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// State, ports, certificates and config files.
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const a = s.address();
+    return typeof a === 'object' && a ? a.port : 0;
+  });
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+function readState(): State | undefined {
+  if (!existsSync(stateFile)) return undefined;
+  return JSON.parse(readFileSync(stateFile, 'utf8')) as State;
+}
+
+function requireState(): State {
+  const s = readState();
+  if (!s) throw new StackError('crbridge stack: the stack is not set up; run `npm run stack -- up` first');
+  return s;
+}
+
+async function newState(bins: State['bins']): Promise<State> {
+  const p = await freePorts(10);
+  const at = (i: number) => p[i] as number;
+  let clusterId = randomBytes(16).toString('base64url');
+  while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
+  return {
+    ports: {
+      etcd: at(0),
+      etcdPeer: at(1),
+      apiserver: at(2),
+      kafka: at(3),
+      kafkaController: at(4),
+      otlpHttp: at(5),
+      otlpGrpc: at(6),
+      jaegerQuery: at(7),
+      jaegerQueryGrpc: at(8),
+      jaegerHealth: at(9),
+    },
+    kafkaClusterId: clusterId,
+    adminToken: randomBytes(24).toString('hex'),
+    restrictedToken: randomBytes(24).toString('hex'),
+    bins,
+  };
+}
+
+function openssl(args: string[]): void {
+  try {
+    execFileSync('openssl', args, { cwd: pkiDir, stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
+    if (err.code === 'ENOENT')
+      throw new StackError("crbridge stack: 'openssl' is not installed; apt-get install openssl");
+    throw new StackError(
+      `crbridge stack: openssl ${args[0]} failed: ${
+        String(err.stderr ?? '')
+          .trim()
+          .split('\n')[0]
+      }`,
+    );
+  }
+}
+
+/** CA, apiserver serving cert, service-account key pair, token file and kubeconfigs (kept until `down`). */
+function ensurePki(s: State): void {
+  mkdirSync(pkiDir, { recursive: true });
+  if (!existsSync(join(pkiDir, 'apiserver.crt'))) {
+    say('generating CA, apiserver serving certificate and service-account key');
+    openssl(
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '3650'].concat([
+        '-subj',
+        '/CN=crbridge-stack-ca',
+      ]),
+    );
+    writeFileSync(
+      join(pkiDir, 'apiserver.ext'),
+      [
+        'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc',
+        'extendedKeyUsage=serverAuth',
+        'keyUsage=critical,digitalSignature,keyEncipherment',
+        '',
+      ].join('\n'),
+    );
+    openssl(
+      ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'apiserver.key', '-out', 'apiserver.csr'].concat([
+        '-subj',
+        '/CN=kube-apiserver',
+      ]),
+    );
+    openssl(
+      ['x509', '-req', '-in', 'apiserver.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial'].concat([
+        '-out',
+        'apiserver.crt',
+        '-days',
+        '3650',
+        '-extfile',
+        'apiserver.ext',
+      ]),
+    );
+    openssl(['genrsa', '-out', 'sa.key', '2048']);
+    openssl(['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub']);
+  }
+  writeFileSync(
+    join(pkiDir, 'tokens.csv'),
+    `${s.adminToken},crbridge-admin,crbridge-admin-uid,"system:masters"\n` +
+      `${s.restrictedToken},crbridge-restricted,crbridge-restricted-uid\n`,
+    { mode: 0o600 },
+  );
+  const ca = readFileSync(join(pkiDir, 'ca.crt')).toString('base64');
+  const kubeconfig = (user: string, token: string) =>
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '  - name: crbridge-stack',
+      '    cluster:',
+      `      server: https://127.0.0.1:${s.ports.apiserver}`,
+      `      certificate-authority-data: ${ca}`,
+      'users:',
+      `  - name: ${user}`,
+      '    user:',
+      `      token: ${token}`,
+      'contexts:',
+      `  - name: ${user}`,
+      '    context:',
+      '      cluster: crbridge-stack',
+      `      user: ${user}`,
+      '      namespace: default',
+      `current-context: ${user}`,
+      '',
+    ].join('\n');
+  writeFileSync(join(stackDir, 'kubeconfig'), kubeconfig('crbridge-admin', s.adminToken), { mode: 0o600 });
+  writeFileSync(join(stackDir, 'kubeconfig-restricted'), kubeconfig('crbridge-restricted', s.restrictedToken), {
+    mode: 0o600,
+  });
+}
+
+/** `.stack/bin`: one folder with kubectl, helm, kcat and the servers (CRBRIDGE_STACK_BIN). */
+function linkBins(s: State): void {
+  mkdirSync(binDir, { recursive: true });
+  const links: Record<string, string> = {
+    'kube-apiserver': join(s.bins.kube, 'kube-apiserver'),
+    kubectl: join(s.bins.kube, 'kubectl'),
+    etcd: join(s.bins.etcd, 'etcd'),
+    jaeger: join(s.bins.jaeger, 'jaeger'),
+    helm: join(s.bins.helm, 'helm'),
+  };
+  try {
+    links.kcat = execFileSync('bash', ['-c', 'command -v kcat'], { encoding: 'utf8' }).trim();
+  } catch {
+    // ensure-kcat.sh already reported it
+  }
+  for (const [name, target] of Object.entries(links)) {
+    const at = join(binDir, name);
+    rmSync(at, { force: true });
+    symlinkSync(target, at);
+  }
+}
+
+export function envVars(s: State): Record<string, string> {
+  const p = s.ports;
+  return {
+    KUBECONFIG: join(stackDir, 'kubeconfig'),
+    KUBECONFIG_RESTRICTED: join(stackDir, 'kubeconfig-restricted'),
+    KUBE_APISERVER_URL: `https://127.0.0.1:${p.apiserver}`,
+    KAFKA_BROKERS: `127.0.0.1:${p.kafka}`,
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${p.otlpHttp}`,
+    OTEL_EXPORTER_OTLP_GRPC_ENDPOINT: `http://127.0.0.1:${p.otlpGrpc}`,
+    JAEGER_QUERY_URL: `http://127.0.0.1:${p.jaegerQuery}`,
+    ETCD_ENDPOINTS: `http://127.0.0.1:${p.etcd}`,
+    CRBRIDGE_STACK_BIN: binDir,
+  };
+}
+
+function writeEnv(s: State): void {
+  const lines = Object.entries(envVars(s)).map(([k, v]) => `export ${k}=${v}`);
+  writeFileSync(
+    envFile,
+    `# Written by test/infra/stack.ts up; source it or load it with test/support/stack.ts\n${lines.join('\n')}\n`,
+  );
+}
+
+function kafkaFiles(s: State): { props: string; log4j: string; data: string } {
+  const p = s.ports;
+  const data = join(dataDir, 'kafka');
+  const props = join(confDir, 'kafka.properties');
+  const log4j = join(confDir, 'kafka-log4j2.xml');
+  mkdirSync(confDir, { recursive: true });
+  writeFileSync(
+    props,
+    [
+      'process.roles=broker,controller',
+      'node.id=1',
+      `controller.quorum.bootstrap.servers=127.0.0.1:${p.kafkaController}`,
+      `listeners=PLAINTEXT://127.0.0.1:${p.kafka},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${p.kafka},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      'controller.listener.names=CONTROLLER',
+      'inter.broker.listener.name=PLAINTEXT',
+      `log.dirs=${data}`,
+      'num.partitions=3',
+      'auto.create.topics.enable=true',
+      'group.initial.rebalance.delay.ms=0',
+      'offsets.topic.replication.factor=1',
+      'offsets.topic.num.partitions=10',
+      'transaction.state.log.replication.factor=1',
+      'transaction.state.log.min.isr=1',
+      'share.coordinator.state.topic.replication.factor=1',
+      'share.coordinator.state.topic.min.isr=1',
+      'default.replication.factor=1',
+      'min.insync.replicas=1',
+      '',
+    ].join('\n'),
+  );
+  const xmlPath = join(logsDir, 'kafka.log').replaceAll('&', '&amp;').replaceAll('"', '&quot;');
+  writeFileSync(
+    log4j,
+    `<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <File name="file" fileName="${xmlPath}" append="true">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </File>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka.request.logger" level="WARN"/>
+    <Logger name="org.apache.kafka.controller" level="INFO"/>
+    <Root level="INFO"><AppenderRef ref="file"/></Root>
+  </Loggers>
+</Configuration>
+`,
+  );
+  return { props, log4j, data };
+}
+
+function jaegerConfig(s: State): string {
+  const p = s.ports;
+  const file = join(confDir, 'jaeger.yaml');
+  mkdirSync(confDir, { recursive: true });
+  writeFileSync(
+    file,
+    `# Jaeger v2 for the local stack: in-memory storage, OTLP receivers, query API; loopback only.
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:${p.jaegerHealth}
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+  jaeger_query:
+    storage:
+      traces: memstore
+    enable_tracing: false
+    http:
+      endpoint: 127.0.0.1:${p.jaegerQuery}
+    grpc:
+      endpoint: 127.0.0.1:${p.jaegerQueryGrpc}
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:${p.otlpGrpc}
+      http:
+        endpoint: 127.0.0.1:${p.otlpHttp}
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+`,
+  );
+  return file;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+
+const pidFile = (name: ComponentName) => join(pidsDir, `${name}.pid`);
+/** A fragment of the process command line, checked so a recycled pid is never mistaken for ours. */
+const cmdlineMark: Record<ComponentName, string> = {
+  etcd: 'etcd',
+  apiserver: 'kube-apiserver',
+  kafka: 'kafka.Kafka',
+  jaeger: 'jaeger',
+};
+
+function readPid(name: ComponentName): number | undefined {
+  try {
+    const n = Number(readFileSync(pidFile(name), 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isOurs(name: ComponentName, pid: number): boolean {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // a zombie (state Z) is not running
+    if (/^\d+ \(.*\) Z/.test(stat)) return false;
+    return cmd.includes(cmdlineMark[name]);
+  } catch {
+    return false;
+  }
+}
+
+function alivePid(name: ComponentName): number | undefined {
+  const pid = readPid(name);
+  return pid !== undefined && isOurs(name, pid) ? pid : undefined;
+}
+
+function launch(name: ComponentName, cmd: string, args: string[]): ChildProcess {
+  mkdirSync(logsDir, { recursive: true });
+  mkdirSync(pidsDir, { recursive: true });
+  const logPath = join(logsDir, `${name}.log`);
+  const fd = openSync(logPath, 'a');
+  writeFileSync(fd, `\n==== ${new Date().toISOString()} starting ${name}: ${cmd} ${args.join(' ')}\n`);
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], cwd: stackDir });
+  closeSync(fd);
+  child.once('error', () => {});
+  if (child.pid === undefined) throw new StackError(`crbridge stack: could not start ${name} (${cmd})`);
+  writeFileSync(pidFile(name), `${child.pid}\n`);
+  child.unref();
+  return child;
+}
+
+function startProcess(name: ComponentName, s: State): ChildProcess {
+  const p = s.ports;
+  const kubeBin = s.bins.kube;
+  switch (name) {
+    case 'etcd': {
+      const data = join(dataDir, 'etcd');
+      mkdirSync(data, { recursive: true, mode: 0o700 });
+      return launch(name, join(s.bins.etcd, 'etcd'), [
+        '--name=crbridge',
+        `--data-dir=${data}`,
+        `--listen-client-urls=http://127.0.0.1:${p.etcd}`,
+        `--advertise-client-urls=http://127.0.0.1:${p.etcd}`,
+        `--listen-peer-urls=http://127.0.0.1:${p.etcdPeer}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${p.etcdPeer}`,
+        `--initial-cluster=crbridge=http://127.0.0.1:${p.etcdPeer}`,
+        '--unsafe-no-fsync',
+        '--log-level=warn',
+      ]);
+    }
+    case 'apiserver': {
+      const extra = (process.env.CRBRIDGE_APISERVER_EXTRA_ARGS ?? '').split(/\s+/).filter(Boolean);
+      return launch(name, join(kubeBin, 'kube-apiserver'), [
+        `--etcd-servers=http://127.0.0.1:${p.etcd}`,
+        `--cert-dir=${join(dataDir, 'apiserver-certs')}`,
+        `--tls-cert-file=${join(pkiDir, 'apiserver.crt')}`,
+        `--tls-private-key-file=${join(pkiDir, 'apiserver.key')}`,
+        `--secure-port=${p.apiserver}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        '--service-cluster-ip-range=10.0.0.0/24',
+        '--authorization-mode=Node,RBAC',
+        `--token-auth-file=${join(pkiDir, 'tokens.csv')}`,
+        '--allow-privileged=true',
+        '--disable-admission-plugins=ServiceAccount',
+        '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+        `--service-account-key-file=${join(pkiDir, 'sa.pub')}`,
+        `--service-account-signing-key-file=${join(pkiDir, 'sa.key')}`,
+        '--etcd-compaction-interval=0',
+        '--enable-priority-and-fairness=false',
+        '--profiling=false',
+        ...extra,
+      ]);
+    }
+    case 'kafka': {
+      const f = kafkaFiles(s);
+      mkdirSync(f.data, { recursive: true });
+      if (!existsSync(join(f.data, 'meta.properties'))) {
+        say('kafka: formatting KRaft storage');
+        try {
+          execFileSync(
+            'java',
+            [
+              '-cp',
+              join(s.bins.kafkaJars, '*'),
+              `-Dlog4j2.configurationFile=${f.log4j}`,
+              'kafka.tools.StorageTool',
+            ].concat(['format', '--standalone', '-t', s.kafkaClusterId, '-c', f.props, '--ignore-formatted']),
+            { stdio: ['ignore', 'pipe', 'pipe'] },
+          );
+        } catch (e) {
+          const err = e as { stdout?: Buffer; stderr?: Buffer };
+          const msg = `${String(err.stderr ?? '')}${String(err.stdout ?? '')}`.trim().split('\n')[0];
+          throw new StackError(`crbridge stack: formatting Kafka storage failed: ${msg}`);
+        }
+      }
+      return launch(name, 'java', [
+        '-Xmx512m',
+        '-Xms128m',
+        '-XX:+UseG1GC',
+        '-XX:MaxGCPauseMillis=20',
+        '-Djava.awt.headless=true',
+        `-Dlog4j2.configurationFile=${f.log4j}`,
+        '-cp',
+        join(s.bins.kafkaJars, '*'),
+        'kafka.Kafka',
+        f.props,
+      ]);
+    }
+    case 'jaeger':
+      return launch(name, join(s.bins.jaeger, 'jaeger'), ['--config', jaegerConfig(s)]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health.
+
+function httpsGet(url: string, ca: Buffer, token: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca, headers: { authorization: `Bearer ${token}` }, timeout: 3000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => {
+        body += d;
+      });
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.once('timeout', () => req.destroy(new Error('timeout')));
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+async function httpOk(url: string): Promise<boolean> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(3000) });
+    await r.body?.cancel();
+    return r.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/** True when the component answers a real request (not just a TCP connect). */
+export async function healthy(name: ComponentName, s: State): Promise<boolean> {
+  const p = s.ports;
+  switch (name) {
+    case 'etcd':
+      try {
+        const r = await fetch(`http://127.0.0.1:${p.etcd}/health`, { signal: AbortSignal.timeout(3000) });
+        return r.status === 200 && ((await r.json()) as { health?: string }).health === 'true';
+      } catch {
+        return false;
+      }
+    case 'apiserver':
+      try {
+        const r = await httpsGet(
+          `https://127.0.0.1:${p.apiserver}/readyz`,
+          readFileSync(join(pkiDir, 'ca.crt')),
+          s.adminToken,
+        );
+        return r.status === 200 && r.body.trim() === 'ok';
+      } catch {
+        return false;
+      }
+    case 'kafka': {
+      const admin = new Kafka({
+        clientId: 'crbridge-stack-health',
+        brokers: [`127.0.0.1:${p.kafka}`],
+        logLevel: logLevel.NOTHING,
+        connectionTimeout: 2000,
+        requestTimeout: 3000,
+        retry: { retries: 0 },
+      }).admin();
+      try {
+        await admin.connect();
+        const c = await admin.describeCluster();
+        return c.brokers.length > 0 && c.controller !== null;
+      } catch {
+        return false;
+      } finally {
+        await admin.disconnect().catch(() => {});
+      }
+    }
+    case 'jaeger':
+      return httpOk(`http://127.0.0.1:${p.jaegerQuery}/api/services`);
+  }
+}
+
+const healthTimeoutMs: Record<ComponentName, number> = {
+  etcd: 30_000,
+  apiserver: 180_000,
+  kafka: 120_000,
+  jaeger: 60_000,
+};
+
+function logTail(name: ComponentName, lines = 8): string {
+  try {
+    return readFileSync(join(logsDir, `${name}.log`), 'utf8')
+      .trimEnd()
+      .split('\n')
+      .slice(-lines)
+      .join('\n');
+  } catch {
+    return '';
+  }
+}
+
+async function waitHealthy(name: ComponentName, s: State, child?: ChildProcess): Promise<void> {
+  const started = Date.now();
+  let exited: string | undefined;
+  child?.once('exit', (code, sig) => {
+    exited = `exit ${code ?? sig}`;
+  });
+  while (Date.now() - started < healthTimeoutMs[name]) {
+    if (await healthy(name, s)) {
+      say(`${name}: healthy after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      return;
+    }
+    const pid = readPid(name);
+    if (exited || (pid !== undefined && !isOurs(name, pid))) {
+      process.stderr.write(`${logTail(name)}\n`);
+      throw new StackError(
+        `crbridge stack: ${name} stopped while starting (${exited ?? 'gone'}); see ${join(logsDir, `${name}.log`)}`,
+      );
+    }
+    await sleep(name === 'kafka' ? 1000 : 500);
+  }
+  process.stderr.write(`${logTail(name)}\n`);
+  throw new StackError(
+    `crbridge stack: ${name} not healthy after ${healthTimeoutMs[name] / 1000} s; see ${join(logsDir, `${name}.log`)}`,
+  );
+}
+
+function portOf(name: ComponentName, s: State): number {
+  return { etcd: s.ports.etcd, apiserver: s.ports.apiserver, kafka: s.ports.kafka, jaeger: s.ports.jaegerQuery }[name];
+}
+
+/** Starts one component unless it is already running and healthy; waits until it is healthy. */
+async function ensureComponent(name: ComponentName, s: State): Promise<void> {
+  const pid = alivePid(name);
+  if (pid !== undefined) {
+    if (await healthy(name, s)) {
+      say(`${name}: already running (pid ${pid}), healthy`);
+      return;
+    }
+    say(`${name}: pid ${pid} is running but not healthy; restarting it`);
+    await stopComponent(name);
+  }
+  const child = startProcess(name, s);
+  say(`${name}: started (pid ${child.pid}, port ${portOf(name, s)})`);
+  await waitHealthy(name, s, child);
+}
+
+/** SIGTERM, then SIGKILL after a few seconds; only ever the pid this tool recorded. Idempotent. */
+export async function stopComponent(name: ComponentName): Promise<void> {
+  const pid = alivePid(name);
+  if (pid !== undefined) {
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + (name === 'kafka' ? 15_000 : 8_000);
+    while (isOurs(name, pid) && Date.now() < deadline) await sleep(200);
+    if (isOurs(name, pid)) {
+      say(`${name}: did not stop after SIGTERM; sending SIGKILL`);
+      process.kill(pid, 'SIGKILL');
+      while (isOurs(name, pid)) await sleep(100);
+    }
+    say(`${name}: stopped (pid ${pid})`);
+  }
+  rmSync(pidFile(name), { force: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands.
+
+/** Builds what is missing, starts what is not running, writes `.stack/env`. Idempotent. */
+export async function up(): Promise<Record<string, string>> {
+  const t0 = Date.now();
+  const bins = await ensureBuilt();
+  checkJava();
+  mkdirSync(stackDir, { recursive: true });
+  let s = readState();
+  if (!s) {
+    s = await newState(bins);
+  } else {
+    s.bins = bins;
+  }
+  writeFileSync(stateFile, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
+  ensurePki(s);
+  linkBins(s);
+  writeEnv(s);
+  const state = s;
+  // etcd first; kafka and jaeger do not need it, so they start alongside.
+  const others = Promise.all([ensureComponent('kafka', state), ensureComponent('jaeger', state)]);
+  const kube = (async () => {
+    await ensureComponent('etcd', state);
+    await ensureComponent('apiserver', state);
+  })();
+  const results = await Promise.allSettled([kube, others]);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+  say(`stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s; env: ${envFile}`);
+  return envVars(state);
+}
+
+/** Stops everything this tool started (by pid) and removes `.stack/` except the logs. */
+export async function down(): Promise<void> {
+  const order: ComponentName[] = ['apiserver', 'jaeger', 'kafka', 'etcd'];
+  for (const name of order) await stopComponent(name);
+  if (existsSync(stackDir)) {
+    for (const entry of readdirSync(stackDir)) {
+      if (entry !== 'logs') rmSync(join(stackDir, entry), { recursive: true, force: true });
+    }
+  }
+  say('stack down (logs kept in .stack/logs)');
+}
+
+export async function status(): Promise<ComponentStatus[]> {
+  const s = readState();
+  return Promise.all(
+    COMPONENTS.map(async (name) => {
+      const pid = readPid(name);
+      const running = pid !== undefined && isOurs(name, pid);
+      const ok = s !== undefined && running && (await healthy(name, s));
+      return {
+        name,
+        pid,
+        running,
+        healthy: ok,
+        port: s ? portOf(name, s) : undefined,
+        detail: !s ? 'not set up' : !running ? 'not running' : ok ? 'healthy' : 'running, NOT healthy',
+      };
+    }),
+  );
+}
+
+/** True when every component is running and healthy and `.stack/env` exists. */
+export async function isUp(): Promise<boolean> {
+  if (!existsSync(envFile)) return false;
+  return (await status()).every((c) => c.healthy);
+}
+
+function parseName(arg: string | undefined): ComponentName {
+  if (!arg || !(COMPONENTS as readonly string[]).includes(arg)) {
+    throw new StackError(`crbridge stack: NAME must be one of ${COMPONENTS.join(', ')} (got ${arg ?? 'nothing'})`);
+  }
+  return arg as ComponentName;
+}
+
+const usage = 'usage: node test/infra/stack.ts <up|down|status|start NAME|stop NAME|restart NAME>';
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, arg] = argv;
+  switch (cmd) {
+    case 'up':
+      await up();
+      return 0;
+    case 'down':
+      await down();
+      return 0;
+    case 'status': {
+      const st = await status();
+      for (const c of st) {
+        const pid = c.running ? String(c.pid) : '-';
+        process.stdout.write(
+          `${c.name.padEnd(10)} pid ${pid.padEnd(8)} port ${String(c.port ?? '-').padEnd(6)} ${c.detail}\n`,
+        );
+      }
+      process.stdout.write(`env: ${existsSync(envFile) ? envFile : '(none; run `npm run stack -- up`)'}\n`);
+      return st.every((c) => c.healthy) ? 0 : 1;
+    }
+    case 'start':
+    case 'stop':
+    case 'restart': {
+      const name = parseName(arg);
+      const s = requireState();
+      if (cmd !== 'start') await stopComponent(name);
+      if (cmd !== 'stop') await ensureComponent(name, s);
+      return 0;
+    }
+    default:
+      process.stderr.write(`${usage}\n`);
+      return 2;
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  try {
+    process.exitCode = await main(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof StackError) process.stderr.write(`${e.message}\n`);
+    else process.stderr.write(`crbridge stack: unexpected failure: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  }
+}

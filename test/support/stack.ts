@@ -1,0 +1,155 @@
+/**
+ * Integration-test access to the local real stack started by `npm run stack -- up`: loads `.stack/env`
+ * (typed, and copied into process.env), runs the stack's own kubectl, and polls with `waitFor`.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseEnv } from 'node:util';
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** `<repo>/.stack/env`, or `$CRBRIDGE_STACK_DIR/env` when a private stack is used. */
+export const stackEnvFile = join(
+  process.env.CRBRIDGE_STACK_DIR ? resolve(process.env.CRBRIDGE_STACK_DIR) : join(repoRoot, '.stack'),
+  'env',
+);
+
+/** The variables `.stack/env` holds; every one is always present when the stack is up. */
+export interface StackEnv {
+  /** Admin kubeconfig (token user in group system:masters). */
+  KUBECONFIG: string;
+  /** Kubeconfig of the non-admin user `crbridge-restricted` (no RBAC bindings: 403 on most things). */
+  KUBECONFIG_RESTRICTED: string;
+  /** `https://127.0.0.1:<port>` of kube-apiserver. */
+  KUBE_APISERVER_URL: string;
+  /** Comma-separated `host:port` bootstrap list of the one-node Kafka 4 KRaft cluster. */
+  KAFKA_BROKERS: string;
+  /** Jaeger's OTLP/HTTP base URL (`/v1/traces` is appended by exporters). */
+  OTEL_EXPORTER_OTLP_ENDPOINT: string;
+  /** Jaeger's OTLP/gRPC endpoint. */
+  OTEL_EXPORTER_OTLP_GRPC_ENDPOINT: string;
+  /** Jaeger's query HTTP base URL (`/api/traces`, `/api/services`, `/api/v3/...`). */
+  JAEGER_QUERY_URL: string;
+  /** etcd client URL (JSON gateway under `/v3/...`). */
+  ETCD_ENDPOINTS: string;
+  /** Folder with kubectl, helm, kcat, kube-apiserver, etcd and jaeger. */
+  CRBRIDGE_STACK_BIN: string;
+}
+
+const REQUIRED: readonly (keyof StackEnv)[] = [
+  'KUBECONFIG',
+  'KUBECONFIG_RESTRICTED',
+  'KUBE_APISERVER_URL',
+  'KAFKA_BROKERS',
+  'OTEL_EXPORTER_OTLP_ENDPOINT',
+  'OTEL_EXPORTER_OTLP_GRPC_ENDPOINT',
+  'JAEGER_QUERY_URL',
+  'ETCD_ENDPOINTS',
+  'CRBRIDGE_STACK_BIN',
+];
+
+/** Thrown when `.stack/env` is missing or incomplete: the stack is not up. */
+export class StackNotUpError extends Error {
+  override name = 'StackNotUpError';
+}
+
+let cached: StackEnv | undefined;
+
+/**
+ * Reads `.stack/env` (re-read on every call: ports survive `restart NAME`, but not `down`/`up`), copies
+ * its variables into process.env, and returns them. Throws StackNotUpError with the command to run.
+ */
+export function loadStackEnv(): StackEnv {
+  if (!existsSync(stackEnvFile)) {
+    throw new StackNotUpError(
+      `the local real stack is not up (${stackEnvFile} is missing): run \`npm run stack -- up\`, or run the tests with \`npm run test:integration\``,
+    );
+  }
+  const vars = parseEnv(readFileSync(stackEnvFile, 'utf8'));
+  const missing = REQUIRED.filter((k) => !vars[k]);
+  if (missing.length > 0) {
+    throw new StackNotUpError(`${stackEnvFile} lacks ${missing.join(', ')}: run \`npm run stack -- up\` again`);
+  }
+  const env = Object.fromEntries(REQUIRED.map((k) => [k, vars[k] as string])) as unknown as StackEnv;
+  Object.assign(process.env, env);
+  cached = env;
+  return env;
+}
+
+function stackEnv(): StackEnv {
+  return cached ?? loadStackEnv();
+}
+
+export interface KubectlOptions {
+  /** Use the non-admin user `crbridge-restricted` instead of the admin. */
+  restricted?: boolean;
+  /** Written to kubectl's stdin (for `apply -f -`). */
+  input?: string;
+  /** Milliseconds before kubectl is killed; default 60 s. */
+  timeoutMs?: number;
+}
+
+/** Thrown when kubectl exits non-zero; carries its stdout, stderr and exit status. */
+export class KubectlError extends Error {
+  override name = 'KubectlError';
+  stdout: string;
+  stderr: string;
+  status: number | null;
+  constructor(message: string, stdout: string, stderr: string, status: number | null) {
+    super(message);
+    this.stdout = stdout;
+    this.stderr = stderr;
+    this.status = status;
+  }
+}
+
+/** Runs the stack's kubectl (admin unless `restricted`) and returns its stdout; throws KubectlError. */
+export function kubectl(args: string[], opts: KubectlOptions = {}): string {
+  const env = stackEnv();
+  try {
+    return execFileSync(join(env.CRBRIDGE_STACK_BIN, 'kubectl'), args, {
+      env: { ...process.env, KUBECONFIG: opts.restricted ? env.KUBECONFIG_RESTRICTED : env.KUBECONFIG },
+      input: opts.input,
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: opts.timeoutMs ?? 60_000,
+    });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; status?: number | null; message: string };
+    const stderr = String(err.stderr ?? '').trim();
+    throw new KubectlError(
+      `kubectl ${args.join(' ')} failed: ${stderr || err.message}`,
+      String(err.stdout ?? ''),
+      stderr,
+      err.status ?? null,
+    );
+  }
+}
+
+/**
+ * Polls `fn` every `intervalMs` until it returns a truthy value, and resolves with that value. A throw
+ * counts as "not yet"; on timeout it rejects naming `what` and the last error seen.
+ */
+export async function waitFor<T>(
+  fn: () => T | Promise<T>,
+  timeoutMs: number,
+  what = 'condition',
+  intervalMs = 200,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() >= deadline) {
+      const why = last instanceof Error ? `; last error: ${last.message}` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
