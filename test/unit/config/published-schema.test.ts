@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { currentSchema } from '../../../src/cli-schema.ts';
 import { loadPipelines } from '../../../src/config/load.ts';
 import { createPipelineValidator } from '../../../src/config/validate.ts';
-import { repoRoot } from '../../support/crbridge.ts';
+import { repoRoot } from '../../support/stack.ts';
 
 test('schemas/pipeline.schema.json is up to date with the registry', () => {
   const published = JSON.parse(readFileSync(join(repoRoot, 'schemas/pipeline.schema.json'), 'utf8'));

@@ -1,0 +1,354 @@
+/**
+ * The walking skeleton on the real stack: `crbridge run` carries Backup changes to a Kafka topic
+ * and a file as CloudEvents, in order per object; bad pipeline files are refused before start;
+ * Kafka down at start is survived with retries and delivery once it is back.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type CloudEventV1, HTTP, Kafka as KafkaBinding } from 'cloudevents';
+import { Kafka, logLevel } from 'kafkajs';
+import { startCrbridge } from '../../support/crbridge.ts';
+import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
+
+const env = loadStackEnv();
+const kafka = new Kafka({ clientId: 'it-skeleton', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
+
+function backup(ns: string, name: string, db: string): string {
+  return JSON.stringify({
+    apiVersion: 'example.com/v1',
+    kind: 'Backup',
+    metadata: { name, namespace: ns },
+    spec: { databaseName: db, schedule: '0 3 * * *' },
+  });
+}
+
+function apply(json: string): void {
+  kubectl(['apply', '-f', '-'], { input: json });
+}
+
+interface KafkaSeen {
+  key: string | null;
+  headers: Record<string, string>;
+  value: string | null;
+  event: CloudEventV1<unknown>;
+}
+
+async function readTopic(topic: string, want: number, timeoutMs = 60_000): Promise<KafkaSeen[]> {
+  const consumer = kafka.consumer({ groupId: `it-${topic}-${Math.random()}` });
+  const seen: KafkaSeen[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+      const value = message.value ? message.value.toString('utf8') : null;
+      const event = KafkaBinding.toEvent({
+        key: message.key?.toString() ?? '',
+        headers,
+        value: value as never,
+        body: value as never,
+      } as never) as CloudEventV1<unknown>;
+      seen.push({ key: message.key?.toString() ?? null, headers, value, event });
+    },
+  });
+  try {
+    await eventually(() => seen.length >= want, timeoutMs, `${want} records on ${topic} (have ${seen.length})`);
+    await new Promise((r) => setTimeout(r, 1500)); // nothing extra may follow
+  } finally {
+    await consumer.disconnect();
+  }
+  return seen;
+}
+
+function pipeline(
+  dir: string,
+  name: string,
+  ns: string,
+  topic: string,
+  file: string,
+  brokers = env.KAFKA_BROKERS,
+): string {
+  const p = join(dir, `${name}.yaml`);
+  writeFileSync(
+    p,
+    `apiVersion: crbridge.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: ${name}
+spec:
+  source:
+    group: example.com
+    version: v1
+    resource: backups
+    namespaces: [${ns}]
+  sinks:
+    - name: events
+      type: kafka
+      brokers: ["${brokers}"]
+      topic: ${topic}
+      delivery:
+        retry:
+          initialIntervalMs: 200
+          maxIntervalMs: 2000
+    - name: audit
+      type: file
+      path: ${file}
+`,
+  );
+  return p;
+}
+
+before(() => {
+  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
+  kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+});
+
+describe('crbridge run on the real stack', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'crb-skeleton-'));
+
+  test('creates, spec and status updates and deletes reach Kafka and the file, in order, as CloudEvents', async () => {
+    const ns = `skel-${suffix}`;
+    const topic = `backups-${suffix}`;
+    const file = join(dir, 'audit.jsonl');
+    kubectl(['create', 'namespace', ns]);
+    const proc = startCrbridge(
+      [
+        'run',
+        '-c',
+        pipeline(dir, 'skeleton', ns, topic, file),
+        '--state-dir',
+        join(dir, 'state'),
+        '--http-port',
+        '0',
+        '--http-host',
+        '127.0.0.1',
+        '--cluster-name',
+        'it',
+      ],
+      { ...process.env, ...env },
+    );
+    after(() => proc.stop('SIGKILL'));
+    const port = await proc.port();
+    await eventually(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 30_000, 'readyz');
+
+    apply(backup(ns, 'orders', 'orders-db'));
+    apply(backup(ns, 'users', 'users-db'));
+    await eventually(() => readFileSync(file, 'utf8').split('\n').length > 2, 30_000, 'two adds in the file').catch(
+      () => {},
+    );
+    kubectl(['-n', ns, 'patch', 'backup', 'orders', '--type=merge', '-p', '{"spec":{"schedule":"0 4 * * *"}}']);
+    kubectl([
+      '-n',
+      ns,
+      'patch',
+      'backup',
+      'orders',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"phase":"Running"}}',
+    ]);
+    kubectl(['-n', ns, 'delete', 'backup', 'users', '--wait=true']);
+    kubectl([
+      '-n',
+      ns,
+      'patch',
+      'backup',
+      'orders',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"phase":"Completed"}}',
+    ]);
+    kubectl(['-n', ns, 'delete', 'backup', 'orders', '--wait=true']);
+
+    const expected = [
+      ['orders', 'added'],
+      ['users', 'added'],
+      ['orders', 'spec'],
+      ['orders', 'status'],
+      ['users', 'deleted'],
+      ['orders', 'status'],
+      ['orders', 'deleted'],
+    ] as const;
+    const records = await readTopic(topic, expected.length);
+    assert.equal(records.length, expected.length, `records: ${records.map((r) => r.event.type).join(', ')}`);
+
+    const kinds = (type: string) =>
+      /deleted/.test(type)
+        ? 'deleted'
+        : /status/.test(type)
+          ? 'status'
+          : /spec/.test(type)
+            ? 'spec'
+            : /created|added/.test(type)
+              ? 'added'
+              : type;
+    for (const name of ['orders', 'users']) {
+      const got = records
+        .filter((r) => (r.event.data as { object: { metadata: { name: string } } }).object.metadata.name === name)
+        .map((r) => kinds(r.event.type));
+      const want = expected.filter(([n]) => n === name).map(([, k]) => k);
+      assert.deepEqual(got, want, `order of ${name}'s events`);
+    }
+    const uids = new Set<string>();
+    for (const r of records) {
+      const data = r.event.data as { object: { metadata: { uid: string; name: string } }; oldObject?: unknown };
+      assert.equal(r.key, data.object.metadata.uid, 'record key is the uid');
+      uids.add(data.object.metadata.uid);
+      assert.equal(r.headers.ce_specversion, '1.0');
+      assert.ok(r.headers.ce_id && r.headers.ce_type && r.headers.ce_source, 'ce_* headers');
+      assert.equal(r.event.specversion, '1.0');
+      if (kinds(r.event.type) !== 'added') assert.ok(data.oldObject, `${r.event.type} carries the old object`);
+    }
+    assert.equal(uids.size, 2);
+    const statusEvents = records.filter((r) => kinds(r.event.type) === 'status');
+    assert.deepEqual(
+      statusEvents.map((r) => (r.event.data as { object: { status: { phase: string } } }).object.status.phase),
+      ['Running', 'Completed'],
+    );
+    const specEvent = records.find((r) => kinds(r.event.type) === 'spec');
+    assert.equal(
+      (specEvent!.event.data as { object: { spec: { schedule: string } } }).object.spec.schedule,
+      '0 4 * * *',
+    );
+
+    // The file holds the same events, structured mode, one per line, in the same order.
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    assert.equal(lines.length, expected.length);
+    const fromFile = lines.map(
+      (l) =>
+        HTTP.toEvent({ headers: { 'content-type': 'application/cloudevents+json' }, body: l }) as CloudEventV1<unknown>,
+    );
+    assert.deepEqual(
+      fromFile.map((e) => [(e.data as { object: { metadata: { name: string } } }).object.metadata.name, kinds(e.type)]),
+      expected.map(([n, k]) => [n, k]),
+      'the file holds every change in the order it happened',
+    );
+    assert.deepEqual(new Set(fromFile.map((e) => e.id)), new Set(records.map((r) => r.event.id)));
+
+    // kcat, an independent consumer, sees the ce_* headers.
+    const kcatOut = execFileSync(
+      'kcat',
+      ['-C', '-b', env.KAFKA_BROKERS, '-t', topic, '-o', 'beginning', '-e', '-q', '-f', '%k|%h\n'],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    const kcatLines = kcatOut.trim().split('\n');
+    assert.equal(kcatLines.length, expected.length);
+    for (const l of kcatLines) {
+      assert.match(l, /ce_specversion=1\.0/);
+      assert.match(l, /ce_id=/);
+      assert.match(l, /ce_type=/);
+      assert.ok(uids.has(l.split('|')[0] ?? ''), 'kcat key is a uid');
+    }
+
+    assert.equal(await proc.stop('SIGTERM'), 0, `exit code after SIGTERM; stderr:\n${proc.stderr().slice(-2000)}`);
+  });
+
+  test('a bad pipeline file is refused before start, naming file, line and field', async () => {
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(
+      bad,
+      `apiVersion: crbridge.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: bad
+spec:
+  source:
+    group: example.com
+    resource: backups
+  sinks:
+    - name: events
+      type: kafak
+      topic: x
+    - name: audit
+      type: file
+`,
+    );
+    const yamlErr = join(dir, 'yamlerr.yaml');
+    writeFileSync(yamlErr, 'apiVersion: crbridge.io/v1alpha1\nkind: Pipeline\nmetadata: {name: x\n');
+    const proc = startCrbridge(
+      ['run', '-c', bad, '-c', yamlErr, '--state-dir', join(dir, 'bad-state'), '--http-port', '0'],
+      { ...process.env, ...env },
+    );
+    assert.equal(await proc.exited, 2);
+    const err = proc.stderr();
+    assert.match(
+      err,
+      new RegExp(
+        `${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:6:\\d+: /spec/source/version: required field "version" is missing`,
+      ),
+    );
+    assert.match(err, /bad\.yaml:11:\d+: \/spec\/sinks\/0\/type: must be one of: kafka, file, stdout/);
+    assert.match(err, /bad\.yaml:14:\d+: \/spec\/sinks\/1\/path: required field "path" is missing/);
+    assert.match(err, /yamlerr\.yaml:\d+:\d+: YAML: /);
+    assert.doesNotMatch(err, /ops endpoint listening|crbridge started/, 'nothing started');
+  });
+
+  test('Kafka unreachable at start: crbridge keeps watching, retries, and delivers once Kafka is up', async () => {
+    const ns = `skel-down-${suffix}`;
+    const topic = `backups-down-${suffix}`;
+    const file = join(dir, 'down.jsonl');
+    kubectl(['create', 'namespace', ns]);
+    execFileSync(process.execPath, [join(repoRoot, 'test/infra/stack.ts'), 'stop', 'kafka'], { stdio: 'inherit' });
+    let restarted = false;
+    after(() => {
+      if (!restarted)
+        execFileSync(process.execPath, [join(repoRoot, 'test/infra/stack.ts'), 'start', 'kafka'], { stdio: 'inherit' });
+    });
+    const proc = startCrbridge(
+      [
+        'run',
+        '-c',
+        pipeline(dir, 'kafka-down', ns, topic, file),
+        '--state-dir',
+        join(dir, 'down-state'),
+        '--http-port',
+        '0',
+        '--http-host',
+        '127.0.0.1',
+      ],
+      { ...process.env, ...env },
+    );
+    after(() => proc.stop('SIGKILL'));
+    const port = await proc.port();
+    await eventually(
+      async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+      30_000,
+      'readyz with Kafka down',
+    );
+    apply(backup(ns, 'a', 'a-db'));
+    apply(backup(ns, 'b', 'b-db'));
+    // Still watching: the file sink gets both while Kafka is down.
+    await eventually(
+      () => readFileSync(file, 'utf8').trim().split('\n').length === 2,
+      30_000,
+      'file events while Kafka is down',
+    );
+    // Retries are happening (counted), not one attempt given up.
+    await eventually(
+      async () => {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        const m = /crbridge_component_retries_total\{component="kafka-down\/events"\} (\d+)/.exec(text);
+        return m && Number(m[1]) >= 2;
+      },
+      30_000,
+      'kafka retries counted',
+    );
+    execFileSync(process.execPath, [join(repoRoot, 'test/infra/stack.ts'), 'start', 'kafka'], { stdio: 'inherit' });
+    restarted = true;
+    apply(backup(ns, 'c', 'c-db'));
+    const records = await readTopic(topic, 3, 120_000);
+    assert.deepEqual(
+      records.map((r) => (r.event.data as { object: { metadata: { name: string } } }).object.metadata.name).sort(),
+      ['a', 'b', 'c'],
+    );
+    assert.equal(await proc.stop('SIGTERM'), 0);
+  });
+});
