@@ -12,7 +12,7 @@ log "helm $HELM_VERSION: building (log: $logf)"
 run_logged "$logf" go get "helm.sh/helm/v3@$HELM_VERSION"
 min=$(echo "$KUBE_VERSION" | cut -d. -f2)
 ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$min"
-CGO_ENABLED=0 run_logged "$logf" go build -trimpath -ldflags "$ld" -o "$out/bin/helm.tmp" helm.sh/helm/v3/cmd/helm
+CGO_ENABLED=0 run_logged "$logf" go build -v -trimpath -ldflags "$ld" -o "$out/bin/helm.tmp" helm.sh/helm/v3/cmd/helm
 mv "$out/bin/helm.tmp" "$out/bin/helm"
 log "helm: done"
 echo "$out/bin"

@@ -14,7 +14,7 @@ if [[ ! -f go.mod ]]; then
   run_logged "$logf" go mod init crbridge.local/kubebuild
 fi
 # The staging modules are listed in the release's own go.mod as ./staging replaces.
-modfile=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" 2>>"$logf" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+modfile=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" 2>>"$logf" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')  || true
 [[ -f "$modfile" ]] || die "could not download k8s.io/kubernetes@$KUBE_VERSION from the Go module proxy (log: $logf)"
 minor=$(echo "$KUBE_VERSION" | sed 's/^v1\./v0./')
 grep -o 'k8s.io/[a-z0-9-]* => ./staging' "$modfile" | awk '{print $1}' | sort -u | while read -r m; do
@@ -29,7 +29,7 @@ for p in $pkgv $cgv; do
 done
 for cmd in kube-apiserver kubectl; do
   log "kube $KUBE_VERSION: building $cmd (cold: tens of minutes on 2 cores)"
-  CGO_ENABLED=0 run_logged "$logf" go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$out/bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+  CGO_ENABLED=0 run_logged "$logf" go build -v -trimpath -tags selinux,notest -ldflags "$ld" -o "$out/bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
   mv "$out/bin/$cmd.tmp" "$out/bin/$cmd"
 done
 log "kube $KUBE_VERSION: done"

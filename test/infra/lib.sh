@@ -21,9 +21,21 @@ require() {
 }
 
 # run_logged LOGFILE CMD...: run a build step, keep its output in a log, name the log on failure.
+# While it runs, a progress line every 30 s says how long it has taken and how far the log got
+# (`go build -v` writes one line per compiled package).
 run_logged() {
   local logfile=$1; shift
-  if ! "$@" >>"$logfile" 2>&1; then
+  local start=$SECONDS next=30
+  "$@" >>"$logfile" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (( SECONDS - start >= next )); then
+      log "  ... ${1##*/} ${2:-} still running: $((SECONDS - start)) s, $(wc -l <"$logfile") log lines ($logfile)"
+      next=$((next + 30))
+    fi
+  done
+  if ! wait "$pid"; then
     tail -n 20 "$logfile" >&2 || true
     die "build step failed: $* (full log: $logfile)"
   fi

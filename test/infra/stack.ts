@@ -790,7 +790,7 @@ export async function down(): Promise<void> {
       if (entry !== 'logs') rmSync(join(stackDir, entry), { recursive: true, force: true });
     }
   }
-  say('stack down (logs kept in .stack/logs)');
+  say(`stack down (logs kept in ${logsDir})`);
 }
 
 export async function status(): Promise<ComponentStatus[]> {

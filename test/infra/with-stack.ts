@@ -1,16 +1,18 @@
 /**
  * `node test/infra/with-stack.ts <command...>`: runs a command against the local real stack.
  *
- * If the stack is already up and healthy it is reused and left running. Otherwise it is brought up,
- * the command runs with the `.stack/env` variables in its environment (and CRBRIDGE_STACK_BIN first on
- * PATH), and the stack is taken down afterwards even when the command fails or we get SIGINT/SIGTERM.
+ * If the stack is already up and healthy it is reused and left running. If nothing of it runs, it is
+ * brought up for the command and taken down afterwards, even when the command fails or we get
+ * SIGINT/SIGTERM. If only part of it runs (someone's shared stack with a stopped component), the
+ * missing parts are started and the stack is left running. The command gets the `.stack/env`
+ * variables in its environment (and CRBRIDGE_STACK_BIN first on PATH).
  * Exits with the command's exit code.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { delimiter } from 'node:path';
 import { parseEnv } from 'node:util';
-import { down, envFile, isUp, StackError, up } from './stack.ts';
+import { down, envFile, StackError, status, up } from './stack.ts';
 
 const say = (s: string) => process.stdout.write(`[with-stack] ${s}\n`);
 
@@ -28,11 +30,14 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const reuse = await isUp();
+  const before = await status();
   let owned = false;
   try {
-    if (reuse) {
+    if (existsSync(envFile) && before.every((c) => c.healthy)) {
       say('stack already up and healthy: reusing it (it stays running)');
+    } else if (before.some((c) => c.running)) {
+      say('stack partly running: starting what is missing (it stays running)');
+      await up();
     } else {
       owned = true;
       await up();
