@@ -153,3 +153,48 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/**
+ * Runs `test/infra/stack.ts <args>` (e.g. `['restart', 'apiserver']`, `['stop', 'kafka']`) on this Node
+ * and waits for it; `env` is merged into the environment (e.g. CRBRIDGE_APISERVER_EXTRA_ARGS). Throws
+ * with the tool's output when it fails.
+ */
+export function stackCtl(args: string[], env: NodeJS.ProcessEnv = {}): string {
+  try {
+    return execFileSync(process.execPath, [join(repoRoot, 'test', 'infra', 'stack.ts'), ...args], {
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 240_000,
+    });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(
+      `stack ${args.join(' ')} failed: ${String(err.stderr ?? '').trim() || err.message}\n${err.stdout ?? ''}`,
+    );
+  }
+}
+
+/**
+ * Compacts etcd (physically) at its current revision through the JSON gateway and returns that
+ * revision: afterwards any watch or read at an older revision that reaches etcd fails (a watch through
+ * kube-apiserver started with `--watch-cache=false` gets 410 Gone).
+ */
+export async function compactEtcd(): Promise<number> {
+  const base = stackEnv().ETCD_ENDPOINTS.split(',')[0];
+  const post = async (path: string, body: unknown): Promise<unknown> => {
+    const r = await fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const json = (await r.json()) as unknown;
+    if (r.status !== 200) throw new Error(`etcd ${path} answered ${r.status}: ${JSON.stringify(json)}`);
+    return json;
+  };
+  const range = (await post('/v3/kv/range', { key: 'AA==' })) as { header: { revision: string } };
+  const revision = Number(range.header.revision);
+  await post('/v3/kv/compaction', { revision: String(revision), physical: true });
+  return revision;
+}
