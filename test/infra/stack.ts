@@ -752,8 +752,54 @@ export async function stopComponent(name: ComponentName): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Commands.
 
+const lockFile = join(stackDir, '.lock');
+
+/**
+ * Runs `fn` holding `.stack/.lock` (pid inside), so two tools running `up` at once (a demo and a test
+ * run) do not both start servers. A lock whose holder is dead is taken over; waits up to 5 minutes.
+ */
+async function withLock<T>(fn: () => Promise<T>): Promise<T> {
+  mkdirSync(stackDir, { recursive: true });
+  const deadline = Date.now() + 300_000;
+  let told = false;
+  for (;;) {
+    try {
+      writeFileSync(lockFile, `${process.pid}\n`, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const holder = Number(readFileSync(lockFile, 'utf8').trim());
+      let alive = false;
+      try {
+        process.kill(holder, 0);
+        alive = holder !== process.pid;
+      } catch {
+        alive = false;
+      }
+      if (!alive) {
+        rmSync(lockFile, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline)
+        throw new StackError(`crbridge stack: ${lockFile} is held by pid ${holder} for 5 minutes`);
+      if (!told) say(`waiting for another stack command (pid ${holder}) to finish`);
+      told = true;
+      await sleep(500);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lockFile, { force: true });
+  }
+}
+
 /** Builds what is missing, starts what is not running, writes `.stack/env`. Idempotent. */
-export async function up(): Promise<Record<string, string>> {
+export function up(): Promise<Record<string, string>> {
+  return withLock(upLocked);
+}
+
+async function upLocked(): Promise<Record<string, string>> {
   const t0 = Date.now();
   const bins = await ensureBuilt();
   checkJava();
@@ -782,12 +828,16 @@ export async function up(): Promise<Record<string, string>> {
 }
 
 /** Stops everything this tool started (by pid) and removes `.stack/` except the logs. */
-export async function down(): Promise<void> {
+export function down(): Promise<void> {
+  return withLock(downLocked);
+}
+
+async function downLocked(): Promise<void> {
   const order: ComponentName[] = ['apiserver', 'jaeger', 'kafka', 'etcd'];
   for (const name of order) await stopComponent(name);
   if (existsSync(stackDir)) {
     for (const entry of readdirSync(stackDir)) {
-      if (entry !== 'logs') rmSync(join(stackDir, entry), { recursive: true, force: true });
+      if (entry !== 'logs' && entry !== '.lock') rmSync(join(stackDir, entry), { recursive: true, force: true });
     }
   }
   say(`stack down (logs kept in ${logsDir})`);
@@ -852,8 +902,10 @@ async function main(argv: string[]): Promise<number> {
     case 'restart': {
       const name = parseName(arg);
       const s = requireState();
-      if (cmd !== 'start') await stopComponent(name);
-      if (cmd !== 'stop') await ensureComponent(name, s);
+      await withLock(async () => {
+        if (cmd !== 'start') await stopComponent(name);
+        if (cmd !== 'stop') await ensureComponent(name, s);
+      });
       return 0;
     }
     default:
