@@ -103,6 +103,7 @@ function runScript(script: string): Promise<string> {
     let out = '';
     let errBuf = '';
     let reason = '';
+    let lastOther = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       out += d;
     });
@@ -114,6 +115,7 @@ function runScript(script: string): Promise<string> {
         errBuf = errBuf.slice(i + 1);
         if (line.startsWith('[infra')) process.stderr.write(`${line}\n`);
         else if (line.startsWith('crbridge stack:')) reason = line;
+        else if (line.trim()) lastOther = line.trim();
         i = errBuf.indexOf('\n');
       }
     });
@@ -121,7 +123,10 @@ function runScript(script: string): Promise<string> {
     child.once('close', (code) => {
       if (errBuf.startsWith('crbridge stack:')) reason = errBuf.trim();
       if (code === 0) resolve(out.trim().split('\n').pop() ?? '');
-      else reject(new StackError(reason || `crbridge stack: ${script} failed (exit ${code})`));
+      else {
+        const hint = lastOther ? `: ${lastOther.slice(0, 300)}` : '';
+        reject(new StackError(reason || `crbridge stack: ${script} failed (exit ${code})${hint}`));
+      }
     });
   });
 }
