@@ -46,6 +46,8 @@ async function main(argv: string[]): Promise<number> {
     const vars = parseEnv(readFileSync(envFile, 'utf8'));
     const env: NodeJS.ProcessEnv = { ...process.env, ...vars };
     env.PATH = [vars.CRBRIDGE_STACK_BIN, process.env.PATH].filter(Boolean).join(delimiter);
+    // kafkajs 2.2.4 on Node >= 23 warns TimeoutNegativeWarning on every connection (harmless noise)
+    env.NODE_OPTIONS = [process.env.NODE_OPTIONS, '--disable-warning=TimeoutNegativeWarning'].filter(Boolean).join(' ');
     // `node` means this Node 24, whatever PATH says
     const [cmd, ...args] = argv as [string, ...string[]];
     const bin = cmd === 'node' ? process.execPath : cmd;

@@ -73,7 +73,7 @@ describe('smoke: kube-apiserver', () => {
           spec: { databaseName: 'orders-db', schedule: '0 3 * * *' },
         },
       })) as { metadata: { resourceVersion: string } };
-      kubectl(['-n', ns, 'delete', 'backup', 'orders', '--wait=true']);
+      kubectl(['-n', ns, 'delete', 'backups.example.com', 'orders', '--wait=true']);
 
       await waitFor(() => seen.length >= 2 || watchError !== undefined, 20_000, 'ADDED and DELETED from the watch');
       assert.equal(watchError ?? null, null);
