@@ -466,7 +466,10 @@ exporters:
 // Processes.
 
 const pidFile = (name: ComponentName) => join(pidsDir, `${name}.pid`);
-/** A fragment of the process command line, checked so a recycled pid is never mistaken for ours. */
+/**
+ * A fragment of the process command line; with the stack folder (every component gets a path in it)
+ * it makes sure a recycled pid, or another checkout's stack, is never mistaken for ours.
+ */
 const cmdlineMark: Record<ComponentName, string> = {
   etcd: 'etcd',
   apiserver: 'kube-apiserver',
@@ -489,7 +492,7 @@ function isOurs(name: ComponentName, pid: number): boolean {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // a zombie (state Z) is not running
     if (/^\d+ \(.*\) Z/.test(stat)) return false;
-    return cmd.includes(cmdlineMark[name]);
+    return cmd.includes(cmdlineMark[name]) && cmd.includes(stackDir);
   } catch {
     return false;
   }
