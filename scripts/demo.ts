@@ -105,7 +105,16 @@ for (const [name, db] of [
 ]) {
   kubectl(['apply', '-f', '-'], backup(name as string, db as string));
 }
-kubectl(['-n', ns, 'patch', 'backup', 'orders', '--type=merge', '-p', '{"spec":{"schedule":"30 2 * * *"}}']);
+kubectl([
+  '-n',
+  ns,
+  'patch',
+  'backups.example.com',
+  'orders',
+  '--type=merge',
+  '-p',
+  '{"spec":{"schedule":"30 2 * * *"}}',
+]);
 for (const phase of ['Running', 'Completed']) {
   kubectl([
     '-n',
@@ -130,7 +139,7 @@ kubectl([
   '-p',
   '{"status":{"phase":"Failed","message":"disk full"}}',
 ]);
-kubectl(['-n', ns, 'delete', 'backup', 'billing']);
+kubectl(['-n', ns, 'delete', 'backups.example.com', 'billing']);
 
 say(`Reading the CloudEvents from Kafka topic ${topic}`);
 const kafka = new Kafka({

@@ -139,7 +139,16 @@ describe('crbridge run on the real stack', () => {
 
     apply(backup(ns, 'orders', 'orders-db'));
     apply(backup(ns, 'users', 'users-db'));
-    kubectl(['-n', ns, 'patch', 'backup', 'orders', '--type=merge', '-p', '{"spec":{"schedule":"0 4 * * *"}}']);
+    kubectl([
+      '-n',
+      ns,
+      'patch',
+      'backups.example.com',
+      'orders',
+      '--type=merge',
+      '-p',
+      '{"spec":{"schedule":"0 4 * * *"}}',
+    ]);
     kubectl([
       '-n',
       ns,
@@ -151,7 +160,7 @@ describe('crbridge run on the real stack', () => {
       '-p',
       '{"status":{"phase":"Running"}}',
     ]);
-    kubectl(['-n', ns, 'delete', 'backup', 'users', '--wait=true']);
+    kubectl(['-n', ns, 'delete', 'backups.example.com', 'users', '--wait=true']);
     kubectl([
       '-n',
       ns,
@@ -163,7 +172,7 @@ describe('crbridge run on the real stack', () => {
       '-p',
       '{"status":{"phase":"Completed"}}',
     ]);
-    kubectl(['-n', ns, 'delete', 'backup', 'orders', '--wait=true']);
+    kubectl(['-n', ns, 'delete', 'backups.example.com', 'orders', '--wait=true']);
 
     const expected = [
       ['orders', 'added'],
