@@ -1,0 +1,405 @@
+/**
+ * The Kubernetes source: one shared cache and one reflector per scope (each listed namespace, or
+ * one for all namespaces / cluster-scoped resources), a checkpoint, and the decisions of which
+ * deltas to hand on.
+ *
+ * Start-up: load the checkpoint into the cache, wait for the resource to be served (discovery),
+ * then each scope's first LIST is diffed against the cache (= the checkpoint): the deltas carry
+ * `reason: 'resync'`. Later relists (410, reconnect after a 404) are diffed against the cache
+ * (`relist`); watch events are `live`.
+ *
+ * Ordering: deltas are pushed one at a time in observation order and each push is awaited
+ * (back-pressure). Checkpoint: an object's entry advances only when the delta's `settled` promise
+ * resolves (every destination acknowledged, spooled or dead-lettered); entries are flushed in
+ * batches every `flushIntervalMs` and at shutdown. The checkpoint therefore never runs ahead of
+ * delivery; after a crash, changes handed on but not yet flushed are emitted again with the same
+ * deterministic ids (at-least-once, duplicates recognisable by id).
+ */
+import { createHash } from 'node:crypto';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Source, SourceContext } from '../../component.ts';
+import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
+import type { Delta, DeltaReason, KubeObject, ResourceRef } from '../../events/delta.ts';
+import { componentMetrics } from '../../telemetry/metrics.ts';
+import { FileCheckpointStore } from './checkpoint/file.ts';
+import { KubernetesCheckpointStore } from './checkpoint/kubernetes.ts';
+import type { CheckpointStore } from './checkpoint/types.ts';
+import { type KubeApi, kubeApi, loadKubeConfig } from './client.ts';
+import { applyChange, type Change, changeFromWatch, diffList, type WatchEventType } from './diff.ts';
+import { collectionPath, discover, gvrString } from './discovery.ts';
+import { backoffDelay, Reflector } from './reflector.ts';
+import { parsePointers, stripFields } from './strip.ts';
+
+export interface KubernetesSourceConfig {
+  group?: string;
+  version: string;
+  resource: string;
+  namespaces?: string[];
+  labelSelector?: string;
+  fieldSelector?: string;
+  pageSize?: number;
+  watchTimeoutSeconds?: number;
+  stallTimeoutSeconds?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  dropFields?: string[];
+  initial?: 'emit' | 'skip';
+  checkpoint?: {
+    backend?: 'file' | 'kubernetes';
+    namespace?: string;
+    name?: string;
+    flushIntervalMs?: number;
+  };
+}
+
+/** Identity of a watch: pipelines with equal keys share one source, and the checkpoint is keyed by it. */
+export function sourceKey(c: KubernetesSourceConfig): string {
+  const ns = [...new Set(c.namespaces ?? [])].sort();
+  return JSON.stringify([c.group ?? '', c.version, c.resource, ns, c.labelSelector ?? '', c.fieldSelector ?? '']);
+}
+
+/** Short stable hash of a key, for names (ConfigMaps, logs). */
+export function keyHash(key: string): string {
+  return createHash('sha256').update(key).digest('hex').slice(0, 12);
+}
+
+/** Optional replacements for tests: a given API/kubeconfig/checkpoint store instead of the real ones. */
+export interface SourceDeps {
+  api?: KubeApi;
+  kubeConfig?: KubeConfig;
+  checkpoint?: CheckpointStore;
+}
+
+const DEFAULTS = {
+  pageSize: 500,
+  watchTimeoutSeconds: 300,
+  stallTimeoutSeconds: 150,
+  backoffInitialMs: 1000,
+  backoffMaxMs: 30_000,
+  flushIntervalMs: 500,
+};
+
+export class KubernetesSource implements Source {
+  private readonly config: KubernetesSourceConfig;
+  private readonly ctx: SourceContext;
+  private readonly deps: SourceDeps;
+  private readonly key: string;
+  private readonly drop: string[][];
+  private readonly cache = new Map<string, KubeObject>();
+  private readonly controller = new AbortController();
+  private api: KubeApi | undefined;
+  private store: CheckpointStore | undefined;
+  private resource: ResourceRef | undefined;
+  private initialized = false;
+  private scopesPending = 0;
+  private seq = 0;
+  /** Per uid: settles not yet resolved and the highest committed sequence number. */
+  private readonly tracking = new Map<string, { inflight: number; committed: number }>();
+  private readonly pendingSettles = new Set<Promise<void>>();
+  private runPromise: Promise<void> | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+  private shutdownPromise: Promise<void> | undefined;
+  private _synced = false;
+  private readonly m;
+
+  constructor(config: KubernetesSourceConfig, ctx: SourceContext, deps: SourceDeps = {}) {
+    this.config = config;
+    this.ctx = ctx;
+    this.deps = deps;
+    this.key = sourceKey(config);
+    this.drop = parsePointers(config.dropFields ?? ['/metadata/managedFields']);
+    const mm = ctx.metrics;
+    this.m = {
+      shared: componentMetrics(mm),
+      restarts: mm.counter('crbridge_source_watch_restarts_total', 'Watch streams restarted, by reason.'),
+      relists: mm.counter('crbridge_source_relists_total', 'LISTs after the first, by reason.'),
+      objects: mm.gauge('crbridge_source_objects', 'Objects in the source cache.'),
+      deltas: mm.counter('crbridge_source_deltas_total', 'Deltas handed on, by kind and reason.'),
+      synced: mm.gauge('crbridge_source_synced', '1 once the initial list and checkpoint catch-up are handed on.'),
+      checkpointWrites: mm.counter('crbridge_source_checkpoint_flushes_total', 'Checkpoint flushes, by result.'),
+      resourceServed: mm.gauge('crbridge_source_resource_served', '1 while the watched resource is served.'),
+    };
+  }
+
+  get synced(): boolean {
+    return this._synced;
+  }
+
+  /** The resource once discovered (tests, diagnostics). */
+  get resourceRef(): ResourceRef | undefined {
+    return this.resource;
+  }
+
+  /** Number of cached objects. */
+  get size(): number {
+    return this.cache.size;
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    if (this.runPromise) return;
+    signal.addEventListener('abort', () => this.controller.abort(), { once: true });
+    const kc = this.deps.api
+      ? undefined
+      : (this.deps.kubeConfig ?? loadKubeConfig(process.env.KUBECONFIG || undefined));
+    this.api = this.deps.api ?? kubeApi(kc as KubeConfig);
+    this.store = this.deps.checkpoint ?? this.makeStore();
+    this.runPromise = this.run(this.controller.signal).catch((err: unknown) => {
+      this.error(err, 'source stopped on an unexpected error');
+    });
+  }
+
+  private makeStore(): CheckpointStore {
+    const cp = this.config.checkpoint ?? {};
+    if (cp.backend === 'kubernetes') {
+      return new KubernetesCheckpointStore(this.api as KubeApi, {
+        namespace: cp.namespace ?? 'default',
+        name: cp.name ?? 'crbridge-checkpoint',
+        key: this.key,
+      });
+    }
+    return new FileCheckpointStore(this.ctx.stateDir, this.key);
+  }
+
+  private error(err: unknown, msg: string): void {
+    const code = err instanceof CrbridgeError ? err.code : ErrorCode.Internal;
+    this.m.shared.errors.inc({ component: this.ctx.id, code });
+    this.ctx.logger.error(msg, { error: errorMessage(err), code });
+  }
+
+  private async run(signal: AbortSignal): Promise<void> {
+    const store = this.store as CheckpointStore;
+    // 1. the checkpoint becomes the cache: what was handed on and acknowledged last time
+    for (let attempt = 1; !signal.aborted; attempt++) {
+      try {
+        const state = await store.load();
+        for (const [uid, obj] of state.entries) this.cache.set(uid, obj);
+        this.initialized = state.initialized;
+        this.ctx.logger.info('checkpoint loaded', {
+          checkpoint: store.description,
+          objects: state.entries.size,
+          initialized: state.initialized,
+        });
+        break;
+      } catch (err) {
+        this.error(err, 'cannot load the checkpoint; retrying');
+        await sleep(backoffDelay(attempt, 1000, 30_000), signal);
+      }
+    }
+    this.m.objects.set({ component: this.ctx.id }, this.cache.size);
+    this.flushTimer = setInterval(
+      () => void this.flush(),
+      this.config.checkpoint?.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
+    );
+    this.flushTimer.unref();
+    // 2. discovery: wait for the resource to be served
+    await this.waitForResource(signal);
+    const ref = this.resource;
+    if (!ref || signal.aborted) return;
+    // 3. one reflector per scope
+    const namespaces = [...new Set(this.config.namespaces ?? [])].sort();
+    if (!ref.namespaced && namespaces.length > 0) {
+      this.ctx.logger.warn('resource is cluster-scoped; `namespaces` is ignored', { resource: gvrString(ref) });
+    }
+    const scopes: (string | null)[] = ref.namespaced && namespaces.length > 0 ? namespaces : [null];
+    this.scopesPending = scopes.length;
+    const c = this.config;
+    await Promise.all(
+      scopes.map((ns) => {
+        const inScope = ns === null ? () => true : (o: KubeObject) => o.metadata.namespace === ns;
+        const r = new Reflector({
+          api: this.api as KubeApi,
+          path: collectionPath(ref, ns),
+          labelSelector: c.labelSelector,
+          fieldSelector: c.fieldSelector,
+          pageSize: c.pageSize ?? DEFAULTS.pageSize,
+          watchTimeoutSeconds: c.watchTimeoutSeconds ?? DEFAULTS.watchTimeoutSeconds,
+          stallTimeoutMs: (c.stallTimeoutSeconds ?? DEFAULTS.stallTimeoutSeconds) * 1000,
+          backoffInitialMs: c.backoffInitialMs ?? DEFAULTS.backoffInitialMs,
+          backoffMaxMs: c.backoffMaxMs ?? DEFAULTS.backoffMaxMs,
+          logger: this.ctx.logger.child(ns === null ? {} : { namespace: ns }),
+          onRestart: (reason) => this.m.restarts.inc({ component: this.ctx.id, reason }),
+          onRelist: (reason) => this.m.relists.inc({ component: this.ctx.id, reason }),
+          handler: {
+            onList: (items, first) => this.onList(items, first, inScope),
+            onEvent: (type, obj) => this.onEvent(type, obj),
+            waitForResource: async (s) => {
+              this.m.resourceServed.set({ component: this.ctx.id }, 0);
+              this.ctx.logger.warn('watched resource is no longer served (CRD deleted?); waiting for it to return', {
+                resource: gvrString(ref),
+              });
+              await this.waitForResource(s);
+            },
+          },
+        });
+        return r.run(signal);
+      }),
+    );
+  }
+
+  private async waitForResource(signal: AbortSignal): Promise<void> {
+    const gvr = { group: this.config.group ?? '', version: this.config.version, resource: this.config.resource };
+    let warned = false;
+    for (let attempt = 1; !signal.aborted; attempt++) {
+      try {
+        const ref = await discover(this.api as KubeApi, gvr);
+        if (ref) {
+          if (this.resource && (ref.kind !== this.resource.kind || ref.namespaced !== this.resource.namespaced)) {
+            this.ctx.logger.warn('resource came back with a different kind or scope; keeping the first one', {
+              resource: gvrString(gvr),
+            });
+          }
+          this.resource ??= ref;
+          this.m.resourceServed.set({ component: this.ctx.id }, 1);
+          if (warned) this.ctx.logger.info('watched resource is served', { resource: gvrString(gvr) });
+          return;
+        }
+        this.m.resourceServed.set({ component: this.ctx.id }, 0);
+        if (!warned) {
+          const err = new CrbridgeError(
+            ErrorCode.ResourceNotFound,
+            `resource ${gvrString(gvr)} is not served by the API server (is its CRD installed?); waiting for it`,
+          );
+          this.error(err, err.message);
+          warned = true;
+        }
+      } catch (err) {
+        this.error(err, `discovery of ${gvrString(gvr)} failed; retrying`);
+      }
+      await sleep(Math.min(backoffDelay(attempt, 1000, 10_000), 10_000), signal);
+    }
+  }
+
+  /** Fills in apiVersion/kind (LIST items of built-in types lack them) and drops unneeded fields. */
+  private normalize(obj: KubeObject): KubeObject {
+    const ref = this.resource as ResourceRef;
+    let o = obj;
+    if (!o.apiVersion || !o.kind) {
+      o = { ...o, apiVersion: ref.group ? `${ref.group}/${ref.version}` : ref.version, kind: ref.kind };
+    }
+    return stripFields(o, this.drop);
+  }
+
+  private async onList(items: KubeObject[], first: boolean, inScope: (o: KubeObject) => boolean): Promise<void> {
+    const list = items.map((o) => this.normalize(o));
+    const changes = diffList(this.cache, list, inScope);
+    const reason: DeltaReason = first ? 'resync' : 'relist';
+    const silent = first && !this.initialized && this.config.initial === 'skip';
+    for (const ch of changes) {
+      if (silent && ch.kind === 'added') {
+        applyChange(this.cache, ch);
+        this.store?.put(ch.object.metadata.uid, ch.object);
+      } else await this.emit(ch, reason);
+    }
+    this.m.objects.set({ component: this.ctx.id }, this.cache.size);
+    if (first && --this.scopesPending === 0) {
+      this._synced = true;
+      this.m.synced.set({ component: this.ctx.id }, 1);
+      // the first complete listing is recorded once everything it produced is acknowledged
+      const settles = [...this.pendingSettles];
+      void Promise.allSettled(settles).then(() => this.store?.markInitialized());
+      this.ctx.logger.info('initial list handed on', { objects: this.cache.size, changes: changes.length, reason });
+    }
+  }
+
+  private async onEvent(type: WatchEventType, raw: KubeObject): Promise<void> {
+    const ch = changeFromWatch(this.cache, type, this.normalize(raw));
+    if (!ch) return;
+    await this.emit(ch, 'live');
+    this.m.objects.set({ component: this.ctx.id }, this.cache.size);
+  }
+
+  private async emit(ch: Change, reason: DeltaReason): Promise<void> {
+    applyChange(this.cache, ch);
+    const uid = ch.object.metadata.uid;
+    const seq = ++this.seq;
+    const delta: Delta = {
+      kind: ch.kind,
+      object: ch.object,
+      ...(ch.oldObject !== undefined && { oldObject: ch.oldObject }),
+      reason,
+      resource: this.resource as ResourceRef,
+      observedAt: Date.now(),
+    };
+    let t = this.tracking.get(uid);
+    if (!t) {
+      t = { inflight: 0, committed: 0 };
+      this.tracking.set(uid, t);
+    }
+    t.inflight++;
+    const tr = t;
+    let settled: Promise<void>;
+    try {
+      ({ settled } = await this.ctx.receiver.push(delta));
+    } catch (err) {
+      tr.inflight--;
+      throw err;
+    }
+    this.m.deltas.inc({ component: this.ctx.id, kind: ch.kind, reason });
+    const p: Promise<void> = settled.then(
+      () => {
+        tr.inflight--;
+        if (seq > tr.committed) {
+          tr.committed = seq;
+          if (ch.kind === 'deleted') this.store?.remove(uid);
+          else this.store?.put(uid, ch.object);
+        }
+        if (tr.inflight === 0) this.tracking.delete(uid);
+      },
+      (err: unknown) => {
+        tr.inflight--;
+        if (tr.inflight === 0 && tr.committed === 0) this.tracking.delete(uid);
+        this.error(err, 'a delta was not settled; its checkpoint entry does not advance');
+      },
+    );
+    this.pendingSettles.add(p);
+    void p.finally(() => this.pendingSettles.delete(p));
+  }
+
+  /** Writes staged checkpoint changes; one flush at a time. */
+  flush(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    const store = this.store;
+    if (!store || store.pending === 0) return Promise.resolve();
+    this.flushing = store
+      .flush()
+      .then(
+        () => this.m.checkpointWrites.inc({ component: this.ctx.id, result: 'ok' }),
+        (err: unknown) => {
+          this.m.checkpointWrites.inc({ component: this.ctx.id, result: 'error' });
+          this.error(err, 'checkpoint flush failed; will retry');
+        },
+      )
+      .finally(() => {
+        this.flushing = undefined;
+      });
+    return this.flushing;
+  }
+
+  shutdown(deadline: number): Promise<void> {
+    this.shutdownPromise ??= (async () => {
+      this.controller.abort();
+      await this.runPromise;
+      const left = Math.max(0, deadline - Date.now());
+      await Promise.race([Promise.allSettled([...this.pendingSettles]), sleep(left, new AbortController().signal)]);
+      clearInterval(this.flushTimer);
+      await this.flushing;
+      await this.flush();
+      await this.store?.close();
+    })();
+    return this.shutdownPromise;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

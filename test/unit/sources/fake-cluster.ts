@@ -1,0 +1,195 @@
+/**
+ * An in-memory fake of the parts of the Kubernetes API the source uses (discovery, paginated LIST,
+ * WATCH with bookmarks and 410, ConfigMap GET/POST/PUT with optimistic concurrency), for unit tests.
+ * Every write bumps a global resourceVersion like etcd; `compact(rv)` makes older watches expire.
+ */
+import type { KubeObject } from '../../../src/events/delta.ts';
+import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from '../../../src/sources/kubernetes/client.ts';
+
+interface Ev {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  object: KubeObject;
+  rv: number;
+}
+
+interface Watcher {
+  ns: string | null;
+  onEvent: (type: string, obj: unknown) => void;
+  onDone: (err: unknown) => void;
+  stalled: boolean;
+  closed: boolean;
+}
+
+export class FakeCluster implements KubeApi {
+  rv = 100;
+  served = true;
+  compactedRv = 0;
+  objects = new Map<string, KubeObject>(); // ns/name → object
+  events: Ev[] = [];
+  watchers = new Set<Watcher>();
+  configMaps = new Map<string, Record<string, unknown>>();
+  lists = 0;
+  watches = 0;
+  /** When set, new watches deliver nothing (a stalled proxy). */
+  stallNewWatches = false;
+  private uidSeq = 0;
+
+  private k(ns: string, name: string) {
+    return `${ns}/${name}`;
+  }
+
+  create(ns: string, name: string, spec: Record<string, unknown> = {}): KubeObject {
+    const obj: KubeObject = {
+      apiVersion: 'example.com/v1',
+      kind: 'Backup',
+      metadata: {
+        name,
+        namespace: ns,
+        uid: `uid-${++this.uidSeq}`,
+        resourceVersion: String(++this.rv),
+        managedFields: [{ manager: 'test' }],
+      },
+      spec,
+    };
+    this.objects.set(this.k(ns, name), obj);
+    this.publish({ type: 'ADDED', object: obj, rv: this.rv });
+    return obj;
+  }
+
+  update(ns: string, name: string, spec: Record<string, unknown>): KubeObject {
+    const old = this.objects.get(this.k(ns, name));
+    if (!old) throw new Error(`no ${ns}/${name}`);
+    const obj: KubeObject = { ...old, metadata: { ...old.metadata, resourceVersion: String(++this.rv) }, spec };
+    this.objects.set(this.k(ns, name), obj);
+    this.publish({ type: 'MODIFIED', object: obj, rv: this.rv });
+    return obj;
+  }
+
+  delete(ns: string, name: string): KubeObject {
+    const old = this.objects.get(this.k(ns, name));
+    if (!old) throw new Error(`no ${ns}/${name}`);
+    this.objects.delete(this.k(ns, name));
+    const obj: KubeObject = { ...old, metadata: { ...old.metadata, resourceVersion: String(++this.rv) } };
+    this.publish({ type: 'DELETED', object: obj, rv: this.rv });
+    return obj;
+  }
+
+  /** Forgets history up to the current revision: watches from older resourceVersions get 410. */
+  compact(): void {
+    this.compactedRv = this.rv;
+    this.events = [];
+  }
+
+  /** Closes every open watch cleanly (like a server timeout). */
+  closeWatches(): void {
+    for (const w of this.watchers) {
+      w.closed = true;
+      w.onDone(null);
+    }
+    this.watchers.clear();
+  }
+
+  /** Sends a bookmark at the current revision to every live watch. */
+  bookmark(): void {
+    for (const w of this.watchers)
+      if (!w.stalled) w.onEvent('BOOKMARK', { metadata: { resourceVersion: String(this.rv) } });
+  }
+
+  private publish(ev: Ev): void {
+    this.events.push(ev);
+    for (const w of this.watchers) {
+      if (w.stalled || w.closed) continue;
+      if (w.ns === null || ev.object.metadata.namespace === w.ns) w.onEvent(ev.type, structuredClone(ev.object));
+    }
+  }
+
+  private nsOf(path: string): string | null {
+    const m = /\/namespaces\/([^/]+)\/backups$/.exec(path);
+    return m ? (m[1] as string) : null;
+  }
+
+  async request(method: string, path: string, query: Query = {}, body?: unknown): Promise<unknown> {
+    await Promise.resolve();
+    if (path === '/apis/example.com/v1') {
+      if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
+      return { resources: [{ name: 'backups', kind: 'Backup', namespaced: true }] };
+    }
+    if (path.startsWith('/api/v1/namespaces/') && path.includes('/configmaps')) return this.cm(method, path, body);
+    if (path.endsWith('/backups')) {
+      if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
+      this.lists++;
+      const ns = this.nsOf(path);
+      const all = [...this.objects.values()]
+        .filter((o) => ns === null || o.metadata.namespace === ns)
+        .sort((a, b) => a.metadata.uid.localeCompare(b.metadata.uid));
+      const limit = Number(query.limit ?? all.length) || all.length;
+      const start = query.continue ? Number(String(query.continue).split(':')[1]) : 0;
+      const listRv = query.continue ? String(query.continue).split(':')[0] : String(this.rv);
+      const items = all.slice(start, start + limit).map((o) => structuredClone(o));
+      const next = start + limit < all.length ? `${listRv}:${start + limit}` : undefined;
+      return { metadata: { resourceVersion: listRv, ...(next && { continue: next }) }, items };
+    }
+    throw new KubeHttpError(404, 'NotFound', `no route ${path}`);
+  }
+
+  private cm(method: string, path: string, body: unknown): unknown {
+    const name = path.split('/configmaps')[1]?.replace(/^\//, '') ?? '';
+    const input = body as { metadata: { name: string; resourceVersion?: string } } | undefined;
+    if (method === 'GET') {
+      const cm = this.configMaps.get(name);
+      if (!cm) throw new KubeHttpError(404, 'NotFound', 'not found');
+      return structuredClone(cm);
+    }
+    if (method === 'POST' && input) {
+      if (this.configMaps.has(input.metadata.name)) throw new KubeHttpError(409, 'AlreadyExists', 'exists');
+      const cm = { ...input, metadata: { ...input.metadata, resourceVersion: String(++this.rv) } };
+      this.configMaps.set(input.metadata.name, cm);
+      return structuredClone(cm);
+    }
+    if (method === 'PUT' && input) {
+      const cur = this.configMaps.get(name) as { metadata: { resourceVersion: string } } | undefined;
+      if (!cur) throw new KubeHttpError(404, 'NotFound', 'not found');
+      if (cur.metadata.resourceVersion !== input.metadata.resourceVersion)
+        throw new KubeHttpError(409, 'Conflict', 'conflict');
+      const cm = { ...input, metadata: { ...input.metadata, resourceVersion: String(++this.rv) } };
+      this.configMaps.set(name, cm);
+      return structuredClone(cm);
+    }
+    throw new KubeHttpError(405, 'MethodNotAllowed', method);
+  }
+
+  async watch(
+    path: string,
+    query: Query,
+    onEvent: (type: string, object: unknown) => void,
+    onDone: (err: unknown) => void,
+  ): Promise<WatchHandle> {
+    await Promise.resolve();
+    if (!this.served) {
+      onDone(Object.assign(new Error('Not Found'), { statusCode: 404 }));
+      return { abort() {} };
+    }
+    this.watches++;
+    const from = Number(query.resourceVersion ?? 0);
+    const w: Watcher = { ns: this.nsOf(path), onEvent, onDone, stalled: this.stallNewWatches, closed: false };
+    if (from < this.compactedRv) {
+      queueMicrotask(() => {
+        onEvent('ERROR', { kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version' });
+        onDone(null);
+      });
+      return { abort() {} };
+    }
+    this.watchers.add(w);
+    if (!w.stalled) {
+      for (const ev of this.events)
+        if (ev.rv > from && (w.ns === null || ev.object.metadata.namespace === w.ns))
+          onEvent(ev.type, structuredClone(ev.object));
+    }
+    return {
+      abort: () => {
+        w.closed = true;
+        this.watchers.delete(w);
+      },
+    };
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * The Kubernetes source against an in-memory fake API server: initial list, live events,
+ * pagination, relist after 410 without duplicates, stalled-stream recovery, waiting for a missing
+ * CRD, namespace lists, and gap-free resume from the file checkpoint.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { DeltaReceiver, SourceContext } from '../../../src/component.ts';
+import type { Delta } from '../../../src/events/delta.ts';
+import { FileCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/file.ts';
+import { KubernetesSource, type KubernetesSourceConfig, sourceKey } from '../../../src/sources/kubernetes/source.ts';
+import { silentLogger } from '../../../src/telemetry/logger.ts';
+import { Metrics } from '../../../src/telemetry/metrics.ts';
+import { FakeCluster } from './fake-cluster.ts';
+
+export class Recorder implements DeltaReceiver {
+  deltas: Delta[] = [];
+  /** uids whose deltas never settle (a sink that never acknowledges). */
+  hold = new Set<string>();
+  async push(delta: Delta) {
+    this.deltas.push(delta);
+    if (this.hold.has(delta.object.metadata.uid)) return { settled: new Promise<void>(() => {}) };
+    return { settled: Promise.resolve() };
+  }
+  summary(from = 0) {
+    return this.deltas
+      .slice(from)
+      .map((d) => `${d.reason} ${d.kind} ${d.object.metadata.name}@${d.object.metadata.resourceVersion}`);
+  }
+}
+
+const base: KubernetesSourceConfig = {
+  group: 'example.com',
+  version: 'v1',
+  resource: 'backups',
+  stallTimeoutSeconds: 0.3,
+  backoffInitialMs: 10,
+  backoffMaxMs: 50,
+  checkpoint: { flushIntervalMs: 20 },
+};
+
+function makeSource(cluster: FakeCluster, stateDir: string, cfg: Partial<KubernetesSourceConfig> = {}) {
+  const receiver = new Recorder();
+  const metrics = new Metrics();
+  const ctx: SourceContext = {
+    id: 'p/source',
+    pipeline: 'p',
+    logger: silentLogger,
+    metrics,
+    stateDir,
+    clusterName: 'test',
+    receiver,
+  };
+  const source = new KubernetesSource({ ...base, ...cfg }, ctx, { api: cluster });
+  const ac = new AbortController();
+  return {
+    source,
+    receiver,
+    metrics,
+    start: () => source.start(ac.signal),
+    stop: () => source.shutdown(Date.now() + 2000),
+  };
+}
+
+async function until(fn: () => boolean, what: string, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const dir = () => mkdtempSync(join(tmpdir(), 'crbridge-src-'));
+
+test('first start emits one resync add per object (paginated), then live changes; managedFields dropped', async () => {
+  const c = new FakeCluster();
+  for (let i = 0; i < 5; i++) c.create('a', `b${i}`);
+  const s = makeSource(c, dir(), { pageSize: 2 });
+  await s.start();
+  await until(() => s.source.synced, 'synced');
+  assert.equal(c.lists, 3);
+  assert.deepEqual(
+    s.receiver.deltas.map((d) => [d.reason, d.kind, d.object.metadata.name]),
+    [0, 1, 2, 3, 4].map((i) => ['resync', 'added', `b${i}`]),
+  );
+  assert.equal(s.receiver.deltas[0]?.resource.kind, 'Backup');
+  assert.equal(s.receiver.deltas[0]?.object.metadata.managedFields, undefined);
+  c.update('a', 'b1', { x: 1 });
+  c.delete('a', 'b2');
+  c.create('a', 'b9');
+  await until(() => s.receiver.deltas.length === 8, 'live deltas');
+  assert.deepEqual(
+    s.receiver.deltas.slice(5).map((d) => [d.reason, d.kind, d.object.metadata.name]),
+    [
+      ['live', 'modified', 'b1'],
+      ['live', 'deleted', 'b2'],
+      ['live', 'added', 'b9'],
+    ],
+  );
+  assert.equal(s.receiver.deltas[5]?.oldObject?.metadata.resourceVersion, '102');
+  assert.equal(s.metrics.gauge('crbridge_source_objects', '').get({ component: 'p/source' }), 5);
+  await s.stop();
+});
+
+test('410 Gone: relist emits only the real differences, once', async () => {
+  const c = new FakeCluster();
+  for (let i = 0; i < 4; i++) c.create('a', `b${i}`);
+  const s = makeSource(c, dir());
+  await s.start();
+  await until(() => s.source.synced, 'synced');
+  // the stream is cut, history is compacted, and things change meanwhile
+  for (const w of c.watchers) w.stalled = true;
+  c.update('a', 'b0', { x: 1 });
+  c.delete('a', 'b1');
+  c.create('a', 'b5');
+  c.compact();
+  c.closeWatches();
+  await until(() => s.receiver.deltas.length >= 7, 'relist deltas');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(s.receiver.summary(4), ['relist modified b0@105', 'relist added b5@107', 'relist deleted b1@102']);
+  assert.equal(
+    s.metrics.counter('crbridge_source_relists_total', '').get({ component: 'p/source', reason: 'gone' }),
+    1,
+  );
+  // afterwards live again
+  c.update('a', 'b5', { y: 1 });
+  await until(() => s.receiver.deltas.length === 8, 'live after relist');
+  assert.deepEqual(s.receiver.summary(7), ['live modified b5@108']);
+  await s.stop();
+});
+
+test('a stalled stream (no event, no bookmark) is restarted from the last resourceVersion; changes arrive once', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  const s = makeSource(c, dir());
+  await s.start();
+  await until(() => s.source.synced, 'synced');
+  for (const w of c.watchers) w.stalled = true; // the proxy stops forwarding, the connection stays open
+  c.update('a', 'b0', { x: 1 });
+  c.create('a', 'b1');
+  await until(() => s.receiver.deltas.length === 3, 'deltas after stall', 3000);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(s.receiver.summary(1), ['live modified b0@102', 'live added b1@103']);
+  assert.ok(
+    s.metrics.counter('crbridge_source_watch_restarts_total', '').get({ component: 'p/source', reason: 'stall' }) >= 1,
+  );
+  assert.equal(c.lists, 1, 'a stall reconnects without relisting');
+  await s.stop();
+});
+
+test('bookmarks keep a quiet stream alive and advance the resume point; clean closes reconnect without relist', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  const s = makeSource(c, dir(), { stallTimeoutSeconds: 0.2 });
+  await s.start();
+  await until(() => s.source.synced, 'synced');
+  const t = setInterval(() => c.bookmark(), 50);
+  await new Promise((r) => setTimeout(r, 500));
+  clearInterval(t);
+  assert.equal(
+    s.metrics.counter('crbridge_source_watch_restarts_total', '').get({ component: 'p/source', reason: 'stall' }),
+    0,
+  );
+  c.closeWatches();
+  c.create('a', 'b1');
+  await until(() => s.receiver.deltas.length === 2, 'add after reconnect');
+  assert.equal(c.lists, 1);
+  await s.stop();
+});
+
+test('a missing CRD is waited for; a deleted one is reported and picked up again', async () => {
+  const c = new FakeCluster();
+  c.served = false;
+  const s = makeSource(c, dir());
+  await s.start();
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(s.source.synced, false);
+  c.served = true;
+  c.create('a', 'b0');
+  await until(() => s.source.synced, 'synced after the CRD appears', 15000);
+  assert.deepEqual(s.receiver.summary(), ['resync added b0@101']);
+  // CRD deleted: objects go (live deletes), the resource is gone, then comes back with a new object
+  c.delete('a', 'b0');
+  c.served = false;
+  c.closeWatches();
+  await new Promise((r) => setTimeout(r, 300));
+  c.served = true;
+  c.create('a', 'b1');
+  await until(() => s.receiver.deltas.length === 3, 'deltas after the CRD returns', 15000);
+  assert.deepEqual(s.receiver.summary(1), ['live deleted b0@102', 'relist added b1@103']);
+  await s.stop();
+});
+
+test('a namespace list watches each namespace and ignores the others', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'x');
+  c.create('b', 'y');
+  c.create('c', 'z');
+  const s = makeSource(c, dir(), { namespaces: ['b', 'a'] });
+  await s.start();
+  await until(() => s.source.synced, 'synced');
+  assert.deepEqual(s.receiver.deltas.map((d) => d.object.metadata.name).sort(), ['x', 'y']);
+  c.update('c', 'z', { q: 1 });
+  c.update('b', 'y', { q: 1 });
+  await until(() => s.receiver.deltas.length === 3, 'live');
+  assert.equal(s.receiver.deltas[2]?.object.metadata.name, 'y');
+  assert.equal(c.watchers.size, 2);
+  await s.stop();
+});
+
+test('shareKey covers group, version, resource, sorted namespaces and selectors', () => {
+  const k = sourceKey;
+  assert.equal(k({ ...base, namespaces: ['b', 'a'] }), k({ ...base, namespaces: ['a', 'b'], pageSize: 7 }));
+  assert.notEqual(k(base), k({ ...base, labelSelector: 'x=y' }));
+  assert.notEqual(k(base), k({ ...base, fieldSelector: 'metadata.name=x' }));
+  assert.notEqual(k(base), k({ ...base, version: 'v2' }));
+  assert.notEqual(k(base), k({ ...base, namespaces: ['a'] }));
+});
+
+test('resume: exactly the changes made while down, as resync, with the checkpointed old object', async () => {
+  const c = new FakeCluster();
+  for (let i = 0; i < 6; i++) c.create('a', `b${i}`);
+  const state = dir();
+  const s1 = makeSource(c, state);
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  c.update('a', 'b0', { v: 1 });
+  await until(() => s1.receiver.deltas.length === 7, 'live');
+  await s1.stop();
+  // while down: update b0 twice (net one), update b1, delete b2, create n1, create+delete n2
+  c.update('a', 'b0', { v: 2 });
+  c.update('a', 'b0', { v: 3 });
+  c.update('a', 'b1', { v: 1 });
+  c.delete('a', 'b2');
+  c.create('a', 'n1');
+  c.create('a', 'n2');
+  c.delete('a', 'n2');
+  const s2 = makeSource(c, state);
+  await s2.start();
+  await until(() => s2.source.synced, 'synced');
+  assert.deepEqual(s2.receiver.summary(), [
+    'resync modified b0@109',
+    'resync modified b1@110',
+    'resync added n1@112',
+    'resync deleted b2@103',
+  ]);
+  const b0 = s2.receiver.deltas[0];
+  assert.deepEqual(b0?.oldObject?.spec, { v: 1 });
+  assert.equal(b0?.oldObject?.metadata.resourceVersion, '107');
+  await s2.stop();
+  // a third start with nothing changed emits nothing
+  const s3 = makeSource(c, state);
+  await s3.start();
+  await until(() => s3.source.synced, 'synced');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(s3.receiver.summary(), []);
+  await s3.stop();
+});
+
+test('the checkpoint never runs ahead of delivery: an unacknowledged change is emitted again after restart', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  c.create('a', 'b1');
+  const state = dir();
+  const s1 = makeSource(c, state);
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  const b1 = c.objects.get('a/b1');
+  s1.receiver.hold.add(b1?.metadata.uid as string);
+  c.update('a', 'b0', { v: 1 });
+  c.update('a', 'b1', { v: 1 });
+  await until(() => s1.receiver.deltas.length === 4, 'live');
+  await s1.source.flush();
+  await new Promise((r) => setTimeout(r, 60));
+  await s1.stop();
+  const cp = await new FileCheckpointStore(state, sourceKey(base)).load();
+  assert.equal(cp.entries.get(b1?.metadata.uid as string)?.metadata.resourceVersion, '102');
+  const s2 = makeSource(c, state);
+  await s2.start();
+  await until(() => s2.source.synced, 'synced');
+  assert.deepEqual(s2.receiver.summary(), ['resync modified b1@104']);
+  await s2.stop();
+});
+
+test('initial: skip records existing objects without emitting; later starts diff against them', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  c.create('a', 'b1');
+  const state = dir();
+  const s1 = makeSource(c, state, { initial: 'skip' });
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  c.create('a', 'b2');
+  await until(() => s1.receiver.deltas.length === 1, 'live');
+  assert.deepEqual(s1.receiver.summary(), ['live added b2@103']);
+  await s1.stop();
+  c.update('a', 'b0', { v: 1 });
+  const s2 = makeSource(c, state, { initial: 'skip' });
+  await s2.start();
+  await until(() => s2.source.synced, 'synced');
+  assert.deepEqual(s2.receiver.summary(), ['resync modified b0@104']);
+  await s2.stop();
+});
+
+test('shutdown is idempotent', async () => {
+  const c = new FakeCluster();
+  const s = makeSource(c, dir());
+  await s.start();
+  const a = s.source.shutdown(Date.now() + 1000);
+  const b = s.source.shutdown(Date.now() + 1000);
+  assert.equal(a, b);
+  await a;
+});
