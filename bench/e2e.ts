@@ -1,0 +1,241 @@
+/**
+ * Benchmark 2, end to end on the real stack: Backup PATCHes to kube-apiserver at fixed rates
+ * (100, 500, 1,000/s, then as fast as the apiserver answers) → crbridge (child process) → Kafka →
+ * a consumer in this process. Lag is measured from the write's acknowledgement (last byte of the
+ * PATCH response) to the record's arrival at the consumer, both on this process's clock. Also
+ * reports crbridge CPU and RSS, and the CPU of the apiserver, etcd and Kafka as evidence of what
+ * limits the figures on this 2-core machine.
+ */
+import { join } from 'node:path';
+import { loadStackEnv, repoRoot, waitFor } from '../test/support/stack.ts';
+import { benchPipeline, startBench } from './lib/crbridge.ts';
+import { consume, createTopic, deleteTopic, kafkaClient } from './lib/kafka.ts';
+import {
+  backupsPath,
+  createBackups,
+  createNamespace,
+  deleteAllBackups,
+  ensureBenchCrd,
+  type Kube,
+  kubeClient,
+  ok,
+  runId,
+} from './lib/kube.ts';
+import { MB, procMonitor, stackPid } from './lib/proc.ts';
+import { note, percentile, report } from './report.ts';
+import type { Benchmark } from './run.ts';
+
+const OBJECTS = 200;
+const BYTES = 2048;
+const STEP_SECONDS = 8;
+const MAX_IN_FLIGHT = 64;
+
+interface StepResult {
+  writes: number;
+  achievedRate: number;
+  lags: number[];
+  missing: number;
+  drainMs: number;
+}
+
+async function step(
+  kube: Kube,
+  ns: string,
+  rate: number | 'max',
+  seconds: number,
+  acks: Map<string, number>,
+  arrivals: Map<string, number>,
+  seqStart: number,
+): Promise<StepResult> {
+  const keys: string[] = [];
+  let seq = seqStart;
+  let inFlight = 0;
+  let sent = 0;
+  const errors: string[] = [];
+  const write = async () => {
+    const i = seq++;
+    const name = `e2e-${i % OBJECTS}`;
+    inFlight++;
+    try {
+      const r = ok(
+        await kube.req(
+          'PATCH',
+          backupsPath(ns, name),
+          { spec: { revision: i }, status: { phase: i % 2 ? 'Running' : 'Completed' } },
+          'application/merge-patch+json',
+        ),
+        `patch ${name}`,
+      );
+      const rv = (JSON.parse(r.body) as { metadata: { resourceVersion: string } }).metadata.resourceVersion;
+      const key = `${name}@${rv}`;
+      acks.set(key, r.ackAt);
+      keys.push(key);
+    } catch (e) {
+      if (errors.length < 3) errors.push(String(e));
+    } finally {
+      inFlight--;
+    }
+  };
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  const pending = new Set<Promise<void>>();
+  const fire = () => {
+    const p = write();
+    pending.add(p);
+    void p.finally(() => pending.delete(p));
+    sent++;
+  };
+  if (rate === 'max') {
+    // Closed loop: keep 16 writes in flight for the whole step.
+    while (performance.now() < end) {
+      while (inFlight < 16) fire();
+      await Promise.race(pending);
+    }
+  } else {
+    while (performance.now() < end) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+      while (sent < due && inFlight < MAX_IN_FLIGHT) fire();
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+  await Promise.all(pending);
+  const writeSeconds = (performance.now() - t0) / 1000;
+  if (errors.length > 0) note(`e2e rate=${rate}: write errors, e.g. ${errors[0]}`);
+  const lastAck = Math.max(...keys.map((k) => acks.get(k) ?? 0));
+  // Drain: wait up to 10 s for every record of this step.
+  const drainDeadline = performance.now() + 10_000;
+  while (performance.now() < drainDeadline && keys.some((k) => !arrivals.has(k)))
+    await new Promise((r) => setTimeout(r, 20));
+  const lags: number[] = [];
+  let missing = 0;
+  let lastArrival = 0;
+  for (const k of keys) {
+    const at = arrivals.get(k);
+    if (at === undefined) missing++;
+    else {
+      lags.push(at - (acks.get(k) as number));
+      if (at > lastArrival) lastArrival = at;
+    }
+  }
+  lags.sort((a, b) => a - b);
+  return {
+    writes: keys.length,
+    achievedRate: keys.length / writeSeconds,
+    lags,
+    missing,
+    drainMs: lastArrival - lastAck,
+  };
+}
+
+export const benchmark: Benchmark = {
+  name: 'e2e',
+  description: 'apiserver writes → crbridge → Kafka → consumer: lag, CPU, RSS at fixed rates',
+  budgetSeconds: 75,
+  async run({ log, deadline }) {
+    const env = loadStackEnv();
+    const stackDir = join(repoRoot, '.stack');
+    ensureBenchCrd();
+    const kube = kubeClient(MAX_IN_FLIGHT);
+    const kafka = kafkaClient('crbridge-bench-e2e');
+    const id = runId();
+    const ns = `bench-e2e-${id}`;
+    const topic = `bench-e2e-${id}`;
+    await createNamespace(kube, ns);
+    await createTopic(kafka, topic, 1);
+    await createBackups(kube, ns, 'e2e', 0, OBJECTS, BYTES);
+    log(`${OBJECTS} objects of ~${BYTES} B in ${ns}; topic ${topic}`);
+
+    const acks = new Map<string, number>();
+    const arrivals = new Map<string, number>();
+    let records = 0;
+    const consumer = await consume(kafka, topic, (a) => {
+      records++;
+      if (a.key && !arrivals.has(a.key)) arrivals.set(a.key, a.at);
+    });
+    const cr = await startBench({
+      pipelines: [
+        benchPipeline(
+          `bench-e2e-${id}`,
+          [ns],
+          `    - name: kafka
+      type: kafka
+      brokers: ["${env.KAFKA_BROKERS}"]
+      topic: ${topic}
+`,
+        ),
+      ],
+    });
+    try {
+      await waitFor(() => cr.ready(), 60_000, 'crbridge ready');
+      await waitFor(() => records >= OBJECTS, 60_000, `${OBJECTS} initial records (have ${records})`);
+      log(`crbridge pid ${cr.pid} synced; ${records} initial records consumed`);
+      const pids = {
+        apiserver: stackPid(stackDir, 'apiserver'),
+        etcd: stackPid(stackDir, 'etcd'),
+        kafka: stackPid(stackDir, 'kafka'),
+      };
+      let seq = 1_000_000;
+      for (const rate of [100, 500, 1000, 'max'] as const) {
+        const remaining = (deadline - Date.now()) / 1000;
+        const seconds = Math.min(STEP_SECONDS, remaining - 12);
+        if (seconds < 2) {
+          note(`e2e rate=${rate}: skipped, out of time budget`);
+          continue;
+        }
+        const mon = procMonitor(cr.pid);
+        const others = Object.fromEntries(
+          Object.entries(pids).flatMap(([k, pid]) => (pid ? [[k, procMonitor(pid)]] : [])),
+        );
+        const selfCpu0 = process.cpuUsage();
+        const selfT0 = performance.now();
+        const r = await step(kube, ns, rate, seconds, acks, arrivals, seq);
+        seq += r.writes + 1000;
+        const m = mon.stop();
+        const o = Object.fromEntries(Object.entries(others).map(([k, v]) => [k, v.stop().cpuPercent]));
+        const selfCpu = process.cpuUsage(selfCpu0);
+        const selfPct = ((selfCpu.user + selfCpu.system) / 1000 / (performance.now() - selfT0)) * 100;
+        const keptUp = r.missing === 0 && r.drainMs < 1000;
+        const params = {
+          rate,
+          achieved: Math.round(r.achievedRate),
+          writes: r.writes,
+          objectBytes: BYTES,
+          keptUp,
+        };
+        report({ name: 'e2e.write_rate', value: r.achievedRate, unit: 'writes/s', parameters: params });
+        for (const [p, label] of [
+          [50, 'p50'],
+          [95, 'p95'],
+          [99, 'p99'],
+          [100, 'max'],
+        ] as const) {
+          report({ name: `e2e.lag_${label}`, value: percentile(r.lags, p), unit: 'ms', parameters: params });
+        }
+        report({ name: 'e2e.missing_records', value: r.missing, unit: 'records', parameters: params });
+        report({ name: 'e2e.crbridge_cpu', value: m.cpuPercent, unit: '% of one core', parameters: params });
+        report({ name: 'e2e.crbridge_rss_max', value: m.maxRssBytes / MB, unit: 'MB', parameters: params });
+        report({
+          name: 'e2e.stack_cpu',
+          value: (o.apiserver ?? 0) + (o.etcd ?? 0) + (o.kafka ?? 0),
+          unit: '% of one core',
+          parameters: {
+            rate,
+            apiserver: Math.round(o.apiserver ?? 0),
+            etcd: Math.round(o.etcd ?? 0),
+            kafka: Math.round(o.kafka ?? 0),
+            benchProcess: Math.round(selfPct),
+          },
+        });
+        log(
+          `rate=${rate}: ${r.writes} writes at ${r.achievedRate.toFixed(0)}/s, p50 ${percentile(r.lags, 50).toFixed(1)} ms, p99 ${percentile(r.lags, 99).toFixed(1)} ms, missing ${r.missing}, crbridge ${m.cpuPercent.toFixed(0)}% CPU, apiserver ${Math.round(o.apiserver ?? 0)}%`,
+        );
+      }
+    } finally {
+      await cr.stop();
+      await consumer.stop();
+      await deleteAllBackups(kube, ns);
+      await deleteTopic(kafka, topic);
+      kube.close();
+    }
+  },
+};
