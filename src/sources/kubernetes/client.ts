@@ -86,8 +86,16 @@ export interface WatchHandle {
 
 /** What the reflector, discovery and the ConfigMap checkpoint need from the API server. */
 export interface KubeApi {
-  /** Sends a request with a JSON body (or none) and returns the parsed JSON; non-2xx throws KubeHttpError. */
-  request(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, query?: Query, body?: unknown): Promise<unknown>;
+  /**
+   * Sends a request with a JSON body (or none; PATCH bodies are JSON merge patches) and returns the
+   * parsed JSON; non-2xx throws KubeHttpError.
+   */
+  request(
+    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
+    path: string,
+    query?: Query,
+    body?: unknown,
+  ): Promise<unknown>;
   /**
    * Opens a WATCH (`watch=true` is added). `onEvent` gets each event in stream order (including
    * BOOKMARK and ERROR); `onDone` is called once when the stream ends (`null` on a clean close).
@@ -122,7 +130,11 @@ export function kubeApi(
       await kc.applyToHTTPSOptions(options);
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       if (payload) {
-        options.headers = { ...options.headers, 'content-type': 'application/json', 'content-length': payload.length };
+        options.headers = {
+          ...options.headers,
+          'content-type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json',
+          'content-length': payload.length,
+        };
       }
       const mod = url.protocol === 'http:' ? http : https;
       return await new Promise<unknown>((resolve, reject) => {
