@@ -1,14 +1,191 @@
 /**
- * Benchmark 5, Kafka sink ceiling: events/s the Kafka sink sustains with the idempotent producer,
- * by batch size and compression. (Written once `src/sinks/kafka/` lands.)
+ * Benchmark 5, Kafka sink ceiling: events/s that crbridge's Kafka sink sustains with the
+ * idempotent producer, by batch size and compression, calling `send()` back to back (one batch in
+ * flight, as the delivery queue does) for a few seconds per setting. Events are updates of ~2 KB
+ * Backups (object, oldObject and patch). A bare kafkajs idempotent producer on the same messages
+ * is measured alongside as the reference: what Kafka and the client library allow on this machine.
  */
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { CompressionTypes, type Kafka } from 'kafkajs';
+import type { ComponentContext, OutboundEvent, Sink, SinkFactory } from '../src/component.ts';
+import type { CloudEvent } from '../src/events/cloudevent.ts';
+import type { KubeObject } from '../src/events/delta.ts';
+import { silentLogger } from '../src/telemetry/logger.ts';
+import { Metrics } from '../src/telemetry/metrics.ts';
+import { loadStackEnv, repoRoot } from '../test/support/stack.ts';
+import { createTopic, deleteTopic, kafkaClient } from './lib/kafka.ts';
+import { backupObject, runId } from './lib/kube.ts';
+import { MB, procMonitor, stackPid } from './lib/proc.ts';
+import { note, report } from './report.ts';
 import type { Benchmark } from './run.ts';
+
+/** 250 × ~3.4 KB stays under the broker's default message.max.bytes (1 MB per record batch); 500 does not. */
+const BATCHES = [1, 100, 250];
+const COMPRESSIONS = ['none', 'gzip'] as const;
+const SECONDS = 3;
+
+/** A realistic update event for a ~2 KB Backup, built by hand (the sink only needs a CloudEvent). */
+function sampleEvent(i: number): CloudEvent {
+  const object = backupObject('bench', `b-${i % 500}`, 2048, i) as KubeObject;
+  object.metadata.uid = randomUUID();
+  object.metadata.resourceVersion = String(200_000 + i);
+  const oldObject = structuredClone(object);
+  oldObject.metadata.resourceVersion = String(199_999 + i);
+  (oldObject.spec as Record<string, unknown>).revision = i - 1;
+  return {
+    specversion: '1.0',
+    id: randomUUID(),
+    source: '/clusters/bench/apis/bench.example.com/v1/namespaces/bench/backups',
+    type: 'io.crbridge.bench.example.com.backup.updated',
+    subject: `bench/b-${i % 500}`,
+    time: new Date().toISOString(),
+    datacontenttype: 'application/json',
+    data: {
+      object,
+      oldObject,
+      patch: [{ op: 'replace', path: '/spec/revision', value: i }],
+      changedPaths: ['/spec'],
+      reason: 'live',
+    },
+  };
+}
+
+async function loadKafkaSink(): Promise<SinkFactory | undefined> {
+  try {
+    const path = '../src/sinks/kafka/index.ts';
+    const mod = (await import(path)) as { kafkaSink?: SinkFactory };
+    return mod.kafkaSink;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs `send(batch)` back to back for `seconds`; returns events/s. */
+async function drive(
+  send: (batch: OutboundEvent[]) => Promise<void>,
+  events: CloudEvent[],
+  batch: number,
+  seconds: number,
+): Promise<number> {
+  let seq = 0;
+  let n = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    const b: OutboundEvent[] = [];
+    for (let i = 0; i < batch; i++)
+      b.push({ event: events[seq % events.length] as CloudEvent, seq: ++seq, attempts: 0 });
+    await send(b);
+    n += batch;
+  }
+  return (n / (performance.now() - t0)) * 1000;
+}
+
+async function rawProducer(
+  kafka: Kafka,
+  topic: string,
+  events: CloudEvent[],
+  batch: number,
+  compression: string,
+): Promise<number> {
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    const values = events.map((e) => ({ key: e.subject ?? null, value: JSON.stringify(e) }));
+    const type = compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
+    let k = 0;
+    return await drive(
+      async (b) => {
+        await producer.send({
+          topic,
+          acks: -1,
+          compression: type,
+          messages: b.map(() => values[k++ % values.length] as { key: string; value: string }),
+        });
+      },
+      events,
+      batch,
+      SECONDS,
+    );
+  } finally {
+    await producer.disconnect();
+  }
+}
 
 export const benchmark: Benchmark = {
   name: 'kafka-sink',
   description: 'Kafka sink events/s by batch size and compression (idempotent producer)',
-  budgetSeconds: 60,
-  async run() {
-    throw new Error('the Kafka sink (src/sinks/kafka/) has not landed yet');
+  budgetSeconds: 75,
+  async run({ log, deadline }) {
+    const env = loadStackEnv();
+    const kafka = kafkaClient('crbridge-bench-sink');
+    const kafkaPid = stackPid(join(repoRoot, '.stack'), 'kafka');
+    const topic = `bench-sink-${runId()}`;
+    await createTopic(kafka, topic, 1);
+    const events = Array.from({ length: 1000 }, (_, i) => sampleEvent(i));
+    const eventBytes = Math.round(Buffer.byteLength(JSON.stringify(events[0])));
+    const factory = await loadKafkaSink();
+    if (!factory) note('kafka-sink: src/sinks/kafka has not landed; only the bare kafkajs reference was measured');
+    try {
+      for (const compression of COMPRESSIONS) {
+        for (const batch of BATCHES) {
+          if (Date.now() > deadline - 2 * (SECONDS + 2) * 1000) {
+            note(`kafka-sink batch=${batch} compression=${compression}: skipped, out of time budget`);
+            continue;
+          }
+          const params = { batch, compression, eventBytes, idempotent: true, acks: 'all' };
+          if (factory) {
+            const ctx: ComponentContext = {
+              id: 'bench/kafka',
+              pipeline: 'bench',
+              logger: silentLogger,
+              metrics: new Metrics(),
+              stateDir: '/tmp',
+              clusterName: 'bench',
+            };
+            const sink: Sink = factory.create(
+              { brokers: env.KAFKA_BROKERS.split(','), topic, compression, batch: { maxEvents: batch } },
+              ctx,
+            );
+            const ac = new AbortController();
+            await sink.start(ac.signal);
+            const mon = kafkaPid ? procMonitor(kafkaPid) : undefined;
+            let failed = 0;
+            const rate = await drive(
+              async (b) => {
+                const res = await sink.send(b.slice(0, sink.maxBatch), ac.signal);
+                failed += res.filter((r) => r.status !== 'ok').length;
+              },
+              events,
+              Math.min(batch, sink.maxBatch),
+              SECONDS,
+            );
+            const k = mon?.stop();
+            await sink.shutdown(Date.now() + 5000);
+            ac.abort();
+            report({
+              name: 'kafka_sink.events_per_second',
+              value: rate,
+              unit: 'events/s',
+              parameters: { ...params, maxBatch: sink.maxBatch, failed, kafkaCpu: Math.round(k?.cpuPercent ?? 0) },
+            });
+            report({
+              name: 'kafka_sink.mb_per_second',
+              value: (rate * eventBytes) / MB,
+              unit: 'MB/s',
+              parameters: params,
+            });
+            log(
+              `sink batch=${batch} ${compression}: ${Math.round(rate)} events/s (kafka ${Math.round(k?.cpuPercent ?? 0)}% CPU)`,
+            );
+          }
+          const raw = await rawProducer(kafka, topic, events, batch, compression);
+          report({ name: 'kafka_sink.kafkajs_reference', value: raw, unit: 'events/s', parameters: params });
+          log(`bare kafkajs batch=${batch} ${compression}: ${Math.round(raw)} events/s`);
+        }
+      }
+    } finally {
+      await deleteTopic(kafka, topic);
+    }
   },
 };
