@@ -189,7 +189,10 @@ describe('kubernetes source: gap-free resume on the real stack', () => {
       s2.receiver.deltas.map((d) => `${d.reason} ${d.kind} ${d.object.metadata.name}`),
       ['resync modified b', 'resync added e', 'resync deleted c'],
     );
-    assert.equal((s2.receiver.deltas[0]?.oldObject?.spec as { databaseName?: string }).databaseName, 'b-db');
+    assert.equal(
+      (s2.receiver.deltas[0]?.oldObject?.spec as { databaseName?: string } | undefined)?.databaseName,
+      'b-db',
+    );
     await s2.stop();
   });
 

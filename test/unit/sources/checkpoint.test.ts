@@ -62,7 +62,12 @@ test('ConfigMap store: buckets split under the size limit, only changed buckets 
     const b = (cm as { binaryData?: Record<string, string> }).binaryData?.['entries.json.gz'];
     if (b) assert.ok(b.length <= 4000);
   }
-  const versions = new Map([...api.configMaps].map(([n, cm]) => [n, (cm as { metadata: { resourceVersion: string } }).metadata.resourceVersion]));
+  const versions = new Map(
+    [...api.configMaps].map(([n, cm]) => [
+      n,
+      (cm as { metadata: { resourceVersion: string } }).metadata.resourceVersion,
+    ]),
+  );
   s.put('uid-3', obj('uid-3', 1000, pad(3)));
   s.remove('uid-4');
   await s.flush();
