@@ -310,8 +310,9 @@ export class KubernetesSource implements Source {
   }
 
   private async emit(ch: Change, reason: DeltaReason): Promise<void> {
-    applyChange(this.cache, ch);
     const uid = ch.object.metadata.uid;
+    const previous = this.cache.get(uid);
+    applyChange(this.cache, ch);
     const seq = ++this.seq;
     const delta: Delta = {
       kind: ch.kind,
@@ -332,7 +333,10 @@ export class KubernetesSource implements Source {
     try {
       ({ settled } = await this.ctx.receiver.push(delta));
     } catch (err) {
+      // not accepted: forget it, so that the replay after the reflector's retry is not a repeat
       tr.inflight--;
+      if (previous === undefined) this.cache.delete(uid);
+      else this.cache.set(uid, previous);
       throw err;
     }
     this.m.deltas.inc({ component: this.ctx.id, kind: ch.kind, reason });
