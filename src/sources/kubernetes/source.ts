@@ -260,7 +260,8 @@ export class KubernetesSource implements Source {
             ErrorCode.ResourceNotFound,
             `resource ${gvrString(gvr)} is not served by the API server (is its CRD installed?); waiting for it`,
           );
-          this.error(err, err.message);
+          this.m.shared.errors.inc({ component: this.ctx.id, code: err.code });
+          this.ctx.logger.warn(err.message, { code: err.code, resource: gvrString(gvr) });
           warned = true;
         }
       } catch (err) {

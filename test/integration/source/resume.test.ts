@@ -141,6 +141,8 @@ describe('kubernetes source: gap-free resume on the real stack', () => {
       const l = byName.get(n);
       assert.equal(l?.kind, 'modified', n);
       assert.equal(l?.rv, truth.get(l?.uid as string), `${n} carries the net (latest) state`);
+      const rvs1 = delivered1.filter((d) => d.uid === l?.uid).map((d) => d.rv);
+      assert.ok(rvs1.includes(l?.old as string), `${n}: old state is one that was delivered before the kill`);
     }
     for (const n of ['b3', 'b4']) assert.equal(byName.get(n)?.kind, 'deleted', n);
     for (const n of ['n0', 'n1']) assert.equal(byName.get(n)?.kind, 'added', n);
