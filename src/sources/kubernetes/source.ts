@@ -381,16 +381,38 @@ export class KubernetesSource implements Source {
     return this.flushing;
   }
 
+  /**
+   * Stops the reflectors, then waits for deltas still in flight to settle — for at most half of the
+   * time left, because the runtime drains the sinks only after the sources have stopped — and
+   * flushes the checkpoint. Deltas that settle later (while the sinks drain) are still written: the
+   * store stays open until they all settled or `deadline` passed, then it is flushed and closed.
+   */
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
       this.controller.abort();
       await this.runPromise;
-      const left = Math.max(0, deadline - Date.now());
-      await Promise.race([Promise.allSettled([...this.pendingSettles]), sleep(left, new AbortController().signal)]);
+      const stop = new AbortController();
+      const half = Math.max(0, (deadline - Date.now()) / 2);
+      await Promise.race([Promise.allSettled([...this.pendingSettles]), sleep(half, stop.signal)]);
+      stop.abort();
       clearInterval(this.flushTimer);
       await this.flushing;
       await this.flush();
-      await this.store?.close();
+      if (this.pendingSettles.size === 0) {
+        await this.store?.close();
+        return;
+      }
+      const late = new AbortController();
+      const final = async () => {
+        late.abort();
+        await this.flushing;
+        await this.flush();
+        await this.store?.close();
+      };
+      void Promise.race([
+        Promise.allSettled([...this.pendingSettles]),
+        sleep(Math.max(0, deadline - Date.now()), late.signal),
+      ]).then(final);
     })();
     return this.shutdownPromise;
   }

@@ -314,3 +314,25 @@ test('shutdown is idempotent', async () => {
   assert.equal(a, b);
   await a;
 });
+
+test('deltas that settle after shutdown returned (while sinks drain) still reach the checkpoint', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  const state = dir();
+  const s1 = makeSource(c, state);
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  s1.receiver.push = async (d) => {
+    s1.receiver.deltas.push(d);
+    return { settled: gate };
+  };
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  await s1.source.shutdown(Date.now() + 400);
+  assert.equal((await new FileCheckpointStore(state, sourceKey(base)).load()).entries.size, 0);
+  release();
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal((await new FileCheckpointStore(state, sourceKey(base)).load()).entries.size, 1);
+});
