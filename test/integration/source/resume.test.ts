@@ -224,5 +224,7 @@ describe('kubernetes source: gap-free resume on the real stack', () => {
     await waitFor(() => s2.receiver.deltas.length === 1, 10_000, 'one live delta');
     assert.equal(s2.receiver.deltas[0]?.object.metadata.name, 'o42');
     await s2.stop();
+    // keep etcd small for later runs (namespaces cannot be deleted without a controller-manager)
+    await api.request('DELETE', `/apis/example.com/v1/namespaces/${ns}/backups`);
   });
 });

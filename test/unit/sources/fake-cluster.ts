@@ -30,6 +30,8 @@ export class FakeCluster implements KubeApi {
   configMaps = new Map<string, Record<string, unknown>>();
   lists = 0;
   watches = 0;
+  /** Query of the most recent WATCH request. */
+  lastWatchQuery: Query = {};
   /** When set, new watches deliver nothing (a stalled proxy). */
   stallNewWatches = false;
   private uidSeq = 0;
@@ -170,6 +172,7 @@ export class FakeCluster implements KubeApi {
       return { abort() {} };
     }
     this.watches++;
+    this.lastWatchQuery = query;
     const from = Number(query.resourceVersion ?? 0);
     const w: Watcher = { ns: this.nsOf(path), onEvent, onDone, stalled: this.stallNewWatches, closed: false };
     if (from < this.compactedRv) {

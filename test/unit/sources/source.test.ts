@@ -82,6 +82,10 @@ test('first start emits one resync add per object (paginated), then live changes
   await s.start();
   await until(() => s.source.synced, 'synced');
   assert.equal(c.lists, 3);
+  await until(() => c.watches === 1, 'watch');
+  assert.equal(c.lastWatchQuery.allowWatchBookmarks, true);
+  assert.equal(c.lastWatchQuery.timeoutSeconds, 300);
+  assert.equal(c.lastWatchQuery.resourceVersion, '105', 'the watch starts at the list resourceVersion');
   assert.deepEqual(
     s.receiver.deltas.map((d) => [d.reason, d.kind, d.object.metadata.name]),
     [0, 1, 2, 3, 4].map((i) => ['resync', 'added', `b${i}`]),
