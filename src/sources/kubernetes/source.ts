@@ -139,9 +139,7 @@ export class KubernetesSource implements Source {
   async start(signal: AbortSignal): Promise<void> {
     if (this.runPromise) return;
     signal.addEventListener('abort', () => this.controller.abort(), { once: true });
-    const kc = this.deps.api
-      ? undefined
-      : (this.deps.kubeConfig ?? loadKubeConfig(process.env.KUBECONFIG || undefined));
+    const kc = this.deps.api ? undefined : (this.deps.kubeConfig ?? loadKubeConfig());
     this.api = this.deps.api ?? kubeApi(kc as KubeConfig);
     this.store = this.deps.checkpoint ?? this.makeStore();
     this.runPromise = this.run(this.controller.signal).catch((err: unknown) => {
