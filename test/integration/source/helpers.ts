@@ -199,6 +199,8 @@ export class PrivateApiserver {
       ],
       { stdio: 'ignore' },
     );
+    const child = this.child;
+    process.once('exit', () => child.kill('SIGKILL'));
     const api = adminApi(this.kubeconfig);
     await waitFor(
       async () => (await api.request('GET', `/apis/${group}/${version}`)) !== undefined,
