@@ -12,7 +12,8 @@ import { note, report } from './report.ts';
 import type { Benchmark } from './run.ts';
 
 const BYTES = 2048;
-const STEPS = [0, 1_000, 10_000, 50_000];
+/** Object counts measured; `BENCH_MEMORY_STEPS=0,1000` overrides (quick checks). */
+const STEPS = (process.env.BENCH_MEMORY_STEPS ?? '0,1000,10000,50000').split(',').map(Number);
 /** Measured create rate on this machine is ~700/s; leave room for crbridge's sync. */
 const CREATE_RATE_GUESS = 600;
 

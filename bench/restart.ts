@@ -124,7 +124,7 @@ export const benchmark: Benchmark = {
           for (const l of events) {
             const t = /"type":"([^"]+)"/.exec(l)?.[1] ?? '?';
             const k = t.slice(t.lastIndexOf('.') + 1);
-            kinds[k] = (kinds[k] ?? 0) + 1;
+            kinds[`kind_${k}`] = (kinds[`kind_${k}`] ?? 0) + 1;
           }
           const params = { backend, objects: OBJECTS, changed: CHANGED, deleted: DELETED, objectBytes: BYTES };
           report({

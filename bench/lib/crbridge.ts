@@ -9,8 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadStackEnv, repoRoot } from '../../test/support/stack.ts';
 
-export const cliPath = join(repoRoot, 'dist', 'cli.js');
-const probePath = join(repoRoot, 'bench', 'lib', 'heap-probe.ts');
+/** The CLI under test: dist/cli.js, or `$CRBRIDGE_BENCH_CLI` (e.g. another checkout's build or `src/cli.ts`). */
+export const cliPath = process.env.CRBRIDGE_BENCH_CLI ?? join(repoRoot, 'dist', 'cli.js');
+const probePath = join(repoRoot, 'bench', 'lib', 'heap-probe.mjs');
+
+/** Children still running; killed when the benchmark process exits, whatever happened. */
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
 
 export interface BenchCrbridge {
   child: ChildProcess;
@@ -67,7 +74,7 @@ export async function startBench(opts: StartOptions): Promise<BenchCrbridge> {
       '--http-host',
       '127.0.0.1',
       '--log-level',
-      opts.logLevel ?? 'warn',
+      opts.logLevel ?? 'info',
       '--kubeconfig',
       env.KUBECONFIG,
     ],
@@ -81,6 +88,8 @@ export async function startBench(opts: StartOptions): Promise<BenchCrbridge> {
   const exited = new Promise<number | string>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signal ?? -1));
   });
+  live.add(child);
+  void exited.then(() => live.delete(child));
   let port = 0;
   for (let i = 0; i < 300 && !port; i++) {
     const m = /"msg":"ops endpoint listening"[^\n]*"port":(\d+)/.exec(err);
@@ -88,7 +97,10 @@ export async function startBench(opts: StartOptions): Promise<BenchCrbridge> {
     else if (child.exitCode !== null) throw new Error(`crbridge exited early (${child.exitCode}):\n${err}`);
     else await new Promise((r) => setTimeout(r, 50));
   }
-  if (!port) throw new Error(`crbridge did not log its port:\n${err}`);
+  if (!port) {
+    child.kill('SIGKILL');
+    throw new Error(`crbridge did not log its port:\n${err}`);
+  }
   const base = `http://127.0.0.1:${port}`;
   return {
     child,

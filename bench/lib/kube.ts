@@ -24,6 +24,8 @@ export interface KubeResponse {
 export interface Kube {
   server: string;
   req(method: string, path: string, body?: unknown, contentType?: string): Promise<KubeResponse>;
+  /** Opens a streaming GET (a WATCH) and calls `onLine(line, at)` per newline-delimited line; resolves once the headers arrived. */
+  stream(path: string, onLine: (line: string, at: number) => void): Promise<{ close: () => void }>;
   close(): void;
 }
 
@@ -79,6 +81,43 @@ export function kubeClient(maxSockets = 16): Kube {
         r.on('error', reject);
         r.setTimeout(60_000, () => r.destroy(new Error(`${method} ${path} timed out`)));
         if (payload !== undefined) r.write(payload);
+        r.end();
+      });
+    },
+    stream(path, onLine) {
+      return new Promise((resolve, reject) => {
+        const r = request(
+          {
+            agent,
+            host: url.hostname,
+            port: url.port,
+            method: 'GET',
+            path,
+            headers: { authorization: `Bearer ${token}` },
+          },
+          (res) => {
+            if (res.statusCode !== 200) {
+              reject(new Error(`GET ${path}: HTTP ${res.statusCode}`));
+              res.resume();
+              return;
+            }
+            let buf = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => {
+              const at = performance.now();
+              buf += d;
+              let i = buf.indexOf('\n');
+              while (i >= 0) {
+                onLine(buf.slice(0, i), at);
+                buf = buf.slice(i + 1);
+                i = buf.indexOf('\n');
+              }
+            });
+            res.on('error', () => undefined);
+            resolve({ close: () => r.destroy() });
+          },
+        );
+        r.on('error', (e) => reject(e));
         r.end();
       });
     },
