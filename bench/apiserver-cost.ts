@@ -37,58 +37,61 @@ export const benchmark: Benchmark = {
     const ns = `bench-cost-${id}`;
     await createNamespace(kube, ns);
     await createBackups(kube, ns, 'c', 0, 100, 2048);
-    const before = await apiserverMetrics(kube);
-    const cr = await startBench({
-      pipelines: [1, 2, 3].map((i) =>
-        benchPipeline(`bench-cost-${id}-${i}`, [ns], '    - name: out\n      type: stdout\n'),
-      ),
-    });
-    let openWatches = Number.NaN;
-    let runSeconds = 0;
     try {
-      const t0 = performance.now();
-      await waitFor(() => cr.ready(), 60_000, 'crbridge ready');
-      // Some traffic on the watch, then a quiet period.
-      await parallel(100, 8, async (i) =>
-        ok(
-          await kube.req(
-            'PATCH',
-            backupsPath(ns, `c-${i}`),
-            { spec: { revision: i + 1 } },
-            'application/merge-patch+json',
-          ),
-          'patch',
+      const before = await apiserverMetrics(kube);
+      const cr = await startBench({
+        pipelines: [1, 2, 3].map((i) =>
+          benchPipeline(`bench-cost-${id}-${i}`, [ns], '    - name: out\n      type: stdout\n'),
         ),
-      );
-      await new Promise((r) => setTimeout(r, 5000));
-      openWatches = metricSum(await apiserverMetrics(kube), 'apiserver_longrunning_requests', match('WATCH'));
-      runSeconds = (performance.now() - t0) / 1000;
-    } finally {
-      await cr.stop();
-    }
-    await new Promise((r) => setTimeout(r, 500));
-    const after = await apiserverMetrics(kube);
-    const params = { pipelines: 3, namespaces: 1, objects: 100, runSeconds: Math.round(runSeconds) };
-    for (const verb of ['LIST', 'WATCH']) {
-      const n =
-        metricSum(after, 'apiserver_request_total', match(verb)) -
-        metricSum(before, 'apiserver_request_total', match(verb));
-      report({
-        name: `apiserver.${verb.toLowerCase()}_requests`,
-        value: n,
-        unit: 'requests',
-        parameters: { ...params, expected: 1 },
       });
-      log(`${verb}: ${n}`);
-      if (n !== 1) note(`apiserver-cost: ${n} ${verb} requests for three pipelines on one resource (1 expected)`);
+      let openWatches = Number.NaN;
+      let runSeconds = 0;
+      try {
+        const t0 = performance.now();
+        await waitFor(() => cr.ready(), 60_000, 'crbridge ready');
+        // Some traffic on the watch, then a quiet period.
+        await parallel(100, 8, async (i) =>
+          ok(
+            await kube.req(
+              'PATCH',
+              backupsPath(ns, `c-${i}`),
+              { spec: { revision: i + 1 } },
+              'application/merge-patch+json',
+            ),
+            'patch',
+          ),
+        );
+        await new Promise((r) => setTimeout(r, 5000));
+        openWatches = metricSum(await apiserverMetrics(kube), 'apiserver_longrunning_requests', match('WATCH'));
+        runSeconds = (performance.now() - t0) / 1000;
+      } finally {
+        await cr.stop();
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const after = await apiserverMetrics(kube);
+      const params = { pipelines: 3, namespaces: 1, objects: 100, runSeconds: Math.round(runSeconds) };
+      for (const verb of ['LIST', 'WATCH']) {
+        const n =
+          metricSum(after, 'apiserver_request_total', match(verb)) -
+          metricSum(before, 'apiserver_request_total', match(verb));
+        report({
+          name: `apiserver.${verb.toLowerCase()}_requests`,
+          value: n,
+          unit: 'requests',
+          parameters: { ...params, expected: 1 },
+        });
+        log(`${verb}: ${n}`);
+        if (n !== 1) note(`apiserver-cost: ${n} ${verb} requests for three pipelines on one resource (1 expected)`);
+      }
+      report({
+        name: 'apiserver.open_watches',
+        value: openWatches,
+        unit: 'watches',
+        parameters: { ...params, when: 'running' },
+      });
+    } finally {
+      await deleteAllBackups(kube, ns);
+      kube.close();
     }
-    report({
-      name: 'apiserver.open_watches',
-      value: openWatches,
-      unit: 'watches',
-      parameters: { ...params, when: 'running' },
-    });
-    await deleteAllBackups(kube, ns);
-    kube.close();
   },
 };

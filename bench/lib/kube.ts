@@ -23,7 +23,7 @@ export interface KubeResponse {
 
 export interface Kube {
   server: string;
-  req(method: string, path: string, body?: unknown, contentType?: string): Promise<KubeResponse>;
+  req(method: string, path: string, body?: unknown, contentType?: string, timeoutMs?: number): Promise<KubeResponse>;
   /** Opens a streaming GET (a WATCH) and calls `onLine(line, at)` per newline-delimited line; resolves once the headers arrived. */
   stream(path: string, onLine: (line: string, at: number) => void): Promise<{ close: () => void }>;
   close(): void;
@@ -46,7 +46,7 @@ export function kubeClient(maxSockets = 16): Kube {
   const url = new URL(cluster.server);
   return {
     server: cluster.server,
-    req(method, path, body, contentType = 'application/json') {
+    req(method, path, body, contentType = 'application/json', timeoutMs = 60_000) {
       const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
       return new Promise((resolve, reject) => {
         const r = request(
@@ -79,7 +79,7 @@ export function kubeClient(maxSockets = 16): Kube {
           },
         );
         r.on('error', reject);
-        r.setTimeout(60_000, () => r.destroy(new Error(`${method} ${path} timed out`)));
+        r.setTimeout(timeoutMs, () => r.destroy(new Error(`${method} ${path} timed out`)));
         if (payload !== undefined) r.write(payload);
         r.end();
       });
@@ -218,9 +218,22 @@ export async function createBackups(
   return performance.now() - t0;
 }
 
-/** Deletes every bench Backup in `ns` with one deletecollection call (namespaces can't be removed: no controller-manager). */
-export async function deleteAllBackups(kube: Kube, ns: string): Promise<void> {
-  await kube.req('DELETE', backupsPath(ns)).catch(() => undefined);
+/**
+ * Deletes every bench Backup in `ns` with deletecollection calls until none is left or `timeoutMs`
+ * passed (namespaces can't be removed: the stack has no controller-manager). Returns what is left.
+ */
+export async function deleteAllBackups(kube: Kube, ns: string, timeoutMs = 180_000): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    await kube
+      .req('DELETE', backupsPath(ns), undefined, undefined, Math.max(1000, end - Date.now()))
+      .catch(() => undefined);
+    const r = await kube.req('GET', `${backupsPath(ns)}?limit=1`).catch(() => undefined);
+    if (!r || r.status !== 200) return -1;
+    const list = JSON.parse(r.body) as { items: unknown[]; metadata: { remainingItemCount?: number } };
+    const left = list.items.length + (list.metadata.remainingItemCount ?? 0);
+    if (left === 0 || Date.now() >= end) return left;
+  }
 }
 
 /** The apiserver's own `/metrics` text. */
