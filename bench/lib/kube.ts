@@ -229,7 +229,7 @@ export async function deleteAllBackups(kube: Kube, ns: string, timeoutMs = 180_0
       .req('DELETE', backupsPath(ns), undefined, undefined, Math.max(1000, end - Date.now()))
       .catch(() => undefined);
     const r = await kube.req('GET', `${backupsPath(ns)}?limit=1`).catch(() => undefined);
-    if (!r || r.status !== 200) return -1;
+    if (r?.status !== 200) return -1;
     const list = JSON.parse(r.body) as { items: unknown[]; metadata: { remainingItemCount?: number } };
     const left = list.items.length + (list.metadata.remainingItemCount ?? 0);
     if (left === 0 || Date.now() >= end) return left;
