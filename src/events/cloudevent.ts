@@ -5,6 +5,10 @@
 import type { KubeObject } from './delta.ts';
 
 export interface EventData {
+  /**
+   * New state; for deletes the last known state. Absent only when the size policy dropped it
+   * (then `truncated.dropped` includes "object").
+   */
   object: KubeObject;
   oldObject?: KubeObject;
   /** RFC 6902 JSON Patch from oldObject to object (updates only). */
@@ -12,6 +16,12 @@ export interface EventData {
   /** Changed top-level paths, e.g. ["/spec", "/status"]. */
   changedPaths?: string[];
   reason: 'live' | 'relist' | 'resync';
+  /** Phase change of an update: from, to, and how long the old phase lasted when the object tells. */
+  transition?: { field: string; from: string | null; to: string | null; since?: string; durationSeconds?: number };
+  /** JSON pointers whose values were masked before the event left. */
+  redacted?: string[];
+  /** Set when the size policy dropped parts of the data. */
+  truncated?: { dropped: ('oldObject' | 'object' | 'patch')[]; originalBytes: number; maxBytes: number };
   [k: string]: unknown;
 }
 
