@@ -8,8 +8,10 @@ import type { CloudEvent, EventData } from './cloudevent.ts';
 import type { Delta, KubeObject, ResourceRef } from './delta.ts';
 import { diff, formatPointer, getAt, type PatchOp, parsePath, parsePointer, setOwn } from './patch.ts';
 
+import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
+
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
-export const EVENT_DATA_SCHEMA_ID = 'https://crbridge.io/schemas/event-data.schema.json';
+export { EVENT_DATA_SCHEMA_ID };
 export const DEFAULT_TYPE_PREFIX = 'io.crbridge';
 export const DEFAULT_PHASE_PATH = 'status.phase';
 /** Fits Kafka's default `message.max.bytes` (1 MiB) with room for headers and key. */

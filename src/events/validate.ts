@@ -1,0 +1,96 @@
+/**
+ * Event validation before any sink sees an event, at three levels:
+ * 1. envelope: the official CloudEvents 1.0 JSON schema, plus crbridge's rules for attributes
+ *    (specversion "1.0"; every attribute name lowercase alphanumeric, at most 20 characters;
+ *    extension values strings, booleans or 32-bit integers);
+ * 2. data: crbridge's published JSON Schema (`schemas/event-data.schema.json`);
+ * 3. object (optional, per pipeline): the object against the CRD's own openAPIV3Schema.
+ * Validators compile once per process (levels 1 and 2) and are shared. The first failing level is
+ * reported; its errors are stable strings (`<pointer> <message>`) that group well in logs.
+ */
+import { Ajv, type ValidateFunction } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import type { CloudEvent } from './cloudevent.ts';
+import { formatAjvErrors } from './crd-schema.ts';
+import type { KubeObject } from './delta.ts';
+import { CLOUDEVENTS_SCHEMA } from './schemas/cloudevents.ts';
+import { EVENT_DATA_SCHEMA } from './schemas/event-data.ts';
+
+export type ValidationLevel = 'envelope' | 'data' | 'object';
+export type ValidationResult = { ok: true } | { ok: false; level: ValidationLevel; errors: string[] };
+
+/** Level-3 checker; `createCrdSchemaValidator` (crd-schema.ts) makes one from the cluster's CRD. */
+export interface ObjectSchemaValidator {
+  /** Problems of `object` ([] when valid), or undefined when it cannot be checked (yet). */
+  validate(object: KubeObject): string[] | undefined;
+}
+
+export interface EventValidatorOptions {
+  /** Level 3: check `data.object` against the CRD schema. */
+  objectSchema?: ObjectSchemaValidator;
+  /** Skip level 2 (for events whose data is not crbridge's, e.g. replayed foreign events). */
+  skipData?: boolean;
+}
+
+export const EXTENSION_NAME = /^[a-z0-9]{1,20}$/;
+const CORE = new Set(['specversion', 'id', 'source', 'type', 'datacontenttype', 'dataschema', 'subject', 'time']);
+const INT32_MIN = -2147483648;
+const INT32_MAX = 2147483647;
+
+let shared: { envelope: ValidateFunction; data: ValidateFunction } | undefined;
+
+function compiled(): { envelope: ValidateFunction; data: ValidateFunction } {
+  if (shared) return shared;
+  const ajv = new Ajv({ allErrors: true, strict: false });
+  (addFormatsModule as unknown as (a: Ajv) => void)(ajv);
+  shared = {
+    envelope: ajv.compile(CLOUDEVENTS_SCHEMA as unknown as object),
+    data: ajv.compile(EVENT_DATA_SCHEMA as unknown as object),
+  };
+  return shared;
+}
+
+/** crbridge's envelope rules beyond the official schema. */
+export function attributeProblems(e: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  if (e.specversion !== '1.0') out.push('/specversion must be "1.0"');
+  for (const k in e) {
+    if (!Object.hasOwn(e, k) || k === 'data' || k === 'data_base64') continue;
+    if (!EXTENSION_NAME.test(k)) {
+      out.push(`/${k} attribute name must be lowercase alphanumeric, at most 20 characters`);
+      continue;
+    }
+    if (CORE.has(k)) continue;
+    const v = e[k];
+    const t = typeof v;
+    if (t === 'string' || t === 'boolean') continue;
+    if (t === 'number' && Number.isInteger(v) && (v as number) >= INT32_MIN && (v as number) <= INT32_MAX) continue;
+    out.push(`/${k} extension value must be a string, a boolean or a 32-bit integer`);
+  }
+  if (e.data !== undefined && e.data_base64 !== undefined) out.push('/data and /data_base64 are exclusive');
+  return out;
+}
+
+/** Creates a validator; levels 1 and 2 are compiled once per process and shared. */
+export function createEventValidator(opts: EventValidatorOptions = {}): { validate(e: CloudEvent): ValidationResult } {
+  const { envelope, data } = compiled();
+  return {
+    validate(e) {
+      if (e === null || typeof e !== 'object') return { ok: false, level: 'envelope', errors: ['/ must be object'] };
+      if (!envelope(e)) return { ok: false, level: 'envelope', errors: formatAjvErrors(envelope.errors) };
+      const rules = attributeProblems(e);
+      if (rules.length > 0) return { ok: false, level: 'envelope', errors: rules };
+      if (!opts.skipData && !data(e.data))
+        return { ok: false, level: 'data', errors: formatAjvErrors(data.errors, '/data') };
+      if (opts.objectSchema && e.data?.object) {
+        // Only the new state: oldObject may predate a schema change.
+        const problems = opts.objectSchema.validate(e.data.object);
+        if (problems && problems.length > 0) {
+          const errors = problems.map((p) => (p.startsWith('/ ') ? `/data/object${p.slice(1)}` : `/data/object${p}`));
+          return { ok: false, level: 'object', errors };
+        }
+      }
+      return { ok: true };
+    },
+  };
+}
