@@ -5,8 +5,8 @@
  */
 import type { CloudEvent } from './cloudevent.ts';
 
-export const STRUCTURED_CONTENT_TYPE = 'application/cloudevents+json; charset=UTF-8';
-export const BATCH_CONTENT_TYPE = 'application/cloudevents-batch+json; charset=UTF-8';
+export const STRUCTURED_CONTENT_TYPE = 'application/cloudevents+json; charset=utf-8';
+export const BATCH_CONTENT_TYPE = 'application/cloudevents-batch+json; charset=utf-8';
 
 /** Structured JSON of one event; one line, no trailing newline. */
 export function toStructuredJson(event: CloudEvent): string {

@@ -1,7 +1,7 @@
 /**
  * CloudEvents Kafka protocol binding 1.0: binary mode (default: `ce_<attribute>` headers, the data
  * as the value, `content-type` header = datacontenttype) and structured mode (the JSON event format
- * as the value, `content-type: application/cloudevents+json; charset=UTF-8`). The record key is the
+ * as the value, `content-type: application/cloudevents+json; charset=utf-8`). The record key is the
  * `partitionkey` extension (the object's uid), so every change of one object lands in one
  * partition, in order. `tombstoneFor` makes the null-value record that lets a compacted topic
  * forget a deleted object.

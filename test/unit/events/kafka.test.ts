@@ -70,7 +70,7 @@ describe('Kafka binding', () => {
     const e = events.created as CloudEvent;
     const r = toKafkaRecord(e, 'structured');
     assert.equal(r.key, UID);
-    assert.deepEqual(r.headers, { 'content-type': 'application/cloudevents+json; charset=UTF-8' });
+    assert.deepEqual(r.headers, { 'content-type': 'application/cloudevents+json; charset=utf-8' });
     assert.equal(r.value?.toString('utf8'), toStructuredJson(e));
   });
 
