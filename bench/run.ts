@@ -6,6 +6,8 @@
  *
  * Real-stack benchmarks need the local stack (`npm run stack -- up`) and a build (`npm run build`).
  */
+import { execFileSync } from 'node:child_process';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { notes, table } from './report.ts';
 
 export interface BenchContext {
@@ -31,6 +33,16 @@ const all: Record<string, () => Promise<Benchmark>> = {
   'apiserver-cost': async () => (await import('./apiserver-cost.ts')).benchmark,
 };
 
+/** Date, machine, Node version, commit and load: the header of every run (for bench/RESULTS.md). */
+function machine(): string {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch {}
+  const la = loadavg().map((x) => x.toFixed(2));
+  return `${new Date().toISOString()} · ${cpus().length} cores (${cpus()[0]?.model ?? '?'}) · ${(totalmem() / 2 ** 30).toFixed(1)} GiB · Node ${process.version} · commit ${commit} · load ${la.join(' ')}`;
+}
+
 async function main(): Promise<number> {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const unknown = wanted.filter((w) => !(w in all));
@@ -39,6 +51,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const names = wanted.length > 0 ? wanted : Object.keys(all);
+  process.stderr.write(`${machine()}\n`);
   const failed: string[] = [];
   const t0 = Date.now();
   for (const name of names) {
@@ -56,7 +69,7 @@ async function main(): Promise<number> {
     }
     process.stderr.write(`== ${name} took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   }
-  process.stderr.write(`\n${table()}\n`);
+  process.stderr.write(`\n${machine()}\n${table()}\n`);
   for (const n of notes()) process.stderr.write(`- ${n}\n`);
   process.stderr.write(`\n${names.length} benchmark(s) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   process.stderr.write(failed.length > 0 ? `; FAILED: ${failed.join(', ')}\n` : '\n');
