@@ -37,7 +37,12 @@ export function encodeHeaderValue(v: string): string {
 
 /** Inverse of {@link encodeHeaderValue}. */
 export function decodeHeaderValue(v: string): string {
-  return v.includes('%') ? decodeURIComponent(v) : v;
+  if (!v.includes('%')) return v;
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v; // not percent-encoded after all
+  }
 }
 
 export function toHttpBinary(event: CloudEvent): HttpMessage {

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { buildEvent, type EventOptions, REDACTED } from '../../../src/events/build.ts';
 import type { CloudEvent } from '../../../src/events/cloudevent.ts';
 import type { KubeObject } from '../../../src/events/delta.ts';
@@ -346,5 +347,30 @@ describe('buildEvent details', () => {
     assert.deepEqual(e.data.patch, diff(old, obj));
     assert.deepEqual(applyPatch(old, e.data.patch as PatchOp[]), obj);
     assert.equal(BACKUPS.resource, 'backups');
+  });
+
+  it('property: live, relist and resync of the same change give the same event but for reason', () => {
+    const phase = fc.constantFrom('Pending', 'Running', 'Completed', 'Failed');
+    fc.assert(
+      fc.property(
+        fc.constantFrom('added', 'modified', 'deleted' as const),
+        fc.integer({ min: 1, max: 1e9 }),
+        phase,
+        phase,
+        fc.integer({ min: 1, max: 5 }),
+        (kind, rv, p1, p2, gen) => {
+          const old = backup({ rv: String(rv), phase: p1 });
+          const obj = backup({ rv: String(rv + 1), phase: p2, generation: gen });
+          const built = (['live', 'relist', 'resync'] as const).map((reason) =>
+            buildEvent(delta(kind, obj, kind === 'modified' ? old : undefined, reason), opts),
+          );
+          const strip = (e: CloudEvent) => ({ ...e, data: { ...e.data, reason: '-' } });
+          assert.deepEqual(strip(built[1] as CloudEvent), strip(built[0] as CloudEvent));
+          assert.deepEqual(strip(built[2] as CloudEvent), strip(built[0] as CloudEvent));
+          assert.equal(built[2]?.data.reason, 'resync');
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });

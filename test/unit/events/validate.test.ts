@@ -190,6 +190,23 @@ describe('level 3: CRD openAPIV3Schema', () => {
     ]);
   });
 
+  it('ignores schema errors at redacted pointers, not elsewhere', async () => {
+    const { crdV, v3 } = objectValidator();
+    await crdV.refresh();
+    const o = backup({ rv: '5', phase: 'Running' }) as KubeObject & { spec: Record<string, unknown> };
+    o.spec.retentionDays = 3;
+    const masked = buildEvent(delta('added', o), { clusterName: 'local', redact: ['/spec/retentionDays'] });
+    assert.deepEqual(masked.data.redacted, ['/spec/retentionDays']);
+    assert.deepEqual(v3.validate(masked), { ok: true });
+    const other = buildEvent(delta('added', backup({ rv: '6', phase: 'Nope' })), {
+      clusterName: 'local',
+      redact: ['/spec/schedule'],
+    });
+    const r = v3.validate(other);
+    assert.equal(r.ok, false);
+    if (!r.ok) assert.deepEqual(r.errors, ['/data/object/status/phase must be equal to one of the allowed values']);
+  });
+
   it('recompiles when told the CRD changed, keeps the old schema when a fetch fails', async () => {
     let current: unknown = crd;
     let notify: (() => void) | undefined;
