@@ -297,13 +297,38 @@ function mask(node: unknown, path: readonly string[], i: number, at: string, mas
   return copy ?? node;
 }
 
-/** UTF-16 length of the structured JSON form (each unit is at most 3 UTF-8 bytes). */
-function jsonChars(e: CloudEvent): number {
-  return JSON.stringify(e).length;
+/**
+ * UTF-8 size of each object's JSON, measured once per object. Objects that reach the builder are
+ * immutable snapshots shared with the source cache (the `object` of one update is the `oldObject`
+ * of the next), so each state is measured once instead of once per event it appears in.
+ */
+const objectBytes = new WeakMap<object, number>();
+
+function bytesOf(o: object): number {
+  let n = objectBytes.get(o);
+  if (n === undefined) {
+    n = Buffer.byteLength(JSON.stringify(o), 'utf8');
+    objectBytes.set(o, n);
+  }
+  return n;
 }
 
-function exactBytes(e: CloudEvent): number {
-  return Buffer.byteLength(JSON.stringify(e), 'utf8');
+/**
+ * Exact UTF-8 size of the structured JSON of `e`: the envelope and small data fields are
+ * serialized with the objects replaced by `null`, and the objects' own sizes are added.
+ */
+export function eventBytes(e: CloudEvent): number {
+  const d = e.data;
+  if (!d || typeof d !== 'object') return Buffer.byteLength(JSON.stringify(e), 'utf8');
+  let extra = 0;
+  const skeleton: Record<string, unknown> = { ...d };
+  for (const k of ['object', 'oldObject'] as const) {
+    const o = d[k];
+    if (o === null || typeof o !== 'object') continue;
+    skeleton[k] = null;
+    extra += bytesOf(o) - 4;
+  }
+  return Buffer.byteLength(JSON.stringify({ ...e, data: skeleton }), 'utf8') + extra;
 }
 
 /** Changed top-level paths (e.g. `/spec`) from a patch, in first-seen order. */
@@ -399,9 +424,7 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
  * (the patch and changed paths stay), then `patch`, and record it in `data.truncated`.
  */
 function enforceSize(event: CloudEvent, maxBytes: number): void {
-  const chars = jsonChars(event);
-  if (chars * 3 <= maxBytes) return;
-  const originalBytes = exactBytes(event);
+  const originalBytes = eventBytes(event);
   if (originalBytes <= maxBytes) return;
   const data = event.data;
   const tr: Truncation = { dropped: [], originalBytes, maxBytes };
@@ -410,6 +433,6 @@ function enforceSize(event: CloudEvent, maxBytes: number): void {
     if (data[field] === undefined) continue;
     delete (data as Record<string, unknown>)[field];
     tr.dropped.push(field);
-    if (exactBytes(event) <= maxBytes) return;
+    if (eventBytes(event) <= maxBytes) return;
   }
 }

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { buildEvent, type EventOptions, REDACTED } from '../../../src/events/build.ts';
+import { buildEvent, type EventOptions, eventBytes, REDACTED } from '../../../src/events/build.ts';
 import type { CloudEvent } from '../../../src/events/cloudevent.ts';
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { applyPatch, diff, type PatchOp } from '../../../src/events/patch.ts';
@@ -368,6 +368,24 @@ describe('buildEvent details', () => {
           assert.deepEqual(strip(built[1] as CloudEvent), strip(built[0] as CloudEvent));
           assert.deepEqual(strip(built[2] as CloudEvent), strip(built[0] as CloudEvent));
           assert.equal(built[2]?.data.reason, 'resync');
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('property: eventBytes is the exact UTF-8 size of the structured JSON', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: 'grapheme' }),
+        fc.string(),
+        fc.constantFrom('added', 'modified', 'deleted' as const),
+        (a, b, kind) => {
+          const old = backup({ rv: '1', schedule: a });
+          const obj = backup({ rv: '2', schedule: b, phase: a });
+          const e = buildEvent(delta(kind, obj, kind === 'modified' ? old : undefined), opts);
+          assert.equal(eventBytes(e), Buffer.byteLength(JSON.stringify(e), 'utf8'));
+          assert.equal(eventBytes(e), Buffer.byteLength(JSON.stringify(e), 'utf8'), 'memoized sizes stay exact');
         },
       ),
       { numRuns: 200 },
