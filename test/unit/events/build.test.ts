@@ -33,6 +33,7 @@ function common(e: CloudEvent, rv: string, generation: number): void {
   assert.equal(e.partitionkey, UID);
   assert.equal(e.traceparent, undefined);
   for (const k of Object.keys(e)) assert.match(k, /^[a-z0-9]{1,20}$/, `attribute name ${k}`);
+  assert.deepEqual(attrs(e), ALL, 'exactly these attributes');
   assert.equal(Object.keys(e).at(-1), 'data', 'data comes last');
 }
 
@@ -107,8 +108,23 @@ describe('buildEvent contract', () => {
     assert.equal(e.id, `${UID}.1400`);
     assert.equal(e.type, 'io.crbridge.example.com.backup.status.changed');
     assert.equal(e.time, '2026-11-28T10:10:01.000Z');
-    assert.equal(e.data.reason, 'relist');
-    assert.deepEqual(e.data.changedPaths, ['/metadata', '/status']);
+    assert.deepEqual(e.data, {
+      object: obj,
+      reason: 'relist',
+      oldObject: old,
+      patch: [
+        { op: 'replace', path: '/metadata/resourceVersion', value: '1400' },
+        { op: 'replace', path: '/metadata/managedFields/0/manager', value: 'kubectl' },
+        { op: 'replace', path: '/metadata/managedFields/0/time', value: '2026-11-28T10:01:00Z' },
+        {
+          op: 'add',
+          path: '/metadata/managedFields/1',
+          value: { manager: 'controller', time: '2026-11-28T10:10:01Z' },
+        },
+        { op: 'add', path: '/status/lastBackupTime', value: '2026-11-28T10:10:00Z' },
+      ],
+      changedPaths: ['/metadata', '/status'],
+    });
     assert.equal(e.data.transition, undefined, 'phase did not move');
     assert.deepEqual(applyPatch(old, e.data.patch as PatchOp[]), obj);
   });
@@ -119,6 +135,12 @@ describe('buildEvent contract', () => {
     const e = buildEvent(delta('modified', obj, old), opts);
     common(e, '1480', 2);
     assert.equal(e.type, 'io.crbridge.example.com.backup.status.changed');
+    assert.equal(e.id, `${UID}.1480`);
+    assert.equal(e.time, new Date(OBSERVED).toISOString());
+    assert.deepEqual(Object.keys(e.data), ['object', 'reason', 'oldObject', 'patch', 'changedPaths', 'transition']);
+    assert.equal(e.data.object, obj);
+    assert.equal(e.data.oldObject, old);
+    assert.deepEqual(e.data.changedPaths, ['/metadata', '/status']);
     assert.deepEqual(e.data.transition, { field: '/status/phase', from: 'Running', to: 'Completed' });
     assert.deepEqual(e.data.patch, [
       { op: 'replace', path: '/metadata/resourceVersion', value: '1480' },
@@ -192,6 +214,7 @@ describe('buildEvent contract', () => {
     const live = buildEvent(delta('deleted', backup({ rv: '1600', phase: 'Completed' }), undefined, 'live'), opts);
     const lastKnown = backup({ rv: '1480', phase: 'Completed' });
     const caught = buildEvent(delta('deleted', lastKnown, undefined, 'resync'), opts);
+    common(caught, '1480', 1);
     assert.equal(caught.id, live.id);
     assert.equal(caught.type, live.type);
     assert.equal(caught.k8sresourceversion, '1480');
@@ -228,6 +251,8 @@ describe('buildEvent contract', () => {
     assert.deepEqual(e2.data.changedPaths, ['/metadata', '/status']);
     assert.deepEqual(e2.data.transition, { field: '/status/phase', from: 'Running', to: 'Completed' });
     assert.deepEqual(e2.data.truncated?.dropped, ['oldObject', 'object']);
+    common(e2, '2', 1);
+    assert.deepEqual(Object.keys(e2.data).sort(), ['changedPaths', 'patch', 'reason', 'transition', 'truncated']);
     assert.equal(e2.id, full.id);
     assert.equal(e2.type, full.type);
     assert.ok(Buffer.byteLength(JSON.stringify(e2)) <= 2500);
@@ -257,6 +282,14 @@ describe('buildEvent contract', () => {
       redact: ['/spec/credentials/password', '/metadata/annotations/example.com~1token', '/spec/absent'],
     });
     assert.equal(JSON.stringify(obj), before, 'delta object unchanged');
+    common(e, '2', 1);
+    assert.equal(e.type, 'io.crbridge.example.com.backup.status.changed');
+    assert.deepEqual(e.data.transition, { field: '/status/phase', from: 'Pending', to: 'Running' });
+    assert.deepEqual(e.data.patch, [
+      { op: 'replace', path: '/metadata/resourceVersion', value: '2' },
+      { op: 'add', path: '/metadata/annotations', value: { 'example.com/token': REDACTED } },
+      { op: 'replace', path: '/status/phase', value: 'Running' },
+    ]);
     assert.equal((obj.spec as { credentials: { password: string } }).credentials.password, 's3cret');
     const o = e.data.object as KubeObject & { spec: { credentials: { password: string; user: string } } };
     assert.equal(o.spec.credentials.password, REDACTED);
