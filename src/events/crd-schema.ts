@@ -140,6 +140,11 @@ function loosen(s: Schema): Schema {
   return s;
 }
 
+/** Name of the CRD that defines a resource: `<plural>.<group>`, e.g. `backups.example.com`. */
+export function crdNameFor(resource: { resource: string; group: string }): string {
+  return `${resource.resource}.${resource.group}`;
+}
+
 /** The openAPIV3Schema of `version` in a CRD (v1, or v1beta1's spec.validation). */
 export function crdVersionSchema(crd: unknown, version: string): unknown {
   const spec = (crd as { spec?: Record<string, unknown> } | null)?.spec;

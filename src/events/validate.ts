@@ -50,6 +50,16 @@ function compiled(): { envelope: ValidateFunction; data: ValidateFunction } {
   return shared;
 }
 
+/**
+ * The kind of a validation error, for "log once per kind": each array index in the error's JSON
+ * pointer becomes a `*` token (`/data/patch/3/path` and `/data/patch/7/path` group together).
+ */
+export function errorKind(error: string): string {
+  const sp = error.indexOf(' ');
+  const ptr = sp === -1 ? error : error.slice(0, sp);
+  return ptr.replace(/\/(0|[1-9][0-9]*)(?=\/|$)/g, '/*') + (sp === -1 ? '' : error.slice(sp));
+}
+
 /** crbridge's envelope rules beyond the official schema. */
 export function attributeProblems(e: Record<string, unknown>): string[] {
   const out: string[] = [];

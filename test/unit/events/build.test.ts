@@ -424,4 +424,27 @@ describe('buildEvent details', () => {
       { numRuns: 200 },
     );
   });
+
+  it('never modifies the delta (deep-frozen input, with redaction and truncation)', () => {
+    const freeze = (o: unknown): void => {
+      if (o && typeof o === 'object') {
+        for (const v of Object.values(o)) freeze(v);
+        Object.freeze(o);
+      }
+    };
+    for (const kind of ['added', 'modified', 'deleted'] as const) {
+      const d = delta(
+        kind,
+        backup({ rv: '2', password: 'p2', phase: 'Running' }),
+        backup({ rv: '1', password: 'p1', phase: 'Pending' }),
+      );
+      freeze(d);
+      const before = JSON.stringify(d);
+      for (const maxBytes of [100_000, 1500, 500]) {
+        const e = buildEvent(d, { clusterName: 'local', redact: ['/spec/credentials/password', '/spec/*'], maxBytes });
+        assert.ok(!JSON.stringify(e).includes('p2'));
+      }
+      assert.equal(JSON.stringify(d), before);
+    }
+  });
 });

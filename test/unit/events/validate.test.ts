@@ -9,10 +9,10 @@ import fc from 'fast-check';
 import { parse as parseYaml } from 'yaml';
 import { buildEvent } from '../../../src/events/build.ts';
 import type { CloudEvent } from '../../../src/events/cloudevent.ts';
-import { createCrdSchemaValidator } from '../../../src/events/crd-schema.ts';
+import { crdNameFor, createCrdSchemaValidator } from '../../../src/events/crd-schema.ts';
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { eventDataSchemaJson } from '../../../src/events/schemas/generate.ts';
-import { createEventValidator } from '../../../src/events/validate.ts';
+import { createEventValidator, errorKind } from '../../../src/events/validate.ts';
 import { backup, delta } from './fixtures.ts';
 
 const opts = { clusterName: 'local' };
@@ -241,5 +241,21 @@ describe('level 3: CRD openAPIV3Schema', () => {
     assert.deepEqual(crdV.validate(sleeping), [], 'previous schema kept');
     crdV.stop();
     assert.equal(notify, undefined);
+  });
+});
+
+describe('helpers', () => {
+  it('errorKind groups errors that differ only by array index', () => {
+    assert.equal(errorKind('/data/patch/3/path must match pattern "^/"'), '/data/patch/*/path must match pattern "^/"');
+    assert.equal(
+      errorKind("/data/patch/12 must have required property 'value'"),
+      "/data/patch/* must have required property 'value'",
+    );
+    assert.equal(errorKind('/k8sname extension value must be a string'), '/k8sname extension value must be a string');
+    assert.equal(errorKind('/data/object/spec/v2x must be integer'), '/data/object/spec/v2x must be integer');
+  });
+
+  it('crdNameFor', () => {
+    assert.equal(crdNameFor({ resource: 'backups', group: 'example.com' }), 'backups.example.com');
   });
 });
