@@ -122,8 +122,8 @@ export const benchmark: Benchmark = {
           const events = lines(out);
           const kinds: Record<string, number> = {};
           for (const l of events) {
-            const t = /"type":"([^"]+)"/.exec(l)?.[1] ?? '?';
-            const k = t.slice(t.lastIndexOf('.') + 1);
+            // e.g. io.crbridge.bench.example.com.backup.spec.changed → spec.changed
+            const k = /"type":"[^"]*\.backup\.([^"]+)"/.exec(l)?.[1] ?? '?';
             kinds[`kind_${k}`] = (kinds[`kind_${k}`] ?? 0) + 1;
           }
           const params = { backend, objects: OBJECTS, changed: CHANGED, deleted: DELETED, objectBytes: BYTES };
