@@ -79,7 +79,12 @@ export const benchmark: Benchmark = {
             unit: 'MB',
             parameters: { ...params, phase: 'initial sync' },
           });
-          report({ name: 'memory.heap_used', value: mem.heapUsed / MB, unit: 'MB', parameters: params });
+          report({
+            name: 'memory.heap_used',
+            value: mem.heapUsed / MB,
+            unit: 'MB',
+            parameters: { ...params, heapTotalMB: +(mem.heapTotal / MB).toFixed(1) },
+          });
           report({
             name: 'memory.external',
             value: (mem.external + mem.arrayBuffers) / MB,
