@@ -1,0 +1,125 @@
+/**
+ * The `delivery:` block every sink config may carry: queue size, batch size and the retry policy
+ * (exponential backoff with jitter, like the OpenTelemetry Collector's `retry_on_failure`). The
+ * schema here is the single source of validation, defaults and docs for it.
+ */
+import type { JsonSchema } from '../component.ts';
+
+/** Retry policy for retryable failures. */
+export interface RetryConfig {
+  /** Wait after the first failure of a streak. */
+  initialIntervalMs: number;
+  /** Upper bound of one backoff wait (a larger Retry-After from the destination still wins). */
+  maxIntervalMs: number;
+  /** Factor by which the wait grows after each further failure. */
+  multiplier: number;
+  /** Jitter: each wait is drawn uniformly from `wait * (1 ± randomizationFactor)`. */
+  randomizationFactor: number;
+  /** How long one event may keep failing before it is dead-lettered; 0 = retry forever. */
+  maxElapsedMs: number;
+}
+
+export interface DeliveryConfig {
+  /** Most events waiting in the queue; `enqueue` waits for room beyond that (back-pressure). */
+  queueCapacity: number;
+  /** Most events in one `send` (also bounded by the sink's own `maxBatch`). */
+  maxBatch: number;
+  retry: RetryConfig;
+}
+
+export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
+  queueCapacity: 10_000,
+  maxBatch: 500,
+  retry: Object.freeze({
+    initialIntervalMs: 500,
+    maxIntervalMs: 30_000,
+    multiplier: 2,
+    randomizationFactor: 0.5,
+    maxElapsedMs: 0,
+  }),
+});
+
+const d = DEFAULT_DELIVERY_CONFIG;
+
+/** JSON Schema fragment of the `delivery:` block (merged into every sink by the config schema). */
+export const deliveryConfigSchema: JsonSchema = {
+  type: 'object',
+  description:
+    'How events reach this sink: a bounded in-memory queue, batching, and retry with exponential backoff and jitter. Events that fail permanently or exhaust their retries go to the pipeline dead-letter file.',
+  additionalProperties: false,
+  properties: {
+    queueCapacity: {
+      type: 'integer',
+      minimum: 1,
+      default: d.queueCapacity,
+      description:
+        'Most events waiting for this sink. When full, the pipeline waits (back-pressure reaches the source, whose checkpoint then stops advancing).',
+    },
+    maxBatch: {
+      type: 'integer',
+      minimum: 1,
+      default: d.maxBatch,
+      description: "Most events handed to the sink in one send (the sink's own limit may be lower).",
+    },
+    retry: {
+      type: 'object',
+      description: 'Retry policy for failures that may succeed later (connection errors, timeouts, 5xx, 429).',
+      additionalProperties: false,
+      properties: {
+        initialIntervalMs: {
+          type: 'integer',
+          minimum: 1,
+          default: d.retry.initialIntervalMs,
+          description: 'Milliseconds to wait after the first failure of a streak.',
+        },
+        maxIntervalMs: {
+          type: 'integer',
+          minimum: 1,
+          default: d.retry.maxIntervalMs,
+          description:
+            'Upper bound in milliseconds of one backoff wait. A longer Retry-After from the destination is still honoured.',
+        },
+        multiplier: {
+          type: 'number',
+          minimum: 1,
+          default: d.retry.multiplier,
+          description: 'Factor by which the wait grows after each further failure.',
+        },
+        randomizationFactor: {
+          type: 'number',
+          minimum: 0,
+          maximum: 1,
+          default: d.retry.randomizationFactor,
+          description: 'Jitter: each wait is drawn uniformly from wait × (1 ± randomizationFactor).',
+        },
+        maxElapsedMs: {
+          type: 'integer',
+          minimum: 0,
+          default: d.retry.maxElapsedMs,
+          description:
+            'Milliseconds an event may keep failing before it is dead-lettered (code CRB_DELIVERY_RETRYABLE); 0 retries forever.',
+        },
+      },
+    },
+  },
+};
+
+/** A partial `delivery:` block as written in a pipeline file. */
+export interface PartialDeliveryConfig {
+  queueCapacity?: number;
+  maxBatch?: number;
+  retry?: Partial<RetryConfig>;
+}
+
+/** Fills in defaults for every missing field. Pure; never throws (the schema has validated already). */
+export function resolveDeliveryConfig(partial: PartialDeliveryConfig = {}): DeliveryConfig {
+  return {
+    queueCapacity: partial.queueCapacity ?? d.queueCapacity,
+    maxBatch: partial.maxBatch ?? d.maxBatch,
+    retry: { ...d.retry, ...stripUndefined(partial.retry ?? {}) },
+  };
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,315 @@
+/**
+ * The `kafka` sink: one record per event through kafkajs, CloudEvents Kafka binding (binary mode by
+ * default, structured on request), record key = the object's uid so every change of one object
+ * lands in one partition, in order. Optional tombstones after deletes for compacted topics.
+ *
+ * kafkajs' own retry loops are cut short (one retry, which its idempotent producer requires): the
+ * delivery layer is the one place that retries. The producer connects lazily inside `send`, so
+ * `start` returns at once even when Kafka is down; a failed connect makes every event of the
+ * batch retryable and the delivery queue backs off. After any send error the producer is dropped
+ * and a fresh one (new idempotent producer id) connects on the next attempt.
+ */
+import { CompressionTypes, Kafka, logLevel, type Message, type Producer } from 'kafkajs';
+import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
+import { errorMessage } from '../../errors.ts';
+import { toKafkaRecord, tombstoneFor } from '../../events/bindings/kafka.ts';
+import type { Logger } from '../../telemetry/logger.ts';
+
+export interface KafkaSinkConfig {
+  brokers: string[];
+  topic: string;
+  clientId?: string;
+  mode?: 'binary' | 'structured';
+  tombstones?: boolean;
+  compression?: 'none' | 'gzip';
+  acks?: -1 | 1;
+  idempotent?: boolean;
+  connectionTimeoutMs?: number;
+  requestTimeoutMs?: number;
+}
+
+/** Broker list entries may hold several comma-separated brokers (`${env:KAFKA_BROKERS}`). */
+export function splitBrokers(brokers: readonly string[]): string[] {
+  return brokers
+    .flatMap((b) => b.split(','))
+    .map((b) => b.trim())
+    .filter((b) => b !== '');
+}
+
+/** Kafka error types after which the same record will never be accepted. */
+const PERMANENT_TYPES = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD',
+  'INVALID_TOPIC_EXCEPTION',
+  'TOPIC_AUTHORIZATION_FAILED',
+  'CLUSTER_AUTHORIZATION_FAILED',
+  'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
+  'UNSUPPORTED_FOR_MESSAGE_FORMAT',
+  'INVALID_REQUIRED_ACKS',
+]);
+
+function errorChain(err: unknown): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  const walk = (e: unknown, depth: number) => {
+    if (!e || typeof e !== 'object' || depth > 5) return;
+    const o = e as Record<string, unknown>;
+    out.push(o);
+    walk(o.cause, depth + 1);
+    walk(o.originalError, depth + 1);
+    if (Array.isArray(o.errors)) for (const x of o.errors) walk(x, depth + 1);
+  };
+  walk(err, 0);
+  return out;
+}
+
+/**
+ * Retryable unless Kafka said the record or the topic can never be accepted (too large, invalid,
+ * not authorized): connection errors, timeouts, leader changes and unknown errors all may pass later.
+ */
+export function classifyKafkaError(err: unknown): 'retryable' | 'permanent' {
+  for (const e of errorChain(err)) if (typeof e.type === 'string' && PERMANENT_TYPES.has(e.type)) return 'permanent';
+  return 'retryable';
+}
+
+function describe(err: unknown): string {
+  const types = errorChain(err)
+    .map((e) => e.type)
+    .filter((t) => typeof t === 'string');
+  const msg = errorMessage(err);
+  const cause = errorChain(err)[1];
+  const extra = cause && cause.message !== msg ? `: ${String(cause.message)}` : '';
+  return `${types.length > 0 ? `${types[0]}: ` : ''}${msg}${extra}`;
+}
+
+/** kafkajs logs go to the component logger at warn and above (its info chatter is dropped). */
+function logCreator(logger: Logger) {
+  return () =>
+    ({ level, log }: { level: logLevel; log: { message: string; [k: string]: unknown } }) => {
+      const { message, timestamp: _t, logger: _l, ...fields } = log;
+      // We cap kafkajs retries on purpose (the delivery layer retries); its warning about it is noise.
+      if (message.includes('Limiting retries')) return;
+      if (level === logLevel.ERROR) logger.error(`kafkajs: ${message}`, fields);
+      else if (level === logLevel.WARN) logger.warn(`kafkajs: ${message}`, fields);
+    };
+}
+
+class KafkaSink implements Sink {
+  readonly maxBatch = 500;
+  private readonly config: Required<KafkaSinkConfig>;
+  private readonly logger: Logger;
+  private readonly kafka: Kafka;
+  private readonly idempotent: boolean;
+  private producer: Producer | undefined;
+  private connected = false;
+  private shutdownPromise: Promise<void> | undefined;
+
+  constructor(config: KafkaSinkConfig, ctx: ComponentContext) {
+    this.config = {
+      clientId: 'crbridge',
+      mode: 'binary',
+      tombstones: false,
+      compression: 'none',
+      acks: -1,
+      idempotent: true,
+      connectionTimeoutMs: 3000,
+      requestTimeoutMs: 10_000,
+      ...config,
+      brokers: splitBrokers(config.brokers),
+    };
+    this.logger = ctx.logger;
+    // kafkajs' idempotent producer needs acks=all; with acks=1 it is turned off.
+    this.idempotent = this.config.idempotent && this.config.acks === -1;
+    this.kafka = new Kafka({
+      clientId: this.config.clientId,
+      brokers: this.config.brokers,
+      connectionTimeout: this.config.connectionTimeoutMs,
+      requestTimeout: this.config.requestTimeoutMs,
+      retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 },
+      logLevel: logLevel.WARN,
+      logCreator: logCreator(ctx.logger),
+    });
+  }
+
+  async start(_signal: AbortSignal): Promise<void> {
+    if (this.config.idempotent && !this.idempotent)
+      this.logger.warn('kafka sink: idempotent producer needs acks -1; sending without idempotence', {
+        acks: this.config.acks,
+      });
+  }
+
+  /** Connects a producer, bounded by connection + request timeout. */
+  private async connect(): Promise<Producer> {
+    if (this.producer && this.connected) return this.producer;
+    const producer = this.kafka.producer({
+      idempotent: this.idempotent,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: true,
+      retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 },
+    });
+    this.producer = producer;
+    const bound = this.config.connectionTimeoutMs + this.config.requestTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        producer.connect(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`connecting to Kafka timed out after ${bound} ms`)), bound);
+        }),
+      ]);
+      this.connected = true;
+      return producer;
+    } catch (err) {
+      await this.drop();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Forgets the producer (after an error): the next send connects a fresh one. */
+  private async drop(): Promise<void> {
+    const p = this.producer;
+    this.producer = undefined;
+    this.connected = false;
+    await p?.disconnect().catch(() => {});
+  }
+
+  async send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]> {
+    const results: DeliveryResult[] = [];
+    const messages: Message[] = [];
+    const owners: number[] = []; // index in `batch` of each sent event
+    for (let i = 0; i < batch.length; i++) {
+      const { event } = batch[i] as OutboundEvent;
+      try {
+        const rec = toKafkaRecord(event, this.config.mode);
+        const msgs: Message[] = [{ key: rec.key, value: rec.value, headers: rec.headers }];
+        const tomb = this.config.tombstones ? tombstoneFor(event) : undefined;
+        if (tomb) msgs.push({ key: tomb.key, value: tomb.value, headers: tomb.headers });
+        messages.push(...msgs);
+        results.push({ status: 'ok' });
+        owners.push(i);
+      } catch (err) {
+        results.push({ status: 'permanent', error: `cannot encode event ${event.id}: ${errorMessage(err)}` });
+      }
+    }
+    if (messages.length === 0) return results;
+    const failure = await this.produce(messages, signal);
+    if (!failure) return results;
+    if (failure.status === 'permanent' && owners.length > 1) {
+      // One bad record must not take the batch with it: send one event at a time to find it.
+      for (const i of owners) {
+        const single = await this.send([batch[i] as OutboundEvent], signal);
+        results[i] = single[0] as DeliveryResult;
+      }
+      return results;
+    }
+    for (const i of owners) results[i] = failure;
+    return results;
+  }
+
+  /** Produces messages; undefined on success, else the failure that applies to all of them. */
+  private async produce(messages: Message[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
+    if (signal.aborted) return { status: 'retryable', error: 'aborted at shutdown' };
+    try {
+      const producer = await this.connect();
+      let onAbort: (() => void) | undefined;
+      await Promise.race([
+        producer.send({
+          topic: this.config.topic,
+          acks: this.config.acks,
+          compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+          messages,
+        }),
+        new Promise<never>((_, reject) => {
+          onAbort = () => reject(new Error('aborted at shutdown'));
+          signal.addEventListener('abort', onAbort, { once: true });
+        }),
+      ]).finally(() => {
+        if (onAbort) signal.removeEventListener('abort', onAbort);
+      });
+      return undefined;
+    } catch (err) {
+      await this.drop();
+      const error = `kafka ${this.config.topic}: ${describe(err)}`;
+      return classifyKafkaError(err) === 'permanent' ? { status: 'permanent', error } : { status: 'retryable', error };
+    }
+  }
+
+  shutdown(_deadline: number): Promise<void> {
+    this.shutdownPromise ??= this.drop();
+    return this.shutdownPromise;
+  }
+}
+
+export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
+  kind: 'sink',
+  type: 'kafka',
+  description:
+    'Produces each event as a Kafka record (CloudEvents Kafka binding, binary mode by default) keyed by the object uid.',
+  configSchema: {
+    type: 'object',
+    required: ['brokers', 'topic'],
+    properties: {
+      brokers: {
+        type: 'array',
+        minItems: 1,
+        items: { type: 'string', minLength: 1, description: 'host:port; may hold several, comma-separated.' },
+        description:
+          'Bootstrap brokers as host:port. An entry may list several separated by commas, so a value taken from an environment variable such as KAFKA_BROKERS (h1:9092,h2:9092) works as one entry.',
+      },
+      topic: { type: 'string', minLength: 1, description: 'Topic to produce to.' },
+      clientId: {
+        type: 'string',
+        default: 'crbridge',
+        description: 'Kafka client id (shows in broker logs and quotas).',
+      },
+      mode: {
+        type: 'string',
+        enum: ['binary', 'structured'],
+        default: 'binary',
+        description:
+          'CloudEvents Kafka binding mode: binary (attributes as ce_* headers, data as the value) or structured (the whole event as JSON in the value).',
+      },
+      tombstones: {
+        type: 'boolean',
+        default: false,
+        description:
+          'After the event of a delete, also send a null-value record with the uid key so a compacted topic forgets the object.',
+      },
+      compression: {
+        type: 'string',
+        enum: ['none', 'gzip'],
+        default: 'none',
+        description: 'Compression of record batches.',
+      },
+      acks: {
+        type: 'integer',
+        enum: [-1, 1],
+        default: -1,
+        description:
+          'Acknowledgements required: -1 = all in-sync replicas (needed for idempotence), 1 = the leader only.',
+      },
+      idempotent: {
+        type: 'boolean',
+        default: true,
+        description: 'Use the idempotent producer (no duplicates from internal resends; needs acks -1).',
+      },
+      connectionTimeoutMs: {
+        type: 'integer',
+        minimum: 1,
+        default: 3000,
+        description: 'Milliseconds to wait for a TCP/TLS connection to a broker.',
+      },
+      requestTimeoutMs: {
+        type: 'integer',
+        minimum: 1,
+        default: 10000,
+        description: 'Milliseconds to wait for a broker to answer a request.',
+      },
+    },
+  },
+  create(config: KafkaSinkConfig, ctx: ComponentContext): Sink {
+    return new KafkaSink(config, ctx);
+  },
+};
