@@ -197,10 +197,6 @@ export class DeliveryQueue implements Lifecycle {
       this.m.sendDuration.observe(this.labels, (performance.now() - t0) / 1000);
       const retry = await this.apply(batch, results);
       if (retry) await this.backoff(retry);
-      else if (this.streak > 0) {
-        this.ctx.logger.info('delivery recovered', { attempts: this.streak, failingMs: Date.now() - this.streakStart });
-        this.streak = 0;
-      }
     }
   }
 
@@ -244,6 +240,10 @@ export class DeliveryQueue implements Lifecycle {
       }
     }
     this.items.splice(0, batch.length, ...keep);
+    if (keep.length === 0 && this.streak > 0) {
+      this.ctx.logger.info('delivery recovered', { attempts: this.streak + 1, failingMs: now - this.streakStart });
+      this.streak = 0;
+    }
     this.m.queueDepth.set(this.labels, this.items.length);
     if (delivered.length > 0) this.m.sent.inc(this.labels, delivered.length);
     for (const it of delivered) it.settle();

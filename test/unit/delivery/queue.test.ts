@@ -1,0 +1,355 @@
+/**
+ * DeliveryQueue against a scriptable fake sink: batching in queue order, back-pressure, retry with
+ * exponential backoff (timed with small intervals), Retry-After, per-order retry of failed heads,
+ * permanent and exhausted events to the dead letter, `settled` semantics, shutdown drain and
+ * deadline, metrics and log-once behaviour.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { DeliveryResult } from '../../../src/component.ts';
+import { type DeliveryConfig, resolveDeliveryConfig } from '../../../src/delivery/config.ts';
+import { backoffDelay, DeliveryQueue } from '../../../src/delivery/queue.ts';
+import { silentLogger } from '../../../src/telemetry/logger.ts';
+import { componentMetrics, Metrics } from '../../../src/telemetry/metrics.ts';
+import { captureLogger, ev, FakeSink, MemoryDeadLetter, settlesWithin, tick } from './helpers.ts';
+
+const fast = (over: Partial<DeliveryConfig['retry']> = {}, top: Partial<DeliveryConfig> = {}): DeliveryConfig =>
+  resolveDeliveryConfig({
+    ...top,
+    retry: { initialIntervalMs: 10, maxIntervalMs: 1000, multiplier: 2, randomizationFactor: 0, ...over },
+  });
+
+function setup(sink: FakeSink, config: DeliveryConfig, logger = silentLogger) {
+  const metrics = new Metrics();
+  const deadLetter = new MemoryDeadLetter();
+  const queue = new DeliveryQueue(sink, config, { id: 'p/s', logger, metrics, deadLetter });
+  const abort = new AbortController();
+  return { queue, metrics, m: componentMetrics(metrics), deadLetter, abort };
+}
+
+const L = { component: 'p/s' };
+
+describe('DeliveryQueue', () => {
+  test('delivers in queue order in batches of min(sink.maxBatch, config.maxBatch), settling each event', async () => {
+    const sink = new FakeSink(10);
+    const { queue, m, abort } = setup(sink, fast({}, { maxBatch: 7 }));
+    const settled: Promise<void>[] = [];
+    for (let i = 0; i < 20; i++) settled.push((await queue.enqueue(ev(`e${i}`))).settled);
+    assert.equal(queue.depth, 20);
+    await queue.start(abort.signal);
+    await Promise.all(settled);
+    assert.deepEqual(
+      sink.calls.map((c) => c.ids.length),
+      [7, 7, 6],
+    );
+    assert.deepEqual(
+      sink.sentIds,
+      Array.from({ length: 20 }, (_, i) => `e${i}`),
+    );
+    assert.equal(m.received.get(L), 20);
+    assert.equal(m.sent.get(L), 20);
+    assert.equal(m.queueDepth.get(L), 0);
+    assert.equal(queue.depth, 0);
+    await queue.shutdown(Date.now() + 1000);
+    assert.equal(sink.started, 1);
+    assert.equal(sink.shutdowns, 1);
+  });
+
+  test('send is never concurrent for one sink', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const sink = new FakeSink(2, async (b) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await tick(2);
+      inFlight--;
+      return b.map(() => ({ status: 'ok' }));
+    });
+    const { queue, abort } = setup(sink, fast());
+    await queue.start(abort.signal);
+    const settled = await Promise.all(Array.from({ length: 9 }, (_, i) => queue.enqueue(ev(`e${i}`))));
+    await Promise.all(settled.map((s) => s.settled));
+    assert.equal(maxInFlight, 1);
+    assert.equal(sink.sentIds.length, 9);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('enqueue waits for room when the queue is full (back-pressure)', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const sink = new FakeSink(1, async (b) => {
+      await gate;
+      return b.map(() => ({ status: 'ok' }));
+    });
+    const { queue, abort } = setup(sink, fast({}, { queueCapacity: 3 }));
+    await queue.start(abort.signal);
+    for (let i = 0; i < 3; i++) await queue.enqueue(ev(`e${i}`));
+    const fourth = queue.enqueue(ev('e3'));
+    assert.equal(await settlesWithin(fourth, 30), false, 'the 4th enqueue must wait while 3 are queued');
+    assert.equal(queue.depth, 3);
+    release();
+    const { settled } = await fourth;
+    await settled;
+    assert.deepEqual(sink.sentIds, ['e0', 'e1', 'e2', 'e3']);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('retries retryable failures with exponential backoff, then delivers; warns once per streak', async () => {
+    const sink = new FakeSink(10, (b, call) =>
+      b.map(() => (call <= 3 ? { status: 'retryable', error: 'connection refused' } : { status: 'ok' })),
+    );
+    const { logger, lines } = captureLogger();
+    const { queue, m, abort } = setup(sink, fast({ initialIntervalMs: 20 }), logger);
+    await queue.start(abort.signal);
+    const { settled } = await queue.enqueue(ev('a'));
+    await settled;
+    assert.equal(sink.calls.length, 4);
+    const gaps = sink.calls.slice(1).map((c, i) => c.at - (sink.calls[i]?.at ?? 0));
+    const expected = [20, 40, 80];
+    for (let i = 0; i < 3; i++) {
+      assert.ok((gaps[i] ?? 0) >= (expected[i] ?? 0) - 2, `gap ${i} = ${gaps[i]} >= ${expected[i]}`);
+      assert.ok((gaps[i] ?? 0) < (expected[i] ?? 0) + 60, `gap ${i} = ${gaps[i]} not far above ${expected[i]}`);
+    }
+    assert.deepEqual(
+      sink.calls.map((c) => c.attempts[0]),
+      [1, 2, 3, 4],
+    );
+    assert.equal(m.retries.get(L), 3);
+    assert.equal(m.errors.get({ ...L, code: 'CRB_DELIVERY_RETRYABLE' }), 3);
+    assert.equal(m.sent.get(L), 1);
+    const warns = lines.filter((l) => l.level === 'warn');
+    assert.equal(warns.length, 1);
+    assert.equal(warns[0]?.msg, 'delivery failing; retrying with backoff');
+    assert.equal(warns[0]?.error, 'connection refused');
+    assert.equal(lines.filter((l) => l.msg === 'delivery recovered').length, 1);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('honours Retry-After when it is longer than the backoff', async () => {
+    const sink = new FakeSink(10, (b, call) =>
+      b.map(
+        (): DeliveryResult =>
+          call === 1 ? { status: 'retryable', error: '429', retryAfterMs: 150 } : { status: 'ok' },
+      ),
+    );
+    const { queue, abort } = setup(sink, fast({ initialIntervalMs: 5 }));
+    await queue.start(abort.signal);
+    await (await queue.enqueue(ev('a'))).settled;
+    const gap = (sink.calls[1]?.at ?? 0) - (sink.calls[0]?.at ?? 0);
+    assert.ok(gap >= 148, `waited ${gap} ms, Retry-After was 150`);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('a thrown send error counts as retryable for the whole batch', async () => {
+    const sink = new FakeSink(10, (b, call) => {
+      if (call === 1) throw new Error('socket hang up');
+      return b.map(() => ({ status: 'ok' }));
+    });
+    const { queue, m, abort } = setup(sink, fast());
+    await queue.start(abort.signal);
+    const s = await Promise.all([queue.enqueue(ev('a')), queue.enqueue(ev('b'))]);
+    await Promise.all(s.map((x) => x.settled));
+    assert.equal(sink.calls.length >= 2, true);
+    assert.deepEqual(sink.calls.at(-1)?.ids, ['a', 'b']);
+    assert.equal(m.retries.get(L) >= 1, true);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('failed events are re-sent, in order, before anything queued after them', async () => {
+    const sink = new FakeSink(3, (b, call) =>
+      b.map(
+        (o): DeliveryResult =>
+          call === 1 && o.event.id === 'b' ? { status: 'retryable', error: 'x' } : { status: 'ok' },
+      ),
+    );
+    const { queue, abort } = setup(sink, fast());
+    const all = [];
+    for (const id of ['a', 'b', 'c', 'd', 'e']) all.push((await queue.enqueue(ev(id))).settled);
+    await queue.start(abort.signal);
+    await Promise.all(all);
+    assert.deepEqual(
+      sink.calls.map((c) => c.ids),
+      [
+        ['a', 'b', 'c'],
+        ['b', 'd', 'e'],
+      ],
+    );
+    assert.deepEqual(sink.calls[1]?.attempts, [2, 1, 1]);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('permanent failures go to the dead letter and settle; the rest are delivered', async () => {
+    const sink = new FakeSink(10, (b) =>
+      b.map(
+        (o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'too large' } : { status: 'ok' }),
+      ),
+    );
+    const { logger, lines } = captureLogger();
+    const { queue, m, deadLetter, abort } = setup(sink, fast(), logger);
+    const s = [];
+    for (const id of ['a', 'bad', 'c']) s.push((await queue.enqueue(ev(id))).settled);
+    await queue.start(abort.signal);
+    await Promise.all(s);
+    assert.equal(sink.calls.length, 1);
+    assert.equal(deadLetter.entries.length, 1);
+    const entry = deadLetter.entries[0];
+    assert.equal(entry?.event.id, 'bad');
+    assert.equal(entry?.code, 'CRB_DELIVERY_PERMANENT');
+    assert.deepEqual(entry?.errors, ['too large']);
+    assert.equal(entry?.component, 'p/s');
+    assert.equal(entry?.attempts, 1);
+    assert.equal(m.sent.get(L), 2);
+    assert.equal(m.deadLettered.get(L), 1);
+    assert.equal(m.errors.get({ ...L, code: 'CRB_DELIVERY_PERMANENT' }), 1);
+    assert.equal(lines.filter((l) => l.msg === 'events dead-lettered').length, 1);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('an event that keeps failing past maxElapsedMs is dead-lettered as exhausted', async () => {
+    const sink = new FakeSink(10, (b) => b.map(() => ({ status: 'retryable', error: 'broker down' })));
+    const { queue, deadLetter, abort } = setup(sink, fast({ initialIntervalMs: 10, maxElapsedMs: 80 }));
+    await queue.start(abort.signal);
+    const t0 = Date.now();
+    await (await queue.enqueue(ev('a'))).settled;
+    assert.ok(Date.now() - t0 >= 80);
+    assert.equal(deadLetter.entries.length, 1);
+    const entry = deadLetter.entries[0];
+    assert.equal(entry?.code, 'CRB_DELIVERY_RETRYABLE');
+    assert.match(entry?.errors[0] ?? '', /^retries exhausted after \d+ attempts in \d+ ms: broker down$/);
+    assert.ok((entry?.attempts ?? 0) >= 3, `attempts ${entry?.attempts}`);
+    assert.equal(queue.depth, 0);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('maxElapsedMs 0 retries forever: settled stays open while the sink fails', async () => {
+    let up = false;
+    const sink = new FakeSink(10, (b) =>
+      b.map((): DeliveryResult => (up ? { status: 'ok' } : { status: 'retryable', error: 'down' })),
+    );
+    const { queue, deadLetter, abort } = setup(sink, fast({ initialIntervalMs: 5, maxIntervalMs: 20 }));
+    await queue.start(abort.signal);
+    const { settled } = await queue.enqueue(ev('a'));
+    assert.equal(await settlesWithin(settled, 200), false);
+    assert.ok(sink.calls.length >= 5);
+    up = true;
+    await settled;
+    assert.equal(deadLetter.entries.length, 0);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('shutdown drains the queue, shuts the sink down once, is idempotent and refuses new events', async () => {
+    const sink = new FakeSink(2, async (b) => {
+      await tick(5);
+      return b.map(() => ({ status: 'ok' }));
+    });
+    const { queue, abort } = setup(sink, fast());
+    await queue.start(abort.signal);
+    const s = [];
+    for (let i = 0; i < 7; i++) s.push((await queue.enqueue(ev(`e${i}`))).settled);
+    const p1 = queue.shutdown(Date.now() + 5000);
+    const p2 = queue.shutdown(Date.now() + 5000);
+    assert.equal(p1, p2);
+    await p1;
+    assert.equal(sink.sentIds.length, 7);
+    assert.equal(await settlesWithin(Promise.all(s), 5), true);
+    assert.equal(sink.shutdowns, 1);
+    await assert.rejects(queue.enqueue(ev('late')), /shut down/);
+  });
+
+  test('at the shutdown deadline undelivered events are reported and stay unsettled', async () => {
+    const sink = new FakeSink(10, (b) => b.map(() => ({ status: 'retryable', error: 'down' })));
+    const { logger, lines } = captureLogger();
+    const { queue, abort } = setup(sink, fast({ initialIntervalMs: 10_000 }), logger);
+    await queue.start(abort.signal);
+    const s = [];
+    for (let i = 0; i < 4; i++) s.push((await queue.enqueue(ev(`e${i}`))).settled);
+    await tick(20);
+    const t0 = Date.now();
+    await queue.shutdown(Date.now() + 100);
+    const took = Date.now() - t0;
+    assert.ok(took >= 90 && took < 1000, `shutdown took ${took} ms`);
+    const report = lines.find((l) => l.msg === 'shutdown deadline reached with events undelivered');
+    assert.equal(report?.undelivered, 4);
+    assert.equal(await settlesWithin(Promise.race(s), 20), false);
+    assert.equal(sink.shutdowns, 1);
+  });
+
+  test('enqueuers waiting for room are refused at shutdown', async () => {
+    const sink = new FakeSink(1, (b) => b.map(() => ({ status: 'retryable', error: 'down' })));
+    const { queue, abort } = setup(sink, fast({ initialIntervalMs: 10_000 }, { queueCapacity: 1 }));
+    await queue.start(abort.signal);
+    await queue.enqueue(ev('a'));
+    const waiting = queue.enqueue(ev('b')).then(
+      () => 'admitted',
+      (e: Error) => e.message,
+    );
+    await tick(10);
+    await queue.shutdown(Date.now() + 50);
+    assert.match(await waiting, /shut down/);
+  });
+
+  test('a dead-letter write failure leaves the event unsettled and is counted', async () => {
+    const sink = new FakeSink(10, (b) => b.map(() => ({ status: 'permanent', error: 'nope' })));
+    const metrics = new Metrics();
+    const queue = new DeliveryQueue(sink, fast(), {
+      id: 'p/s',
+      logger: silentLogger,
+      metrics,
+      deadLetter: {
+        write: async () => {
+          throw new Error('ENOSPC');
+        },
+        close: async () => {},
+      },
+    });
+    await queue.start(new AbortController().signal);
+    const { settled } = await queue.enqueue(ev('a'));
+    assert.equal(await settlesWithin(settled, 50), false);
+    assert.equal(componentMetrics(metrics).errors.get({ ...L, code: 'CRB_INTERNAL' }), 1);
+    assert.equal(queue.depth, 0);
+    await queue.shutdown(Date.now() + 100);
+  });
+});
+
+describe('backoffDelay', () => {
+  const retry = {
+    initialIntervalMs: 100,
+    maxIntervalMs: 1000,
+    multiplier: 2,
+    randomizationFactor: 0.5,
+    maxElapsedMs: 0,
+  };
+  test('grows exponentially and is capped at maxIntervalMs', () => {
+    const mid = () => 0.5;
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6].map((n) => backoffDelay(retry, n, 0, mid)),
+      [100, 200, 400, 800, 1000, 1000],
+    );
+  });
+  test('jitter stays within ± randomizationFactor', () => {
+    assert.equal(
+      backoffDelay(retry, 2, 0, () => 0),
+      100,
+    );
+    assert.equal(
+      backoffDelay(retry, 2, 0, () => 0.999999),
+      300,
+    );
+    for (let i = 0; i < 200; i++) {
+      const d = backoffDelay(retry, 3, 0);
+      assert.ok(d >= 200 && d <= 600, String(d));
+    }
+  });
+  test('Retry-After wins when longer, even past maxIntervalMs', () => {
+    assert.equal(
+      backoffDelay(retry, 1, 5000, () => 0.5),
+      5000,
+    );
+    assert.equal(
+      backoffDelay(retry, 1, 10, () => 0.5),
+      100,
+    );
+  });
+});
