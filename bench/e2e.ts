@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { loadStackEnv, repoRoot, waitFor } from '../test/support/stack.ts';
-import { benchPipeline, startBench } from './lib/crbridge.ts';
+import { benchPipeline, metricSum, startBench } from './lib/crbridge.ts';
 import { consume, createTopic, deleteTopic, kafkaClient } from './lib/kafka.ts';
 import {
   backupsPath,
@@ -162,6 +162,7 @@ export const benchmark: Benchmark = {
     const arrivals = new Map<string, number>();
     const watched = new Map<string, number>();
     let stopWatch = () => {};
+    let ownWatchRestarts = 0;
     let records = 0;
     const consumer = await consume(kafka, topic, (a) => {
       records++;
@@ -184,13 +185,35 @@ export const benchmark: Benchmark = {
       await waitFor(() => cr.ready(), 60_000, 'crbridge ready');
       await waitFor(() => records >= OBJECTS, 60_000, `${OBJECTS} initial records (have ${records})`);
       log(`crbridge pid ${cr.pid} synced; ${records} initial records consumed`);
-      // This process's own WATCH on the namespace: when the apiserver hands each change to a watcher.
-      const watch = await kube.stream(`${backupsPath(ns)}?watch=1&allowWatchBookmarks=false`, (line, at) => {
-        const md = (JSON.parse(line) as { object?: { metadata?: { name?: string; resourceVersion?: string } } }).object
-          ?.metadata;
-        if (md?.name) watched.set(`${md.name}@${md.resourceVersion}`, at);
-      });
-      stopWatch = watch.close;
+      // This process's own WATCH on the namespace: when the apiserver hands each change to a
+      // watcher. Reopened from the last resourceVersion if the apiserver ends it.
+      let lastRv = '';
+      let stopped = false;
+      let current: { close: () => void } | undefined;
+      const openWatch = async (): Promise<void> => {
+        const q = lastRv ? `&resourceVersion=${lastRv}` : '';
+        current = await kube.stream(
+          `${backupsPath(ns)}?watch=1&allowWatchBookmarks=false${q}`,
+          (line, at) => {
+            const md = (JSON.parse(line) as { object?: { metadata?: { name?: string; resourceVersion?: string } } })
+              .object?.metadata;
+            if (md?.name && md.resourceVersion) {
+              watched.set(`${md.name}@${md.resourceVersion}`, at);
+              lastRv = md.resourceVersion;
+            }
+          },
+          () => {
+            if (stopped) return;
+            ownWatchRestarts++;
+            openWatch().catch(() => undefined);
+          },
+        );
+      };
+      await openWatch();
+      stopWatch = () => {
+        stopped = true;
+        current?.close();
+      };
       const pids = {
         apiserver: stackPid(stackDir, 'apiserver'),
         etcd: stackPid(stackDir, 'etcd'),
@@ -204,6 +227,9 @@ export const benchmark: Benchmark = {
           note(`e2e rate=${rate}: skipped, out of time budget`);
           continue;
         }
+        const restarts0 = metricSum(await cr.metrics(), 'crbridge_source_watch_restarts_total');
+        const relists0 = metricSum(await cr.metrics(), 'crbridge_source_relists_total');
+        const ownRestarts0 = ownWatchRestarts;
         const mon = procMonitor(cr.pid);
         const others = Object.fromEntries(
           Object.entries(pids).flatMap(([k, pid]) => (pid ? [[k, procMonitor(pid)]] : [])),
@@ -217,12 +243,20 @@ export const benchmark: Benchmark = {
         const selfCpu = process.cpuUsage(selfCpu0);
         const selfPct = ((selfCpu.user + selfCpu.system) / 1000 / (performance.now() - selfT0)) * 100;
         const keptUp = r.missing === 0 && r.drainMs < 1000;
+        const after = await cr.metrics();
+        const watchRestarts = metricSum(after, 'crbridge_source_watch_restarts_total') - restarts0;
+        const relists = metricSum(after, 'crbridge_source_relists_total') - relists0;
+        if (watchRestarts > 0 || relists > 0 || ownWatchRestarts > ownRestarts0)
+          note(
+            `e2e rate=${rate}: watch streams ended during the step (crbridge: ${watchRestarts} restarts, ${relists} relists; the bench's own watch: ${ownWatchRestarts - ownRestarts0} restarts)`,
+          );
         const params = {
           rate,
           achieved: Math.round(r.achievedRate),
           writes: r.writes,
           objectBytes: BYTES,
           keptUp,
+          crbridgeWatchRestarts: watchRestarts,
         };
         report({ name: 'e2e.write_rate', value: r.achievedRate, unit: 'writes/s', parameters: params });
         for (const [p, label] of [

@@ -25,7 +25,7 @@ export interface Kube {
   server: string;
   req(method: string, path: string, body?: unknown, contentType?: string, timeoutMs?: number): Promise<KubeResponse>;
   /** Opens a streaming GET (a WATCH) and calls `onLine(line, at)` per newline-delimited line; resolves once the headers arrived. */
-  stream(path: string, onLine: (line: string, at: number) => void): Promise<{ close: () => void }>;
+  stream(path: string, onLine: (line: string, at: number) => void, onEnd?: () => void): Promise<{ close: () => void }>;
   close(): void;
 }
 
@@ -84,7 +84,7 @@ export function kubeClient(maxSockets = 16): Kube {
         r.end();
       });
     },
-    stream(path, onLine) {
+    stream(path, onLine, onEnd) {
       return new Promise((resolve, reject) => {
         const r = request(
           {
@@ -113,8 +113,17 @@ export function kubeClient(maxSockets = 16): Kube {
                 i = buf.indexOf('\n');
               }
             });
+            let closed = false;
             res.on('error', () => undefined);
-            resolve({ close: () => r.destroy() });
+            res.on('close', () => {
+              if (!closed) onEnd?.();
+            });
+            resolve({
+              close: () => {
+                closed = true;
+                r.destroy();
+              },
+            });
           },
         );
         r.on('error', (e) => reject(e));
