@@ -9,7 +9,7 @@
  * batch retryable and the delivery queue backs off. After any send error the producer is dropped
  * and a fresh one (new idempotent producer id) connects on the next attempt.
  */
-import { CompressionTypes, Kafka, logLevel, type Message, type Producer } from 'kafkajs';
+import { CompressionTypes, Kafka, logLevel, type Message, Partitioners, type Producer } from 'kafkajs';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
 import { errorMessage } from '../../errors.ts';
 import { toKafkaRecord, tombstoneFor } from '../../events/bindings/kafka.ts';
@@ -82,15 +82,21 @@ function describe(err: unknown): string {
   return `${types.length > 0 ? `${types[0]}: ` : ''}${msg}${extra}`;
 }
 
-/** kafkajs logs go to the component logger at warn and above (its info chatter is dropped). */
+/**
+ * kafkajs logs (warn and above) go to the component logger. Its per-request and per-connection
+ * errors repeat on every attempt while a broker is away; the delivery layer already reports those
+ * once per failure streak, so they drop to debug. Anything else is logged once per message.
+ */
+const ROUTINE = /^(Response |Connection error|Connection timeout|Failed to connect|Request |Closed connection)/;
 function logCreator(logger: Logger) {
   return () =>
     ({ level, log }: { level: logLevel; log: { message: string; [k: string]: unknown } }) => {
       const { message, timestamp: _t, logger: _l, ...fields } = log;
       // We cap kafkajs retries on purpose (the delivery layer retries); its warning about it is noise.
       if (message.includes('Limiting retries')) return;
-      if (level === logLevel.ERROR) logger.error(`kafkajs: ${message}`, fields);
-      else if (level === logLevel.WARN) logger.warn(`kafkajs: ${message}`, fields);
+      if (ROUTINE.test(message)) logger.debug(`kafkajs: ${message}`, fields);
+      else if (level === logLevel.ERROR) logger.once('error', `kafkajs:${message}`, `kafkajs: ${message}`, fields);
+      else if (level === logLevel.WARN) logger.once('warn', `kafkajs:${message}`, `kafkajs: ${message}`, fields);
     };
 }
 
@@ -145,6 +151,8 @@ class KafkaSink implements Sink {
       idempotent: this.idempotent,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: true,
+      // murmur2 over the key, like the Java client: the same uid lands in the same partition.
+      createPartitioner: Partitioners.DefaultPartitioner,
       retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 },
     });
     this.producer = producer;

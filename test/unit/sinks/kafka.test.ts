@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import kafkajs from 'kafkajs';
 import type { ComponentContext, OutboundEvent } from '../../../src/component.ts';
 import { classifyKafkaError, kafkaSink, splitBrokers } from '../../../src/sinks/kafka/index.ts';
-import { silentLogger } from '../../../src/telemetry/logger.ts';
+import { createLogger, silentLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { ev } from '../delivery/helpers.ts';
 
@@ -85,5 +85,26 @@ describe('kafka sink', () => {
       );
     }
     await sink.shutdown(Date.now() + 1000);
+  });
+
+  test('kafkajs connection errors repeated on every attempt are not logged above debug', async () => {
+    const port = await closedPort();
+    const lines: { level: string; msg: string }[] = [];
+    const logger = createLogger({ level: 'info', write: (l) => lines.push(JSON.parse(l)) });
+    const sink = kafkaSink.create(
+      { brokers: [`127.0.0.1:${port}`], topic: 't', connectionTimeoutMs: 300, requestTimeoutMs: 500 },
+      { ...ctx, logger },
+    );
+    const signal = new AbortController().signal;
+    await sink.start(signal);
+    for (let i = 0; i < 3; i++) {
+      const [r] = await sink.send([{ event: ev('a'), seq: 1, attempts: i + 1 }], signal);
+      assert.equal(r?.status, 'retryable');
+    }
+    await sink.shutdown(Date.now() + 1000);
+    assert.deepEqual(
+      lines.filter((l) => l.msg.startsWith('kafkajs:')),
+      [],
+    );
   });
 });
