@@ -17,8 +17,18 @@ const PERMANENT_CODES = new Set(['EPIPE', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WR
 /** A sink writing JSON lines to any writable stream (process.stdout in production, a fake in tests). */
 export function createStreamSink(stream: Writable): Sink {
   let shutdownPromise: Promise<void> | undefined;
+  // An error the stream raised between sends (EPIPE when the reader went away). Without this
+  // listener such an error would be unhandled and end the process.
+  let broken: Error | undefined;
+  stream.on('error', (err: Error) => {
+    broken ??= err;
+  });
   const write = (text: string) =>
     new Promise<void>((resolve, reject) => {
+      if (broken) {
+        reject(broken);
+        return;
+      }
       if (stream.destroyed || stream.writableEnded) {
         reject(Object.assign(new Error('the output stream is closed'), { code: 'ERR_STREAM_DESTROYED' }));
         return;

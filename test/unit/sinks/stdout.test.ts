@@ -51,6 +51,15 @@ describe('stdout sink', () => {
     assert.equal(r?.status, 'permanent');
   });
 
+  test('a stream error between sends (reader gone) does not crash and fails the next send permanently', async () => {
+    const out = new SlowWritable();
+    const sink = createStreamSink(out);
+    out.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+    const [r] = await sink.send(batch('a'), signal);
+    assert.equal(r?.status, 'permanent');
+    assert.ok(r?.status === 'permanent' && r.error.includes('EPIPE'));
+  });
+
   test('the factory is the stdout type with an empty own schema', () => {
     assert.equal(stdoutSink.type, 'stdout');
     assert.equal(stdoutSink.kind, 'sink');
