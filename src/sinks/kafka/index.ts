@@ -26,6 +26,7 @@ export interface KafkaSinkConfig {
   idempotent?: boolean;
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
+  maxBatchBytes?: number;
 }
 
 /** Broker list entries may hold several comma-separated brokers (`${env:KAFKA_BROKERS}`). */
@@ -120,6 +121,7 @@ class KafkaSink implements Sink {
       idempotent: true,
       connectionTimeoutMs: 3000,
       requestTimeoutMs: 10_000,
+      maxBatchBytes: 900_000,
       ...config,
       brokers: splitBrokers(config.brokers),
     };
@@ -183,36 +185,70 @@ class KafkaSink implements Sink {
     await p?.disconnect().catch(() => {});
   }
 
+  /**
+   * Encodes the batch and produces it in requests of at most `maxBatchBytes`, one after another.
+   * When a request fails retryably, it and everything after it are retryable (earlier requests
+   * stay delivered, so order holds). When Kafka refuses a request of several events permanently
+   * (e.g. one record too large), its events are sent one at a time so only the bad one is refused.
+   */
   async send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]> {
     const results: DeliveryResult[] = [];
-    const messages: Message[] = [];
-    const owners: number[] = []; // index in `batch` of each sent event
+    const groups: { index: number; messages: Message[]; bytes: number }[] = [];
     for (let i = 0; i < batch.length; i++) {
       const { event } = batch[i] as OutboundEvent;
       try {
         const rec = toKafkaRecord(event, this.config.mode);
-        const msgs: Message[] = [{ key: rec.key, value: rec.value, headers: rec.headers }];
+        const messages: Message[] = [{ key: rec.key, value: rec.value, headers: rec.headers }];
         const tomb = this.config.tombstones ? tombstoneFor(event) : undefined;
-        if (tomb) msgs.push({ key: tomb.key, value: tomb.value, headers: tomb.headers });
-        messages.push(...msgs);
+        if (tomb) messages.push({ key: tomb.key, value: tomb.value, headers: tomb.headers });
+        let bytes = 0;
+        for (const m of messages) {
+          bytes += 70 + Buffer.byteLength(String(m.key ?? '')) + (m.value ? (m.value as Buffer).length : 0);
+          for (const [k, v] of Object.entries(m.headers ?? {})) bytes += k.length + Buffer.byteLength(String(v)) + 4;
+        }
+        groups.push({ index: i, messages, bytes });
         results.push({ status: 'ok' });
-        owners.push(i);
       } catch (err) {
         results.push({ status: 'permanent', error: `cannot encode event ${event.id}: ${errorMessage(err)}` });
       }
     }
-    if (messages.length === 0) return results;
-    const failure = await this.produce(messages, signal);
-    if (!failure) return results;
-    if (failure.status === 'permanent' && owners.length > 1) {
-      // One bad record must not take the batch with it: send one event at a time to find it.
-      for (const i of owners) {
-        const single = await this.send([batch[i] as OutboundEvent], signal);
-        results[i] = single[0] as DeliveryResult;
+    const chunks: (typeof groups)[] = [];
+    let size = Number.POSITIVE_INFINITY;
+    for (const g of groups) {
+      if (size + g.bytes > this.config.maxBatchBytes) {
+        chunks.push([]);
+        size = 0;
       }
+      chunks.at(-1)?.push(g);
+      size += g.bytes;
+    }
+    for (let c = 0; c < chunks.length; c++) {
+      const chunk = chunks[c] as typeof groups;
+      const failure = await this.produce(
+        chunk.flatMap((g) => g.messages),
+        signal,
+      );
+      if (!failure) continue;
+      if (failure.status === 'permanent' && chunk.length > 1) {
+        // One bad record must not take its neighbours with it: one event at a time.
+        for (let k = 0; k < chunk.length; k++) {
+          const g = chunk[k] as (typeof groups)[number];
+          const single = await this.produce(g.messages, signal);
+          if (single?.status === 'retryable') {
+            for (const rest of [...chunk.slice(k), ...chunks.slice(c + 1).flat()]) results[rest.index] = single;
+            return results;
+          }
+          if (single) results[g.index] = single;
+        }
+        continue;
+      }
+      if (failure.status === 'permanent') {
+        results[(chunk[0] as (typeof groups)[number]).index] = failure;
+        continue;
+      }
+      for (const rest of [...chunk, ...chunks.slice(c + 1).flat()]) results[rest.index] = failure;
       return results;
     }
-    for (const i of owners) results[i] = failure;
     return results;
   }
 
@@ -314,6 +350,13 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
         minimum: 1,
         default: 10000,
         description: 'Milliseconds to wait for a broker to answer a request.',
+      },
+      maxBatchBytes: {
+        type: 'integer',
+        minimum: 1024,
+        default: 900000,
+        description:
+          "Approximate most bytes of records in one produce request; larger batches are split. Keep it below the topic's max.message.bytes (1 MB by default).",
       },
     },
   },

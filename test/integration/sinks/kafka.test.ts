@@ -207,6 +207,31 @@ describe('kafka sink on the real broker', () => {
     );
   });
 
+  test('a batch larger than one produce request is split: 30 events of 100 KB arrive in order, none refused', async () => {
+    const topic = `it-sinks-split-${suffix}`;
+    await createTopic(topic, 1);
+    const { queue, deadLetter, logs, m } = pipeline({ brokers: [env.KAFKA_BROKERS], topic });
+    const events = Array.from({ length: 30 }, (_, i) => event('uid-s', i + 1, 'updated', 100_000));
+    const settled: Promise<void>[] = [];
+    for (const e of events) settled.push((await queue.enqueue(e)).settled);
+    await queue.start(new AbortController().signal); // 30 events in one 3 MB batch
+    await Promise.all(settled);
+    await queue.shutdown(Date.now() + 5000);
+    assert.equal(deadLetter.entries.length, 0);
+    assert.equal(m.sent.get({ component: 'it/kafka' }), 30);
+    assert.equal(m.retries.get({ component: 'it/kafka' }), 0);
+    assert.deepEqual(
+      logs.filter((l) => /larger than the max message size|TOO_LARGE/i.test(JSON.stringify(l))),
+      [],
+      'no request was refused as too large',
+    );
+    const seen = (await readTopic(topic, 30)).sort((a, b) => a.offset - b.offset);
+    assert.deepEqual(
+      seen.map((s) => s.headers.ce_id),
+      events.map((e) => e.id),
+    );
+  });
+
   test('Kafka unreachable at start: start returns at once, sends back off, events arrive once it answers', async () => {
     const topic = `it-sinks-late-${suffix}`;
     await createTopic(topic, 1);
