@@ -39,25 +39,33 @@ interface KafkaSeen {
 }
 
 async function readTopic(topic: string, want: number, timeoutMs = 60_000): Promise<KafkaSeen[]> {
+  // crbridge creates the topic with its first record (auto-create); subscribing earlier fails.
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await eventually(async () => (await admin.listTopics()).includes(topic), timeoutMs, `topic ${topic} created`);
+  } finally {
+    await admin.disconnect();
+  }
   const consumer = kafka.consumer({ groupId: `it-${topic}-${Math.random()}` });
   const seen: KafkaSeen[] = [];
   await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await consumer.run({
-    eachMessage: async ({ message }) => {
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
-      const value = message.value ? message.value.toString('utf8') : null;
-      const event = KafkaBinding.toEvent({
-        key: message.key?.toString() ?? '',
-        headers,
-        value: value as never,
-        body: value as never,
-      } as never) as CloudEventV1<unknown>;
-      seen.push({ key: message.key?.toString() ?? null, headers, value, event });
-    },
-  });
   try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+        const value = message.value ? message.value.toString('utf8') : null;
+        const event = KafkaBinding.toEvent({
+          key: message.key?.toString() ?? '',
+          headers,
+          value: value as never,
+          body: value as never,
+        } as never) as CloudEventV1<unknown>;
+        seen.push({ key: message.key?.toString() ?? null, headers, value, event });
+      },
+    });
     await eventually(() => seen.length >= want, timeoutMs, `${want} records on ${topic} (have ${seen.length})`);
     await new Promise((r) => setTimeout(r, 1500)); // nothing extra may follow
   } finally {
@@ -211,13 +219,26 @@ describe('crbridge run on the real stack', () => {
       assert.equal(r.headers.ce_specversion, '1.0');
       assert.ok(r.headers.ce_id && r.headers.ce_type && r.headers.ce_source, 'ce_* headers');
       assert.equal(r.event.specversion, '1.0');
-      if (kinds(r.event.type) !== 'added') assert.ok(data.oldObject, `${r.event.type} carries the old object`);
+      // Updates carry the previous object as oldObject; a delete's object is the last known state.
+      if (kinds(r.event.type) === 'spec' || kinds(r.event.type) === 'status')
+        assert.ok(data.oldObject, `${r.event.type} carries the old object`);
     }
     assert.equal(uids.size, 2);
     const statusEvents = records.filter((r) => kinds(r.event.type) === 'status');
     assert.deepEqual(
       statusEvents.map((r) => (r.event.data as { object: { status: { phase: string } } }).object.status.phase),
       ['Running', 'Completed'],
+    );
+    const lastStates = records
+      .filter((r) => kinds(r.event.type) === 'deleted')
+      .map((r) => (r.event.data as { object: { metadata: { name: string }; status?: { phase: string } } }).object);
+    assert.deepEqual(
+      lastStates.map((o) => [o.metadata.name, o.status?.phase]).sort(),
+      [
+        ['users', undefined],
+        ['orders', 'Completed'],
+      ].sort(),
+      'deletes carry the last known state',
     );
     const specEvent = records.find((r) => kinds(r.event.type) === 'spec');
     assert.equal(
@@ -288,11 +309,11 @@ spec:
     assert.match(
       err,
       new RegExp(
-        `${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:6:\\d+: /spec/source/version: required field "version" is missing`,
+        `${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:7:\\d+: /spec/source/version: required field "version" is missing`,
       ),
     );
     assert.match(err, /bad\.yaml:11:\d+: \/spec\/sinks\/0\/type: must be one of: kafka, file, stdout/);
-    assert.match(err, /bad\.yaml:14:\d+: \/spec\/sinks\/1\/path: required field "path" is missing/);
+    assert.match(err, /bad\.yaml:13:\d+: \/spec\/sinks\/1\/path: required field "path" is missing/);
     assert.match(err, /yamlerr\.yaml:\d+:\d+: YAML: /);
     assert.doesNotMatch(err, /ops endpoint listening|crbridge started/, 'nothing started');
   });
