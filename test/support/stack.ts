@@ -114,6 +114,7 @@ export function kubectl(args: string[], opts: KubectlOptions = {}): string {
       encoding: 'utf8',
       stdio: ['pipe', 'pipe', 'pipe'],
       timeout: opts.timeoutMs ?? 60_000,
+      maxBuffer: 256 * 1024 * 1024,
     });
   } catch (e) {
     const err = e as { stdout?: string; stderr?: string; status?: number | null; message: string };
