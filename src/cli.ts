@@ -101,11 +101,21 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new CrbridgeError(ErrorCode.Usage, `--http-port must be a port number, got "${String(values['http-port'])}"`);
   const drainSecs = Number(values['shutdown-timeout'] ?? 25);
+  if (!Number.isFinite(drainSecs) || drainSecs < 0)
+    throw new CrbridgeError(
+      ErrorCode.Usage,
+      `--shutdown-timeout must be a number of seconds, got "${String(values['shutdown-timeout'])}"`,
+    );
   const stateDir = (values['state-dir'] as string | undefined) ?? './crbridge-state';
-  mkdirSync(stateDir, { recursive: true });
 
-  // Validation comes first and is complete: nothing is built or connected before it passes.
+  // Validation comes first and is complete: nothing is built, created or connected before it passes.
   const loaded = loadPipelines(files, createPipelineValidator(currentSchema()));
+  mkdirSync(stateDir, { recursive: true });
+  // Node and library warnings (e.g. kafkajs' TimeoutNegativeWarning) become JSON logs, once per kind.
+  process.removeAllListeners('warning');
+  process.on('warning', (w) =>
+    logger.once('warn', `warning:${w.name}`, 'runtime warning', { name: w.name, warning: w.message }),
+  );
   const metrics = new Metrics();
   const runtime = new Runtime(loaded, registry, {
     stateDir,
