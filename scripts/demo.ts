@@ -13,6 +13,11 @@ import { Kafka, logLevel } from 'kafkajs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const say = (s: string) => process.stdout.write(`\n\u001b[1m▶ ${s}\u001b[0m\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// kafkajs' consumer trips Node's TimeoutNegativeWarning (harmless); keep the demo output clean.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  if (w.name !== 'TimeoutNegativeWarning') process.stderr.write(`${w.name}: ${w.message}\n`);
+});
 
 say('Bringing up the local real stack (kube-apiserver + etcd, Kafka, Jaeger)');
 execFileSync(process.execPath, [join(root, 'test/infra/stack.ts'), 'up'], { stdio: 'inherit' });
