@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { type CloudEventV1, HTTP, Kafka as KafkaBinding } from 'cloudevents';
 import { Kafka, logLevel } from 'kafkajs';
 import { startCrbridge } from '../../support/crbridge.ts';
+import { writeBackupsPipeline } from '../../support/pipeline.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 
 const env = loadStackEnv();
@@ -25,6 +26,21 @@ function backup(ns: string, name: string, db: string): string {
     metadata: { name, namespace: ns },
     spec: { databaseName: db, schedule: '0 3 * * *' },
   });
+}
+
+/** A merge patch of a Backup, of its status subresource when `status`. */
+function patch(ns: string, name: string, body: string, status = false): void {
+  kubectl([
+    '-n',
+    ns,
+    'patch',
+    'backups.example.com',
+    name,
+    ...(status ? ['--subresource=status'] : []),
+    '--type=merge',
+    '-p',
+    body,
+  ]);
 }
 
 function apply(json: string): void {
@@ -82,21 +98,10 @@ function pipeline(
   file: string,
   brokers = env.KAFKA_BROKERS,
 ): string {
-  const p = join(dir, `${name}.yaml`);
-  writeFileSync(
-    p,
-    `apiVersion: crbridge.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: ${name}
-spec:
-  source:
-    group: example.com
-    version: v1
-    resource: backups
-    namespaces: [${ns}]
-  sinks:
-    - name: events
+  return writeBackupsPipeline(dir, {
+    name,
+    namespaces: [ns],
+    sinks: `    - name: events
       type: kafka
       brokers: ["${brokers}"]
       topic: ${topic}
@@ -108,8 +113,7 @@ spec:
       type: file
       path: ${file}
 `,
-  );
-  return p;
+  });
 }
 
 before(() => {
@@ -147,39 +151,10 @@ describe('crbridge run on the real stack', () => {
 
     apply(backup(ns, 'orders', 'orders-db'));
     apply(backup(ns, 'users', 'users-db'));
-    kubectl([
-      '-n',
-      ns,
-      'patch',
-      'backups.example.com',
-      'orders',
-      '--type=merge',
-      '-p',
-      '{"spec":{"schedule":"0 4 * * *"}}',
-    ]);
-    kubectl([
-      '-n',
-      ns,
-      'patch',
-      'backup',
-      'orders',
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      '{"status":{"phase":"Running"}}',
-    ]);
+    patch(ns, 'orders', '{"spec":{"schedule":"0 4 * * *"}}');
+    patch(ns, 'orders', '{"status":{"phase":"Running"}}', true);
     kubectl(['-n', ns, 'delete', 'backups.example.com', 'users', '--wait=true']);
-    kubectl([
-      '-n',
-      ns,
-      'patch',
-      'backup',
-      'orders',
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      '{"status":{"phase":"Completed"}}',
-    ]);
+    patch(ns, 'orders', '{"status":{"phase":"Completed"}}', true);
     kubectl(['-n', ns, 'delete', 'backups.example.com', 'orders', '--wait=true']);
 
     const expected = [

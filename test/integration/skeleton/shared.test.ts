@@ -4,11 +4,12 @@
  * change, and SIGINT drains and exits 0.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { startCrbridge } from '../../support/crbridge.ts';
+import { writeBackupsPipeline } from '../../support/pipeline.ts';
 import { metricSum } from '../../support/prom.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 
@@ -17,26 +18,11 @@ const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
 const match = (verb: string) => ({ verb, group: 'example.com', resource: 'backups' });
 
 function pipelineFile(dir: string, name: string, ns: string, out: string): string {
-  const p = join(dir, `${name}.yaml`);
-  writeFileSync(
-    p,
-    `apiVersion: crbridge.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: ${name}
-spec:
-  source:
-    group: example.com
-    version: v1
-    resource: backups
-    namespaces: [${ns}]
-  sinks:
-    - name: out
-      type: file
-      path: ${out}
-`,
-  );
-  return p;
+  return writeBackupsPipeline(dir, {
+    name,
+    namespaces: [ns],
+    sinks: `    - name: out\n      type: file\n      path: ${out}\n`,
+  });
 }
 
 const lines = (file: string): { id: string; type: string }[] =>
