@@ -9,7 +9,8 @@ mkdir -p "$out/src" "$out/bin"; cd "$out/src"
 logf="$out/build.log"; : >"$logf"
 log "helm $HELM_VERSION: building (log: $logf)"
 [[ -f go.mod ]] || run_logged "$logf" go mod init crbridge.local/helmbuild
-run_logged "$logf" go get "helm.sh/helm/v3@$HELM_VERSION"
+# The command's package, not just the module, so go.sum gets every module its imports need.
+run_logged "$logf" go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 min=$(echo "$KUBE_VERSION" | cut -d. -f2)
 ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$min"
 CGO_ENABLED=0 run_logged "$logf" go build -v -trimpath -ldflags "$ld" -o "$out/bin/helm.tmp" helm.sh/helm/v3/cmd/helm

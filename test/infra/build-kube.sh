@@ -20,7 +20,9 @@ minor=$(echo "$KUBE_VERSION" | sed 's/^v1\./v0./')
 grep -o 'k8s.io/[a-z0-9-]* => ./staging' "$modfile" | awk '{print $1}' | sort -u | while read -r m; do
   go mod edit -replace "$m=$m@$minor"
 done
-run_logged "$logf" go get "k8s.io/kubernetes@$KUBE_VERSION"
+# Name the commands' packages (not just the module) so go.sum gets every module their imports
+# need; with the module alone a fresh module cache misses entries (k8s.io/kubelet, k8s.io/metrics).
+run_logged "$logf" go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION"
 pkgv=k8s.io/component-base/version; cgv=k8s.io/client-go/pkg/version
 maj=1; min=$(echo "$KUBE_VERSION" | cut -d. -f2)
 ld="-s -w"
