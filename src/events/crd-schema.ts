@@ -3,7 +3,7 @@
  * a function the runtime gives (this module imports no source); `refresh()` re-fetches and
  * recompiles only when the CRD's resourceVersion moved, and a failed fetch or compile keeps the
  * previous validator. Until one schema compiled, objects are not checked (`validate` returns
- * undefined).
+ * undefined). `crdFromApi` supplies the fetch and a watch of the CRD on a real API server.
  *
  * The OpenAPI v3 structural schema is converted to JSON Schema draft-07 for ajv:
  * `nullable` → adds "null" to the type; `x-kubernetes-int-or-string` → integer or string;
@@ -196,6 +196,12 @@ export interface CrdSchemaValidatorOptions {
   subscribe?: (onChange: () => void) => () => void;
   /** Told when a fetch or compile fails; the previous schema stays in force. */
   onError?: (err: unknown) => void;
+  /** Told after a CRD (a new resourceVersion) compiled: its versions and the rules skipped. */
+  onLoad?: (info: {
+    resourceVersion: string | undefined;
+    versions: string[];
+    skipped: ReadonlyMap<string, readonly string[]>;
+  }) => void;
 }
 
 /**
@@ -245,6 +251,7 @@ export function createCrdSchemaValidator(opts: CrdSchemaValidatorOptions): CrdSc
     compiled = nextCompiled;
     skipped = nextSkipped;
     rv = nextRv;
+    opts.onLoad?.({ resourceVersion: rv, versions: [...nextCompiled.keys()], skipped });
   }
 
   function refresh(): Promise<void> {
@@ -285,6 +292,102 @@ export function createCrdSchemaValidator(opts: CrdSchemaValidatorOptions): CrdSc
     },
     get resourceVersion() {
       return rv;
+    },
+  };
+}
+
+/** Path of the CustomResourceDefinition collection. */
+export const CRD_COLLECTION = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
+
+/**
+ * What {@link crdFromApi} needs of a Kubernetes client (the source's `KubeApi` fits; this module
+ * imports no source).
+ */
+export interface CrdApi {
+  request(method: 'GET', path: string): Promise<unknown>;
+  watch(
+    path: string,
+    query: Record<string, string | number | boolean | undefined>,
+    onEvent: (type: string, object: unknown) => void,
+    onDone: (err: unknown) => void,
+  ): Promise<{ abort(): void }>;
+}
+
+export interface CrdFromApiOptions {
+  /** Server-side timeout of one WATCH; the watch is then reopened. Default 300. */
+  watchTimeoutSeconds?: number;
+  /** First reopen delay after a failed watch; doubles up to `retryMaxMs`. Default 1000. */
+  retryInitialMs?: number;
+  /** Default 30000. */
+  retryMaxMs?: number;
+  /** Told when a watch fails (it is reopened after a delay). */
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * `fetchCrd` and `subscribe` for {@link createCrdSchemaValidator} on a real API server: GET the CRD
+ * by name, and WATCH it (field selector on its name). The watch is opened without a
+ * resourceVersion, so every (re)connection first reports the CRD's current state as ADDED: a change
+ * missed while disconnected is caught up on reconnect. Every ADDED or MODIFIED event tells the
+ * validator to refresh (which recompiles only when the resourceVersion moved). `api` may be a
+ * function so that credentials are loaded on first use, not when the validator is built.
+ */
+export function crdFromApi(
+  api: CrdApi | (() => CrdApi),
+  crdName: string,
+  opts: CrdFromApiOptions = {},
+): Pick<CrdSchemaValidatorOptions, 'fetchCrd' | 'subscribe'> {
+  const client = typeof api === 'function' ? api : () => api;
+  const initial = opts.retryInitialMs ?? 1000;
+  const max = opts.retryMaxMs ?? 30_000;
+  return {
+    fetchCrd: () => client().request('GET', `${CRD_COLLECTION}/${encodeURIComponent(crdName)}`),
+    subscribe(onChange) {
+      let stopped = false;
+      let handle: { abort(): void } | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      let failures = 0;
+      const reopen = (failed: boolean) => {
+        if (stopped) return;
+        failures = failed ? failures + 1 : 0;
+        const delay = failed ? Math.min(max, initial * 2 ** (failures - 1)) : 50;
+        timer = setTimeout(() => void open(), delay);
+        timer.unref?.();
+      };
+      const open = async () => {
+        if (stopped) return;
+        let done = false;
+        try {
+          const h = await client().watch(
+            CRD_COLLECTION,
+            { fieldSelector: `metadata.name=${crdName}`, timeoutSeconds: opts.watchTimeoutSeconds ?? 300 },
+            (type) => {
+              if (type === 'ADDED' || type === 'MODIFIED') {
+                failures = 0;
+                onChange();
+              }
+            },
+            (err) => {
+              done = true;
+              handle = undefined;
+              if (err) opts.onError?.(new Error(`CRD watch: ${errorMessage(err)}`, { cause: err }));
+              reopen(Boolean(err));
+            },
+          );
+          if (stopped) h.abort();
+          else if (!done) handle = h;
+        } catch (err) {
+          opts.onError?.(new Error(`CRD watch: ${errorMessage(err)}`, { cause: err }));
+          reopen(true);
+        }
+      };
+      void open();
+      return () => {
+        stopped = true;
+        clearTimeout(timer);
+        handle?.abort();
+        handle = undefined;
+      };
     },
   };
 }
