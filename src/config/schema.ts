@@ -48,6 +48,21 @@ const eventsSchema: JsonSchema = {
   },
 };
 
+const validationSchema: JsonSchema = {
+  type: 'object',
+  description:
+    "Checks every event passes before any sink sees it. The envelope (CloudEvents 1.0) and the data (crbridge's published schema) are always checked; failures go to the dead-letter file.",
+  additionalProperties: false,
+  properties: {
+    crdSchema: {
+      type: 'boolean',
+      default: false,
+      description:
+        "Also check each event's object against the openAPIV3Schema of the watched resource's CRD (for its version), read from the cluster at start and recompiled whenever the CRD changes. Needs get and watch on customresourcedefinitions; only for Custom Resources (a non-empty source group).",
+    },
+  },
+};
+
 function discriminated(kind: string, factories: readonly AnyFactory[], common: Record<string, JsonSchema>): JsonSchema {
   const types = factories.map((f) => f.type);
   const typeOptional = kind === 'source';
@@ -139,6 +154,7 @@ export function pipelineSchema(factories: readonly AnyFactory[], deliverySchema:
             items: discriminated('sink', sinks, commonSinkProperties(deliverySchema)),
           },
           events: eventsSchema,
+          validation: validationSchema,
           deadLetter: {
             type: 'object',
             description: 'Where events that cannot be delivered or fail validation are kept.',

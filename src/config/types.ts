@@ -30,6 +30,12 @@ export interface EventsConfig {
   maxBytes?: number;
 }
 
+/** Optional validation beyond the envelope and data checks that always run. */
+export interface ValidationConfig {
+  /** Level 3: check each event's object against the watched CRD's openAPIV3Schema. */
+  crdSchema?: boolean;
+}
+
 export interface PipelineConfig {
   apiVersion: typeof PIPELINE_API_VERSION;
   kind: 'Pipeline';
@@ -39,6 +45,7 @@ export interface PipelineConfig {
     stages: StageConfig[];
     sinks: SinkConfig[];
     events?: EventsConfig;
+    validation?: ValidationConfig;
     deadLetter?: { path?: string };
   };
 }

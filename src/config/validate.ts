@@ -1,6 +1,7 @@
 /**
  * Validates parsed pipeline documents against the generated schema (all errors at once) and runs
- * the checks a schema cannot express (unique sink names). Turns ajv errors into readable issues.
+ * the checks a schema cannot express (unique sink names; `validation.crdSchema` only for Custom
+ * Resources). Turns ajv errors into readable issues.
  */
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import type { JsonSchema } from '../component.ts';
@@ -74,9 +75,25 @@ export function createPipelineValidator(schema: JsonSchema): PipelineValidator {
             });
         });
       }
+      out.push(...crdSchemaProblems(value));
       return out;
     },
   };
+}
+
+/** `validation.crdSchema` needs a Custom Resource: the core group has no CRD to read a schema from. */
+function crdSchemaProblems(value: unknown): SchemaError[] {
+  const spec = (value as { spec?: { validation?: { crdSchema?: unknown }; source?: { group?: unknown } } })?.spec;
+  if (spec?.validation?.crdSchema !== true) return [];
+  const group = spec.source?.group;
+  if (typeof group === 'string' && group !== '') return [];
+  return [
+    {
+      pointer: '/spec/validation/crdSchema',
+      message:
+        'needs a Custom Resource: the source watches the core group (source.group is empty), which has no CRD to read a schema from',
+    },
+  ];
 }
 
 export function locateError(

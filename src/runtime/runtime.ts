@@ -14,7 +14,7 @@ import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
-import { fanOut, PipelineRunner } from './pipeline.ts';
+import { crdSchemaFor, fanOut, PipelineRunner } from './pipeline.ts';
 
 export interface RuntimeOptions {
   stateDir: string;
@@ -72,6 +72,10 @@ export class Runtime {
         return { id: ctx.id, stage: factory.create(own, ctx) };
       });
       const ev = config.spec.events ?? {};
+      // level 3, per pipeline: the object against its CRD's schema (fetched and watched on start)
+      const crdSchema = config.spec.validation?.crdSchema
+        ? crdSchemaFor(config.spec.source, opts.logger.child({ pipeline: name }))
+        : undefined;
       const runner = new PipelineRunner({
         name,
         eventOptions: {
@@ -81,7 +85,8 @@ export class Runtime {
           ...(ev.redact !== undefined && { redact: ev.redact }),
           ...(ev.maxBytes !== undefined && { maxBytes: ev.maxBytes }),
         },
-        validator,
+        validator: crdSchema ? createEventValidator({ objectSchema: crdSchema }) : validator,
+        ...(crdSchema && { crdSchema }),
         stages,
         sinks: sinks.map((s) => ({ id: s.id, queue: s.queue })),
         deadLetter,

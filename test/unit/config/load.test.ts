@@ -195,3 +195,21 @@ test('the schema describes every property', () => {
   walk(schema, '');
   assert.deepEqual(missing, []);
 });
+
+test('spec.validation.crdSchema: off by default, on for a Custom Resource, refused for the core group', () => {
+  const env = { KAFKA_BROKERS: 'k:9092' };
+  const [plain] = loadPipelines([write('l3-default.yaml', good)], validator, { env });
+  assert.equal(plain?.config.spec.validation, undefined);
+  const on = good.replace('  sinks:\n', '  validation:\n    crdSchema: true\n  sinks:\n');
+  const [p] = loadPipelines([write('l3-on.yaml', on)], validator, { env });
+  assert.deepEqual(p?.config.spec.validation, { crdSchema: true });
+  const core = on.replace('group: example.com', 'group: ""').replace('resource: backups', 'resource: configmaps');
+  const f = write('l3-core.yaml', core);
+  const issues = issuesOf([f], env);
+  assert.equal(issues.length, 1);
+  assert.equal(issues[0]?.pointer, '/spec/validation/crdSchema');
+  assert.match(issues[0]?.message ?? '', /needs a Custom Resource/);
+  assert.equal(issues[0]?.line, core.split('\n').findIndex((l) => l.includes('crdSchema')) + 1);
+  const typo = on.replace('crdSchema: true', 'crdSchemas: true');
+  assert.match(issuesOf([write('l3-typo.yaml', typo)], env)[0]?.message ?? '', /unknown field "crdSchemas"/);
+});
