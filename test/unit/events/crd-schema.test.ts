@@ -177,7 +177,12 @@ describe('crdFromApi', () => {
     properties: { spec: { type: 'object', properties: { n: { type: 'integer', maximum: max } } } },
   });
   const widget = (n: number) =>
-    ({ apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w', uid: 'u' }, spec: { n } }) as KubeObject;
+    ({
+      apiVersion: 'example.com/v1',
+      kind: 'Widget',
+      metadata: { name: 'w', uid: 'u', resourceVersion: '1' },
+      spec: { n },
+    }) as KubeObject;
   const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 
   it('fetches the CRD by name and watches it by field selector; a MODIFIED event recompiles', async () => {

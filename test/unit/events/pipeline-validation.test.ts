@@ -148,7 +148,10 @@ describe('pipeline level-3 validation (spec.validation.crdSchema)', () => {
     assert.equal(w.dead.length, 1);
     const next = structuredClone(CRD);
     next.metadata = { ...next.metadata, resourceVersion: '11' };
-    const phase = (next.spec.versions[0]?.schema.openAPIV3Schema as any).properties.status.properties.phase;
+    const root = next.spec.versions[0]?.schema.openAPIV3Schema as {
+      properties: { status: { properties: { phase: { enum: string[] } } } };
+    };
+    const phase = root.properties.status.properties.phase;
     phase.enum = [...phase.enum, 'Archived'];
     w.setCrd(next);
     w.watches[0]?.onEvent('MODIFIED', next);
