@@ -78,6 +78,15 @@ interface Compiled {
 
 const compiledCache = new WeakMap<EventOptions, Compiled>();
 
+/** kubectl apply's copy of every applied field: it would repeat a redacted value in clear. */
+export const LAST_APPLIED_POINTER = '/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration';
+
+/** The configured pointers plus, whenever anything is redacted, kubectl's last-applied annotation. */
+function redactPointers(configured: readonly string[]): string[] {
+  if (configured.length === 0 || configured.includes(LAST_APPLIED_POINTER)) return [...configured];
+  return [...configured, LAST_APPLIED_POINTER];
+}
+
 function compile(opts: EventOptions): Compiled {
   let c = compiledCache.get(opts);
   if (c) return c;
@@ -86,7 +95,7 @@ function compile(opts: EventOptions): Compiled {
     prefix: opts.typePrefix ?? DEFAULT_TYPE_PREFIX,
     phaseTokens,
     phasePointer: formatPointer(phaseTokens),
-    redact: (opts.redact ?? []).map(parsePointer),
+    redact: redactPointers(opts.redact ?? []).map(parsePointer),
     maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
     dataschema: opts.dataschema ?? EVENT_DATA_SCHEMA_ID,
     cluster: opts.clusterName,

@@ -92,8 +92,9 @@ export function createEventValidator(opts: EventValidatorOptions = {}): { valida
       if (rules.length > 0) return { ok: false, level: 'envelope', errors: rules };
       if (!opts.skipData && !data(e.data))
         return { ok: false, level: 'data', errors: formatAjvErrors(data.errors, '/data') };
-      if (opts.objectSchema && e.data?.object) {
-        // Only the new state: oldObject may predate a schema change.
+      // Level 3 checks the new state of living objects only: oldObject may predate a schema change,
+      // and a delete must reach consumers whatever its last state looked like.
+      if (opts.objectSchema && e.data?.object && !e.type.endsWith('.deleted')) {
         let problems = opts.objectSchema.validate(e.data.object);
         // A masked value ("[REDACTED]") may not match its schema type: errors there are expected.
         const masked = e.data.redacted;

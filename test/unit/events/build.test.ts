@@ -272,6 +272,27 @@ describe('buildEvent contract', () => {
     assert.deepEqual(w2.data.truncated, { dropped: ['object'], originalBytes: wBytes, maxBytes: wBytes - 1 });
   });
 
+  it('whenever something is redacted, kubectl last-applied-configuration is masked too', () => {
+    const o = backup({ rv: '9', password: 's3cret' });
+    o.metadata.annotations = {
+      'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({
+        spec: { credentials: { password: 's3cret' } },
+      }),
+    };
+    const e = buildEvent(delta('added', o), { clusterName: 'local', redact: ['/spec/credentials/password'] });
+    assert.ok(!JSON.stringify(e).includes('s3cret'), 'the secret appears nowhere');
+    assert.deepEqual(e.data.redacted, [
+      '/spec/credentials/password',
+      '/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration',
+    ]);
+    const plain = buildEvent(delta('added', o), { clusterName: 'local' });
+    assert.equal(
+      plain.data.object.metadata.annotations?.['kubectl.kubernetes.io/last-applied-configuration'],
+      o.metadata.annotations['kubectl.kubernetes.io/last-applied-configuration'],
+      'nothing is masked when nothing is configured',
+    );
+  });
+
   it('redaction masks (not drops) values in object, oldObject and patch, without touching the delta', () => {
     const old = backup({ rv: '1', password: 'hunter2', phase: 'Pending' });
     const obj = backup({ rv: '2', password: 's3cret', phase: 'Running' });

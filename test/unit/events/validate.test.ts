@@ -190,6 +190,15 @@ describe('level 3: CRD openAPIV3Schema', () => {
     ]);
   });
 
+  it('checks created and changed objects but never a delete, whose last state may break the schema', async () => {
+    const { crdV, v3 } = objectValidator();
+    await crdV.refresh();
+    const wrong = backup({ rv: '7', phase: 'Sleeping' });
+    const modified = v3.validate(buildEvent(delta('modified', wrong, backup({ rv: '6', phase: 'Running' })), opts));
+    assert.equal(modified.ok, false, 'an update to an invalid state is caught');
+    assert.deepEqual(v3.validate(buildEvent(delta('deleted', wrong), opts)), { ok: true });
+  });
+
   it('ignores schema errors at redacted pointers, not elsewhere', async () => {
     const { crdV, v3 } = objectValidator();
     await crdV.refresh();
