@@ -9,14 +9,13 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type CloudEventV1, HTTP, Kafka as KafkaBinding } from 'cloudevents';
-import { Kafka, logLevel } from 'kafkajs';
+import { type CloudEventV1, HTTP } from 'cloudevents';
 import { startCrbridge } from '../../support/crbridge.ts';
+import { publishedSchemas, readTopic as readTopicOf } from '../../support/events.ts';
 import { writeBackupsPipeline } from '../../support/pipeline.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 
 const env = loadStackEnv();
-const kafka = new Kafka({ clientId: 'it-skeleton', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
 
 function backup(ns: string, name: string, db: string): string {
@@ -47,48 +46,8 @@ function apply(json: string): void {
   kubectl(['apply', '-f', '-'], { input: json });
 }
 
-interface KafkaSeen {
-  key: string | null;
-  headers: Record<string, string>;
-  value: string | null;
-  event: CloudEventV1<unknown>;
-}
-
-async function readTopic(topic: string, want: number, timeoutMs = 60_000): Promise<KafkaSeen[]> {
-  // crbridge creates the topic with its first record (auto-create); subscribing earlier fails.
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    await eventually(async () => (await admin.listTopics()).includes(topic), timeoutMs, `topic ${topic} created`);
-  } finally {
-    await admin.disconnect();
-  }
-  const consumer = kafka.consumer({ groupId: `it-${topic}-${Math.random()}` });
-  const seen: KafkaSeen[] = [];
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await consumer.run({
-      eachMessage: async ({ message }) => {
-        const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
-        const value = message.value ? message.value.toString('utf8') : null;
-        const event = KafkaBinding.toEvent({
-          key: message.key?.toString() ?? '',
-          headers,
-          value: value as never,
-          body: value as never,
-        } as never) as CloudEventV1<unknown>;
-        seen.push({ key: message.key?.toString() ?? null, headers, value, event });
-      },
-    });
-    await eventually(() => seen.length >= want, timeoutMs, `${want} records on ${topic} (have ${seen.length})`);
-    await new Promise((r) => setTimeout(r, 1500)); // nothing extra may follow
-  } finally {
-    await consumer.disconnect();
-  }
-  return seen;
-}
+const readTopic = (topic: string, want: number, timeoutMs?: number) =>
+  readTopicOf(env.KAFKA_BROKERS, topic, want, timeoutMs);
 
 function pipeline(
   dir: string,
@@ -187,7 +146,9 @@ describe('crbridge run on the real stack', () => {
       assert.deepEqual(got, want, `order of ${name}'s events`);
     }
     const uids = new Set<string>();
+    const check = publishedSchemas();
     for (const r of records) {
+      assert.deepEqual(check(JSON.parse(JSON.stringify(r.event))), [], `${r.event.id} matches the published schemas`);
       const data = r.event.data as { object: { metadata: { uid: string; name: string } }; oldObject?: unknown };
       assert.equal(r.key, data.object.metadata.uid, 'record key is the uid');
       uids.add(data.object.metadata.uid);
@@ -224,6 +185,7 @@ describe('crbridge run on the real stack', () => {
     // The file holds the same events, structured mode, one per line, in the same order.
     const lines = readFileSync(file, 'utf8').trim().split('\n');
     assert.equal(lines.length, expected.length);
+    for (const l of lines) assert.deepEqual(check(JSON.parse(l)), [], 'file events match the published schemas');
     const fromFile = lines.map(
       (l) =>
         HTTP.toEvent({ headers: { 'content-type': 'application/cloudevents+json' }, body: l }) as CloudEventV1<unknown>,

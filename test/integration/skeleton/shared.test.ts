@@ -4,11 +4,12 @@
  * change, and SIGINT drains and exits 0.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { startCrbridge } from '../../support/crbridge.ts';
+import { fileEvents, publishedSchemas } from '../../support/events.ts';
 import { writeBackupsPipeline } from '../../support/pipeline.ts';
 import { metricSum } from '../../support/prom.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
@@ -25,14 +26,7 @@ function pipelineFile(dir: string, name: string, ns: string, out: string): strin
   });
 }
 
-const lines = (file: string): { id: string; type: string }[] =>
-  existsSync(file)
-    ? readFileSync(file, 'utf8')
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as { id: string; type: string })
-    : [];
+const lines = (file: string) => fileEvents(file) as { id: string; type: string }[];
 
 before(() => {
   kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
@@ -98,6 +92,8 @@ test('three pipelines on one resource: one LIST and one WATCH, every pipeline ge
   for (const verb of ['LIST', 'WATCH'])
     assert.equal(count(after, verb), 1, `${verb} requests on backups.example.com for three pipelines`);
   const [first, ...rest] = outs.map(lines);
+  const check = publishedSchemas();
+  for (const e of first ?? []) assert.deepEqual(check(e), [], `${e.id} matches the published schemas`);
   assert.deepEqual(
     first?.map((e) => e.type.split('.').at(-1)),
     ['created', 'created', 'changed', 'deleted'],
