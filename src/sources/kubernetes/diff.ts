@@ -34,14 +34,39 @@ export function diffList(
   const out: Change[] = [];
   const seen = new Set<string>();
   for (const obj of list) {
-    const uid = obj.metadata.uid;
-    if (seen.has(uid)) continue; // a LIST never repeats a uid; be safe against broken pages
-    seen.add(uid);
-    const old = known.get(uid);
-    if (old === undefined) out.push({ kind: 'added', object: obj });
-    else if (old.metadata.resourceVersion !== obj.metadata.resourceVersion)
-      out.push({ kind: 'modified', object: obj, oldObject: old });
+    const ch = diffListItem(known, obj, seen);
+    if (ch) out.push(ch);
   }
+  out.push(...listDeletions(known, seen, inScope));
+  return out;
+}
+
+/**
+ * One item of a LIST read page by page: its change against `known` (an addition or a
+ * modification, or nothing), recording its uid in `seen`. A uid already seen yields nothing.
+ */
+export function diffListItem(
+  known: ReadonlyMap<string, KubeObject>,
+  obj: KubeObject,
+  seen: Set<string>,
+): Change | undefined {
+  const uid = obj.metadata.uid;
+  if (seen.has(uid)) return undefined; // a LIST never repeats a uid; be safe against broken pages
+  seen.add(uid);
+  const old = known.get(uid);
+  if (old === undefined) return { kind: 'added', object: obj };
+  if (old.metadata.resourceVersion !== obj.metadata.resourceVersion)
+    return { kind: 'modified', object: obj, oldObject: old };
+  return undefined;
+}
+
+/** After the last page of a LIST: the deletions of the known objects in scope that it did not contain. */
+export function listDeletions(
+  known: ReadonlyMap<string, KubeObject>,
+  seen: ReadonlySet<string>,
+  inScope: InScope = () => true,
+): Change[] {
+  const out: Change[] = [];
   for (const [uid, old] of known) {
     if (!seen.has(uid) && inScope(old)) out.push({ kind: 'deleted', object: old });
   }

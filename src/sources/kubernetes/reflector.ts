@@ -2,8 +2,9 @@
  * The reflector: one LIST + WATCH loop over one scope (a namespace, or all namespaces /
  * cluster-scoped), modelled on client-go's `tools/cache/reflector.go`:
  *
- * - paginated LIST (`limit`/`continue`) as a consistent read, then WATCH from the list's
- *   resourceVersion with `allowWatchBookmarks=true` and a server-side `timeoutSeconds`;
+ * - paginated LIST (`limit`/`continue`) as a consistent read, handed to the handler page by page
+ *   as it arrives (only one page is held at a time), then WATCH from the list's resourceVersion
+ *   with `allowWatchBookmarks=true` and a server-side `timeoutSeconds`;
  * - a client-side inactivity watchdog: no event and no bookmark for `stallTimeoutMs` aborts the
  *   stream, which is reopened from the last resourceVersion (a proxy that stops forwarding without
  *   closing is otherwise never noticed);
@@ -23,8 +24,13 @@ import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from './cli
 import type { WatchEventType } from './diff.ts';
 
 export interface ReflectorHandler {
-  /** The complete state of the scope after a LIST; `first` for the reflector's first list. Awaited. */
-  onList(items: KubeObject[], first: boolean): Promise<void>;
+  /**
+   * The complete state of the scope, as the pages of one LIST (`first` for the reflector's first
+   * list). Awaited. The handler reads every page; fetching a page fails by throwing from the
+   * iteration (also when the reflector is stopped), and the handler must let that propagate: a list
+   * it did not read to the end is incomplete (no deletions may be concluded from it).
+   */
+  onList(pages: AsyncIterable<KubeObject[]>, first: boolean): Promise<void>;
   /** One watch event (ADDED/MODIFIED/DELETED). Awaited. */
   onEvent(type: WatchEventType, object: KubeObject): Promise<void>;
   /** The resource answered 404: report it and resolve once it is served again (or the signal aborts). */
@@ -112,9 +118,8 @@ export class Reflector {
       try {
         if (needList) {
           if (this.listed) this.o.onRelist?.(relistReason);
-          const { items, resourceVersion } = await this.list(signal);
+          const resourceVersion = await this.list(signal);
           if (signal.aborted) break;
-          await this.o.handler.onList(items, !this.listed);
           this.listed = true;
           this.resourceVersion = resourceVersion;
           needList = false;
@@ -164,24 +169,37 @@ export class Reflector {
     }
   }
 
-  private async list(signal: AbortSignal): Promise<{ items: KubeObject[]; resourceVersion: string }> {
-    const items: KubeObject[] = [];
-    let cont: string | undefined;
+  /** One paginated LIST handed to the handler page by page; returns the list's resourceVersion. */
+  private async list(signal: AbortSignal): Promise<string> {
+    const { api, handler } = this.o;
     let rv = '';
-    do {
-      if (signal.aborted) break;
-      const q: Query = {
-        limit: this.o.pageSize,
-        continue: cont,
-        labelSelector: this.o.labelSelector,
-        fieldSelector: this.o.fieldSelector,
-      };
-      const page = (await this.o.api.request('GET', this.o.path, q)) as ListResponse;
-      for (const it of page.items ?? []) items.push(it);
-      cont = page.metadata?.continue || undefined;
-      rv = page.metadata?.resourceVersion ?? rv;
-    } while (cont);
-    return { items, resourceVersion: rv };
+    let complete = false;
+    const query = (cont: string | undefined): Query => ({
+      limit: this.o.pageSize,
+      continue: cont,
+      labelSelector: this.o.labelSelector,
+      fieldSelector: this.o.fieldSelector,
+    });
+    const path = this.o.path;
+    async function* pages(): AsyncGenerator<KubeObject[]> {
+      let cont: string | undefined;
+      do {
+        if (signal.aborted) throw new Error('list aborted');
+        const page = (await api.request('GET', path, query(cont))) as ListResponse;
+        if (signal.aborted) throw new Error('list aborted');
+        cont = page.metadata?.continue || undefined;
+        rv = page.metadata?.resourceVersion ?? rv;
+        yield page.items ?? [];
+      } while (cont);
+      complete = true;
+    }
+    const it = pages();
+    await handler.onList(it, !this.listed);
+    // pages the handler did not read are still fetched: the resume point is the last page's
+    for await (const _ of it) {
+    }
+    if (!complete) throw new Error('LIST was not read to the end');
+    return rv;
   }
 
   private watchOnce(signal: AbortSignal): Promise<Outcome> {

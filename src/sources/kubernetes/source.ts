@@ -16,7 +16,6 @@
  * deterministic ids (at-least-once, duplicates recognisable by id).
  */
 import { createHash } from 'node:crypto';
-import type { KubeConfig } from '@kubernetes/client-node';
 import type { Source, SourceContext } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { Delta, DeltaReason, KubeObject, ResourceRef } from '../../events/delta.ts';
@@ -24,8 +23,8 @@ import { componentMetrics } from '../../telemetry/metrics.ts';
 import { FileCheckpointStore } from './checkpoint/file.ts';
 import { KubernetesCheckpointStore } from './checkpoint/kubernetes.ts';
 import type { CheckpointStore } from './checkpoint/types.ts';
-import { type KubeApi, kubeApi, loadKubeConfig } from './client.ts';
-import { applyChange, type Change, changeFromWatch, diffList, type WatchEventType } from './diff.ts';
+import { type KubeApi, type KubeCredentials, kubeApi, loadKubeConfig } from './client.ts';
+import { applyChange, type Change, changeFromWatch, diffListItem, listDeletions, type WatchEventType } from './diff.ts';
 import { collectionPath, discover, gvrString } from './discovery.ts';
 import { backoffDelay, Reflector } from './reflector.ts';
 import { parsePointers, stripFields } from './strip.ts';
@@ -66,7 +65,7 @@ export function keyHash(key: string): string {
 /** Optional replacements for tests: a given API/kubeconfig/checkpoint store instead of the real ones. */
 export interface SourceDeps {
   api?: KubeApi;
-  kubeConfig?: KubeConfig;
+  kubeConfig?: KubeCredentials;
   checkpoint?: CheckpointStore;
 }
 
@@ -140,7 +139,7 @@ export class KubernetesSource implements Source {
     if (this.runPromise) return;
     signal.addEventListener('abort', () => this.controller.abort(), { once: true });
     const kc = this.deps.api ? undefined : (this.deps.kubeConfig ?? loadKubeConfig());
-    this.api = this.deps.api ?? kubeApi(kc as KubeConfig);
+    this.api = this.deps.api ?? kubeApi(kc as KubeCredentials);
     this.store = this.deps.checkpoint ?? this.makeStore();
     this.runPromise = this.run(this.controller.signal).catch((err: unknown) => {
       this.error(err, 'source stopped on an unexpected error');
@@ -279,17 +278,35 @@ export class KubernetesSource implements Source {
     return stripFields(o, this.drop);
   }
 
-  private async onList(items: KubeObject[], first: boolean, inScope: (o: KubeObject) => boolean): Promise<void> {
-    const list = items.map((o) => this.normalize(o));
-    const changes = diffList(this.cache, list, inScope);
+  /**
+   * One LIST of a scope, page by page: each item's addition or modification is handed on as its
+   * page arrives (only one page is held), the deletions once the last page has been read.
+   */
+  private async onList(
+    pages: AsyncIterable<KubeObject[]>,
+    first: boolean,
+    inScope: (o: KubeObject) => boolean,
+  ): Promise<void> {
     const reason: DeltaReason = first ? 'resync' : 'relist';
     const silent = first && !this.initialized && this.config.initial === 'skip';
-    for (const ch of changes) {
+    const seen = new Set<string>();
+    let changes = 0;
+    const hand = async (ch: Change) => {
+      changes++;
       if (silent && ch.kind === 'added') {
         applyChange(this.cache, ch);
         this.store?.put(ch.object.metadata.uid, ch.object);
       } else await this.emit(ch, reason);
+    };
+    for await (const page of pages) {
+      for (let i = 0; i < page.length; i++) {
+        const ch = diffListItem(this.cache, this.normalize(page[i] as KubeObject), seen);
+        page[i] = undefined as never; // the raw item (with managedFields) can go now
+        if (ch) await hand(ch);
+      }
+      this.m.objects.set({ component: this.ctx.id }, this.cache.size);
     }
+    for (const ch of listDeletions(this.cache, seen, inScope)) await hand(ch);
     this.m.objects.set({ component: this.ctx.id }, this.cache.size);
     if (first && --this.scopesPending === 0) {
       this._synced = true;
@@ -297,7 +314,7 @@ export class KubernetesSource implements Source {
       // the first complete listing is recorded once everything it produced is acknowledged
       const settles = [...this.pendingSettles];
       void Promise.allSettled(settles).then(() => this.store?.markInitialized());
-      this.ctx.logger.info('initial list handed on', { objects: this.cache.size, changes: changes.length, reason });
+      this.ctx.logger.info('initial list handed on', { objects: this.cache.size, changes, reason });
     }
   }
 

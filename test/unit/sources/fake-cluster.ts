@@ -32,6 +32,8 @@ export class FakeCluster implements KubeApi {
   watches = 0;
   /** Query of the most recent WATCH request. */
   lastWatchQuery: Query = {};
+  /** LIST requests of a continuation page (not the first page) that fail with HTTP 500 before one succeeds. */
+  failContinuePages = 0;
   /** When set, new watches deliver nothing (a stalled proxy). */
   stallNewWatches = false;
   private uidSeq = 0;
@@ -120,6 +122,10 @@ export class FakeCluster implements KubeApi {
     if (path.endsWith('/backups')) {
       if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
       this.lists++;
+      if (query.continue && this.failContinuePages > 0) {
+        this.failContinuePages--;
+        throw new KubeHttpError(500, 'InternalError', 'injected failure of a continuation page');
+      }
       const ns = this.nsOf(path);
       const all = [...this.objects.values()]
         .filter((o) => ns === null || o.metadata.namespace === ns)

@@ -264,6 +264,33 @@ test('resume: exactly the changes made while down, as resync, with the checkpoin
   await s3.stop();
 });
 
+test('a LIST is handed on page by page; one failing mid-way concludes no deletions, its retry emits each change once', async () => {
+  const c = new FakeCluster();
+  for (let i = 0; i < 7; i++) c.create('a', `b${i}`);
+  const state = dir();
+  const s1 = makeSource(c, state, { pageSize: 2 });
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  assert.equal(s1.receiver.deltas.length, 7);
+  await s1.stop();
+  // while down: b1 changed (page 1), b6 deleted (would be the only deletion)
+  c.update('a', 'b1', { v: 1 });
+  c.delete('a', 'b6');
+  c.failContinuePages = 1;
+  const lists = c.lists;
+  const s2 = makeSource(c, state, { pageSize: 2 });
+  try {
+    await s2.start();
+    await until(() => s2.source.synced, 'synced');
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(s2.receiver.summary(), ['resync modified b1@108', 'resync deleted b6@107']);
+    // page 1 and the failed page 2, then the whole list again (3 pages of 2 for 6 objects)
+    assert.equal(c.lists - lists, 2 + 3);
+  } finally {
+    await s2.stop();
+  }
+});
+
 test('the checkpoint never runs ahead of delivery: an unacknowledged change is emitted again after restart', async () => {
   const c = new FakeCluster();
   c.create('a', 'b0');
