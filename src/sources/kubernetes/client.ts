@@ -348,19 +348,18 @@ export function kubeApi(
   const server = creds.server;
   const timeoutMs = opts.requestTimeoutMs ?? 60_000;
   const idleMs = opts.watchIdleTimeoutMs ?? 3_600_000;
-  // LIST pages, discovery and checkpoint writes reuse connections; each WATCH has its own.
-  const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
-  const prepare = async (method: string, url: URL, keepAlive: boolean) => {
-    const options: https.RequestOptions = { method, headers: { accept: 'application/json' } };
+  // One connection per request, as before: a kept-alive socket that a proxy silently stopped
+  // forwarding would hang the next LIST until its timeout.
+  const prepare = async (method: string, url: URL) => {
+    const options: https.RequestOptions = { method, headers: { accept: 'application/json' }, agent: false };
     const isHttp = url.protocol === 'http:';
-    options.agent = keepAlive ? (isHttp ? agents.http : agents.https) : false;
     await creds.apply(options);
     return { options, mod: isHttp ? http : https };
   };
   return {
     async request(method, path, query, body) {
       const url = withQuery(server, path, query);
-      const { options, mod } = await prepare(method, url, true);
+      const { options, mod } = await prepare(method, url);
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       if (payload) {
         options.headers = {
@@ -396,7 +395,7 @@ export function kubeApi(
     },
     async watch(path, query, onEvent, onDone) {
       const url = withQuery(server, path, { ...query, watch: true });
-      const { options, mod } = await prepare('GET', url, false);
+      const { options, mod } = await prepare('GET', url);
       let done = false;
       let aborted = false;
       const end = (err: unknown) => {

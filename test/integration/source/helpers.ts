@@ -8,14 +8,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { DeltaReceiver, SourceContext } from '../../../src/component.ts';
 import type { Delta, KubeObject } from '../../../src/events/delta.ts';
 import { type KubeApi, kubeApi, loadKubeConfig } from '../../../src/sources/kubernetes/client.ts';
 import { KubernetesSource, type KubernetesSourceConfig } from '../../../src/sources/kubernetes/source.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
-import { kubectl, loadStackEnv, repoRoot, type StackEnv, waitFor } from '../../support/stack.ts';
+import { kubectl, loadStackEnv, repoRoot, type StackEnv, stackEnvFile, waitFor } from '../../support/stack.ts';
 
 export const env: StackEnv = loadStackEnv();
 export const group = 'example.com';
@@ -173,7 +173,8 @@ export class PrivateApiserver {
       this.port = await freePort();
       this.kubeconfig = kubeconfigFor(`https://127.0.0.1:${this.port}`);
     }
-    const pki = join(repoRoot, '.stack', 'pki');
+    // the stack's own PKI: `.stack/pki`, or `$CRBRIDGE_STACK_DIR/pki` for a private stack
+    const pki = join(dirname(stackEnvFile), 'pki');
     const etcd = env.ETCD_ENDPOINTS;
     this.child = spawn(
       join(env.CRBRIDGE_STACK_BIN, 'kube-apiserver'),
