@@ -3,9 +3,10 @@
  * Backups of ~2 KB (one namespace, grown step by step; a fresh crbridge and state dir per step),
  * measured after the initial sync has been delivered and a full GC (heap via the preloaded probe,
  * RSS from /proc). Bytes per cached object = heap growth over the empty baseline / objects.
+ * crbridge runs with the container image's Node flags; at 10,000 objects also with Node's defaults.
  */
 import { waitFor } from '../test/support/stack.ts';
-import { benchPipeline, metricSum, startBench } from './lib/crbridge.ts';
+import { benchPipeline, IMAGE_NODE_FLAGS, metricSum, startBench } from './lib/crbridge.ts';
 import { createBackups, createNamespace, deleteAllBackups, ensureBenchCrd, kubeClient, runId } from './lib/kube.ts';
 import { MB, sampleProc } from './lib/proc.ts';
 import { note, report } from './report.ts';
@@ -43,73 +44,77 @@ export const benchmark: Benchmark = {
           );
           have = n;
         }
-        const pipeline = `bench-mem-${n}`;
-        const t0 = performance.now();
-        const cr = await startBench({
-          pipelines: [benchPipeline(pipeline, [ns], '    - name: out\n      type: stdout\n')],
-        });
-        try {
-          await waitFor(() => cr.ready(), 180_000, `crbridge synced with ${n} objects`, 100);
-          const syncMs = performance.now() - t0;
-          // Everything listed has been handed to the sink and the queue is empty.
-          await waitFor(
-            async () => {
-              const m = await cr.metrics();
-              return (
-                metricSum(m, 'crbridge_component_received_events_total', { component: pipeline }) >= n &&
-                metricSum(m, 'crbridge_component_queue_depth') === 0
-              );
-            },
-            180_000,
-            `${n} events delivered`,
-            200,
-          );
-          const deliveredMs = performance.now() - t0;
-          const peak = sampleProc(cr.pid).peakRssBytes;
-          await new Promise((r) => setTimeout(r, 1000));
-          const mem = await cr.memory();
-          await new Promise((r) => setTimeout(r, 500));
-          const rss = sampleProc(cr.pid).rssBytes;
-          baseHeap ??= mem.heapUsed;
-          const params = { objects: n, objectBytes: BYTES };
-          report({ name: 'memory.rss', value: rss / MB, unit: 'MB', parameters: { ...params, afterGc: true } });
-          report({
-            name: 'memory.rss_peak',
-            value: peak / MB,
-            unit: 'MB',
-            parameters: { ...params, phase: 'initial sync' },
+        for (const nodeFlags of n === 10_000 ? [IMAGE_NODE_FLAGS, []] : [IMAGE_NODE_FLAGS]) {
+          const flags = nodeFlags.length > 0 ? nodeFlags.join(' ') : 'node defaults';
+          const pipeline = `bench-mem-${n}`;
+          const t0 = performance.now();
+          const cr = await startBench({
+            pipelines: [benchPipeline(pipeline, [ns], '    - name: out\n      type: stdout\n')],
+            nodeFlags,
           });
-          report({
-            name: 'memory.heap_used',
-            value: mem.heapUsed / MB,
-            unit: 'MB',
-            parameters: { ...params, heapTotalMB: +(mem.heapTotal / MB).toFixed(1) },
-          });
-          report({
-            name: 'memory.external',
-            value: (mem.external + mem.arrayBuffers) / MB,
-            unit: 'MB',
-            parameters: params,
-          });
-          report({
-            name: 'memory.initial_sync',
-            value: deliveredMs / 1000,
-            unit: 's',
-            parameters: { ...params, readyS: +(syncMs / 1000).toFixed(2) },
-          });
-          if (n > 0) {
+          try {
+            await waitFor(() => cr.ready(), 180_000, `crbridge synced with ${n} objects`, 100);
+            const syncMs = performance.now() - t0;
+            // Everything listed has been handed to the sink and the queue is empty.
+            await waitFor(
+              async () => {
+                const m = await cr.metrics();
+                return (
+                  metricSum(m, 'crbridge_component_received_events_total', { component: pipeline }) >= n &&
+                  metricSum(m, 'crbridge_component_queue_depth') === 0
+                );
+              },
+              180_000,
+              `${n} events delivered`,
+              200,
+            );
+            const deliveredMs = performance.now() - t0;
+            const peak = sampleProc(cr.pid).peakRssBytes;
+            await new Promise((r) => setTimeout(r, 1000));
+            const mem = await cr.memory();
+            await new Promise((r) => setTimeout(r, 500));
+            const rss = sampleProc(cr.pid).rssBytes;
+            baseHeap ??= mem.heapUsed;
+            const params = { objects: n, objectBytes: BYTES, nodeFlags: flags };
+            report({ name: 'memory.rss', value: rss / MB, unit: 'MB', parameters: { ...params, afterGc: true } });
             report({
-              name: 'memory.heap_per_object',
-              value: (mem.heapUsed - baseHeap) / n,
-              unit: 'bytes',
+              name: 'memory.rss_peak',
+              value: peak / MB,
+              unit: 'MB',
+              parameters: { ...params, phase: 'initial sync' },
+            });
+            report({
+              name: 'memory.heap_used',
+              value: mem.heapUsed / MB,
+              unit: 'MB',
+              parameters: { ...params, heapTotalMB: +(mem.heapTotal / MB).toFixed(1) },
+            });
+            report({
+              name: 'memory.external',
+              value: (mem.external + mem.arrayBuffers) / MB,
+              unit: 'MB',
               parameters: params,
             });
+            report({
+              name: 'memory.initial_sync',
+              value: deliveredMs / 1000,
+              unit: 's',
+              parameters: { ...params, readyS: +(syncMs / 1000).toFixed(2) },
+            });
+            if (n > 0) {
+              report({
+                name: 'memory.heap_per_object',
+                value: (mem.heapUsed - baseHeap) / n,
+                unit: 'bytes',
+                parameters: params,
+              });
+            }
+            log(
+              `n=${n} (${flags}): rss ${(rss / MB).toFixed(1)} MB (peak ${(peak / MB).toFixed(1)}), heap ${(mem.heapUsed / MB).toFixed(1)} MB, delivered in ${(deliveredMs / 1000).toFixed(1)} s`,
+            );
+          } finally {
+            await cr.stop();
           }
-          log(
-            `n=${n}: rss ${(rss / MB).toFixed(1)} MB (peak ${(peak / MB).toFixed(1)}), heap ${(mem.heapUsed / MB).toFixed(1)} MB, delivered in ${(deliveredMs / 1000).toFixed(1)} s`,
-          );
-        } finally {
-          await cr.stop();
         }
       }
     } finally {

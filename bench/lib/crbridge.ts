@@ -40,7 +40,12 @@ export interface StartOptions {
   /** Reuse this state dir (restart benchmarks); a fresh temp dir otherwise. */
   stateDir?: string;
   logLevel?: string;
+  /** Node flags for the crbridge process; default {@link IMAGE_NODE_FLAGS}, as the container runs it. */
+  nodeFlags?: readonly string[];
 }
+
+/** The Node flags of the Dockerfile's ENTRYPOINT (keep the two in step). */
+export const IMAGE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
 /** Throws with the command to run when dist/cli.js is missing. */
 export function requireBuild(): void {
@@ -61,6 +66,7 @@ export async function startBench(opts: StartOptions): Promise<BenchCrbridge> {
   const child = spawn(
     process.execPath,
     [
+      ...(opts.nodeFlags ?? IMAGE_NODE_FLAGS),
       '--expose-gc',
       '--import',
       probePath,
