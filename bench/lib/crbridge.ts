@@ -138,18 +138,7 @@ export async function startBench(opts: StartOptions): Promise<BenchCrbridge> {
   };
 }
 
-/** Sum of a Prometheus metric's samples whose labels contain every `match` pair. */
-export function metricSum(text: string, name: string, match: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const labels = m[3] ?? '';
-    if (Object.entries(match).every(([k, v]) => labels.includes(`${k}="${v}"`))) sum += Number(m[4]);
-  }
-  return sum;
-}
+export { metricSum } from '../../test/support/prom.ts';
 
 /** A pipeline file watching bench Backups in `namespaces`, with the given sinks YAML (indented list items). */
 export function benchPipeline(name: string, namespaces: string[], sinksYaml: string, sourceExtra = ''): string {

@@ -13,6 +13,24 @@ export interface BackupsPipeline {
   group?: string;
   /** Extra lines under `spec.source`, indented by four spaces. */
   sourceExtra?: string;
+  /** Extra lines under `spec` before the sinks (e.g. an `events:` block), indented by two spaces. */
+  specExtra?: string;
+}
+
+/** A `kafka` sink named `events` with quick retries and a `file` sink named `audit`. */
+export function kafkaAndFileSinks(brokers: string, topic: string, file: string): string {
+  return `    - name: events
+      type: kafka
+      brokers: ["${brokers}"]
+      topic: ${topic}
+      delivery:
+        retry:
+          initialIntervalMs: 200
+          maxIntervalMs: 2000
+    - name: audit
+      type: file
+      path: ${file}
+`;
 }
 
 /** The YAML text of the pipeline. */
@@ -27,7 +45,7 @@ spec:
     version: v1
     resource: backups
     namespaces: [${p.namespaces.join(', ')}]
-${p.sourceExtra ?? ''}  sinks:
+${p.sourceExtra ?? ''}${p.specExtra ?? ''}  sinks:
 ${p.sinks}`;
 }
 

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type RunningCrbridge, startCrbridge } from '../../support/crbridge.ts';
+import { backupsPipelineYaml, kafkaAndFileSinks } from '../../support/pipeline.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 import { type Example, writeExamples } from '../../unit/events/examples.ts';
 import { create, fileEvents, getObject, type KafkaSeen, patch, publishedSchemas, readTopic } from './helpers.ts';
@@ -59,33 +60,13 @@ type Ev = Record<string, unknown> & {
 };
 
 function pipelineYaml(p: { name: string; ns: string; topic: string; file: string; events: string }): string {
-  return `apiVersion: crbridge.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: ${p.name}
-spec:
-  source:
-    group: example.com
-    version: v1
-    resource: backups
-    namespaces: [${p.ns}]
-    checkpoint:
-      flushIntervalMs: 100
-  events:
-${p.events}
-  sinks:
-    - name: events
-      type: kafka
-      brokers: ["${env.KAFKA_BROKERS}"]
-      topic: ${p.topic}
-      delivery:
-        retry:
-          initialIntervalMs: 200
-          maxIntervalMs: 2000
-    - name: audit
-      type: file
-      path: ${p.file}
-`;
+  return backupsPipelineYaml({
+    name: p.name,
+    namespaces: [p.ns],
+    sourceExtra: '    checkpoint:\n      flushIntervalMs: 100\n',
+    specExtra: `  events:\n${p.events}\n`,
+    sinks: kafkaAndFileSinks(env.KAFKA_BROKERS, p.topic, p.file),
+  });
 }
 
 function backup(ns: string, name: string, spec: Record<string, unknown>, annotations?: Record<string, string>) {

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { type CloudEventV1, HTTP } from 'cloudevents';
 import { startCrbridge } from '../../support/crbridge.ts';
 import { publishedSchemas, readTopic as readTopicOf } from '../../support/events.ts';
-import { writeBackupsPipeline } from '../../support/pipeline.ts';
+import { kafkaAndFileSinks, writeBackupsPipeline } from '../../support/pipeline.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 
 const env = loadStackEnv();
@@ -57,22 +57,7 @@ function pipeline(
   file: string,
   brokers = env.KAFKA_BROKERS,
 ): string {
-  return writeBackupsPipeline(dir, {
-    name,
-    namespaces: [ns],
-    sinks: `    - name: events
-      type: kafka
-      brokers: ["${brokers}"]
-      topic: ${topic}
-      delivery:
-        retry:
-          initialIntervalMs: 200
-          maxIntervalMs: 2000
-    - name: audit
-      type: file
-      path: ${file}
-`,
-  });
+  return writeBackupsPipeline(dir, { name, namespaces: [ns], sinks: kafkaAndFileSinks(brokers, topic, file) });
 }
 
 before(() => {
