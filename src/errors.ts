@@ -62,7 +62,8 @@ export class ConfigError extends CrbridgeError {
 }
 
 export function formatIssue(i: ConfigIssue): string {
-  const where = `${i.file}:${i.line}:${i.column}`;
+  // Line 0: the problem is the file as a whole (it cannot be read), not a place in it.
+  const where = i.line > 0 ? `${i.file}:${i.line}:${i.column}` : i.file;
   return i.pointer ? `${where}: ${i.pointer}: ${i.message}` : `${where}: ${i.message}`;
 }
 

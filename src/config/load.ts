@@ -147,7 +147,9 @@ export function loadPipelines(
         line: 0,
         column: 0,
         pointer: '',
-        message: `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+        message: `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)}: ${
+          (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it does not exist' : (err as Error).message
+        }); check the path given with -c`,
       });
       continue;
     }

@@ -173,7 +173,10 @@ test('a missing file and a wrong apiVersion are both reported', () => {
   const f = write('api.yaml', good.replace('crbridge.io/v1alpha1', 'crbridge.io/v9'));
   const issues = issuesOf([join(dir, 'nope.yaml'), f], { KAFKA_BROKERS: 'x:1' });
   assert.equal(issues.length, 2);
-  assert.match(issues[0]?.message ?? '', /cannot read the file: ENOENT/);
+  assert.match(
+    issues[0]?.message ?? '',
+    /cannot read the file \(ENOENT: it does not exist\); check the path given with -c/,
+  );
   assert.equal(issues[1]?.pointer, '/apiVersion');
   assert.equal(issues[1]?.line, 1);
 });
