@@ -19,6 +19,21 @@ export interface RunningCrbridge {
   exited: Promise<number | string>;
 }
 
+/** `run` arguments for a test: the pipeline files, a state dir, a free ops port on loopback, and `extra`. */
+export function runArgs(configs: readonly string[], stateDir: string, extra: readonly string[] = []): string[] {
+  return [
+    'run',
+    ...configs.flatMap((c) => ['-c', c]),
+    '--state-dir',
+    stateDir,
+    '--http-port',
+    '0',
+    '--http-host',
+    '127.0.0.1',
+    ...extra,
+  ];
+}
+
 export function startCrbridge(args: string[], env: NodeJS.ProcessEnv = process.env): RunningCrbridge {
   const child = spawn(process.execPath, [cliPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

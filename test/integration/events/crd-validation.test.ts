@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { type RunningCrbridge, startCrbridge } from '../../support/crbridge.ts';
+import { type RunningCrbridge, runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 import { create, fileEvents, logs, metric, patch, publishedSchemas } from './helpers.ts';
 
@@ -103,10 +103,7 @@ spec:
     kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${CRD}`]);
     kubectl(['create', 'namespace', ns]);
     const res = `backups.${GROUP}`;
-    proc = startCrbridge(
-      ['run', '-c', pipeline, '--state-dir', join(dir, 'state'), '--http-port', '0', '--http-host', '127.0.0.1'],
-      { ...process.env, ...env },
-    );
+    proc = startCrbridge(runArgs([pipeline], join(dir, 'state')), { ...process.env, ...env });
     const p = proc;
     const port = await p.port();
     await eventually(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 30_000, 'readyz');

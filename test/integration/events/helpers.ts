@@ -2,6 +2,7 @@
  * Helpers of the event-contract tests on the real stack: kubectl shortcuts, crbridge's JSON logs
  * and metrics; the published-schema check and the Kafka reader live in test/support/events.ts.
  */
+import type { KubeObject } from '../../../src/events/delta.ts';
 import type { RunningCrbridge } from '../../support/crbridge.ts';
 import { kubectl } from '../../support/stack.ts';
 
@@ -34,17 +35,8 @@ export function patch(resource: string, ns: string, name: string, body: unknown,
   ) as KubeObjectJson;
 }
 
-export interface KubeObjectJson {
-  metadata: {
-    name: string;
-    namespace?: string;
-    uid: string;
-    resourceVersion: string;
-    generation?: number;
-    creationTimestamp?: string;
-  };
-  [k: string]: unknown;
-}
+/** An object as kubectl prints it (`-o json`). */
+export type KubeObjectJson = KubeObject;
 
 export function getObject(resource: string, ns: string, name: string): KubeObjectJson {
   return JSON.parse(kubectl(['-n', ns, 'get', resource, name, '-o', 'json'])) as KubeObjectJson;

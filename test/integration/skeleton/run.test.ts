@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type CloudEventV1, HTTP } from 'cloudevents';
-import { startCrbridge } from '../../support/crbridge.ts';
+import { runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { publishedSchemas, readTopic as readTopicOf } from '../../support/events.ts';
 import { kafkaAndFileSinks, writeBackupsPipeline } from '../../support/pipeline.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
@@ -74,19 +74,7 @@ describe('crbridge run on the real stack', () => {
     const file = join(dir, 'audit.jsonl');
     kubectl(['create', 'namespace', ns]);
     const proc = startCrbridge(
-      [
-        'run',
-        '-c',
-        pipeline(dir, 'skeleton', ns, topic, file),
-        '--state-dir',
-        join(dir, 'state'),
-        '--http-port',
-        '0',
-        '--http-host',
-        '127.0.0.1',
-        '--cluster-name',
-        'it',
-      ],
+      runArgs([pipeline(dir, 'skeleton', ns, topic, file)], join(dir, 'state'), ['--cluster-name', 'it']),
       { ...process.env, ...env },
     );
     after(() => proc.stop('SIGKILL'));
@@ -251,20 +239,10 @@ spec:
       if (!restarted)
         execFileSync(process.execPath, [join(repoRoot, 'test/infra/stack.ts'), 'start', 'kafka'], { stdio: 'inherit' });
     });
-    const proc = startCrbridge(
-      [
-        'run',
-        '-c',
-        pipeline(dir, 'kafka-down', ns, topic, file),
-        '--state-dir',
-        join(dir, 'down-state'),
-        '--http-port',
-        '0',
-        '--http-host',
-        '127.0.0.1',
-      ],
-      { ...process.env, ...env },
-    );
+    const proc = startCrbridge(runArgs([pipeline(dir, 'kafka-down', ns, topic, file)], join(dir, 'down-state')), {
+      ...process.env,
+      ...env,
+    });
     after(() => proc.stop('SIGKILL'));
     const port = await proc.port();
     await eventually(

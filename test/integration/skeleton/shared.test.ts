@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { startCrbridge } from '../../support/crbridge.ts';
+import { runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { fileEvents, publishedSchemas } from '../../support/events.ts';
 import { writeBackupsPipeline } from '../../support/pipeline.ts';
 import { metricSum } from '../../support/prom.ts';
@@ -40,16 +40,10 @@ test('three pipelines on one resource: one LIST and one WATCH, every pipeline ge
   const outs = [1, 2, 3].map((i) => join(dir, `p${i}.jsonl`));
   const before = kubectl(['get', '--raw', '/metrics']);
   const proc = startCrbridge(
-    [
-      'run',
-      ...outs.flatMap((o, i) => ['-c', pipelineFile(dir, `shared-${i + 1}`, ns, o)]),
-      '--state-dir',
+    runArgs(
+      outs.map((o, i) => pipelineFile(dir, `shared-${i + 1}`, ns, o)),
       join(dir, 'state'),
-      '--http-port',
-      '0',
-      '--http-host',
-      '127.0.0.1',
-    ],
+    ),
     { ...process.env, ...env },
   );
   try {
