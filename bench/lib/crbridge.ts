@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runArgs } from '../../test/support/crbridge.ts';
 import { loadStackEnv, repoRoot } from '../../test/support/stack.ts';
 
 /** The CLI under test: dist/cli.js, or `$CRBRIDGE_BENCH_CLI` (e.g. another checkout's build or `src/cli.ts`). */
@@ -57,11 +58,10 @@ export async function startBench(opts: StartOptions): Promise<BenchCrbridge> {
   const env = loadStackEnv();
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'crb-bench-state-'));
   const dir = mkdtempSync(join(tmpdir(), 'crb-bench-pipe-'));
-  const args: string[] = [];
-  opts.pipelines.forEach((text, i) => {
+  const files = opts.pipelines.map((text, i) => {
     const f = join(dir, `p${i}.yaml`);
     writeFileSync(f, text);
-    args.push('-c', f);
+    return f;
   });
   const child = spawn(
     process.execPath,
@@ -71,18 +71,7 @@ export async function startBench(opts: StartOptions): Promise<BenchCrbridge> {
       '--import',
       probePath,
       cliPath,
-      'run',
-      ...args,
-      '--state-dir',
-      stateDir,
-      '--http-port',
-      '0',
-      '--http-host',
-      '127.0.0.1',
-      '--log-level',
-      opts.logLevel ?? 'info',
-      '--kubeconfig',
-      env.KUBECONFIG,
+      ...runArgs(files, stateDir, ['--log-level', opts.logLevel ?? 'info', '--kubeconfig', env.KUBECONFIG]),
     ],
     { env: process.env, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] },
   );

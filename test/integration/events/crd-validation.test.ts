@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type RunningCrbridge, runArgs, startCrbridge } from '../../support/crbridge.ts';
+import { backupsPipelineYaml } from '../../support/pipeline.ts';
 import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 import { create, fileEvents, logs, metric, patch, publishedSchemas } from './helpers.ts';
 
@@ -60,25 +61,13 @@ describe('level-3 validation against the CRD schema', () => {
   const pipeline = join(dir, 'l3.yaml');
   writeFileSync(
     pipeline,
-    `apiVersion: crbridge.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: l3
-spec:
-  source:
-    group: ${GROUP}
-    version: v1
-    resource: backups
-    namespaces: [${ns}]
-  validation:
-    crdSchema: true
-  deadLetter:
-    path: ${deadFile}
-  sinks:
-    - name: audit
-      type: file
-      path: ${file}
-`,
+    backupsPipelineYaml({
+      name: 'l3',
+      group: GROUP,
+      namespaces: [ns],
+      specExtra: `  validation:\n    crdSchema: true\n  deadLetter:\n    path: ${deadFile}\n`,
+      sinks: `    - name: audit\n      type: file\n      path: ${file}\n`,
+    }),
   );
   let proc: RunningCrbridge | undefined;
   after(async () => {
