@@ -16,8 +16,10 @@
  * and CEL rules (`x-kubernetes-validations`) are skipped and listed in `skipped`. The root always
  * allows apiVersion, kind and metadata, as the API server does.
  */
+
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { backoffDelay } from '../backoff.ts';
 import { errorMessage } from '../errors.ts';
 import type { KubeObject } from './delta.ts';
 
@@ -316,7 +318,7 @@ export interface CrdApi {
 export interface CrdFromApiOptions {
   /** Server-side timeout of one WATCH; the watch is then reopened. Default 300. */
   watchTimeoutSeconds?: number;
-  /** First reopen delay after a failed watch; doubles up to `retryMaxMs`. Default 1000. */
+  /** First reopen delay after a failed watch (50–100 % of it, jittered); doubles up to `retryMaxMs`. Default 1000. */
   retryInitialMs?: number;
   /** Default 30000. */
   retryMaxMs?: number;
@@ -350,7 +352,7 @@ export function crdFromApi(
       const reopen = (failed: boolean) => {
         if (stopped) return;
         failures = failed ? failures + 1 : 0;
-        const delay = failed ? Math.min(max, initial * 2 ** (failures - 1)) : 50;
+        const delay = failed ? backoffDelay(failures, initial, max) : 50;
         timer = setTimeout(() => void open(), delay);
         timer.unref?.();
       };

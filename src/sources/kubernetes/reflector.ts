@@ -18,6 +18,7 @@
  * than `maxQueued` events are waiting, the stream is closed and later reopened from the resume
  * point, so memory stays bounded without losing anything.
  */
+import { backoffDelay } from '../../backoff.ts';
 import type { KubeObject } from '../../events/delta.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from './client.ts';
@@ -85,12 +86,6 @@ const sleep = (ms: number, signal: AbortSignal) =>
     }
     signal.addEventListener('abort', done, { once: true });
   });
-
-/** Exponential backoff with jitter: attempt 1 waits ~initial, doubling up to max; 50–100 % of it. */
-export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
-  const base = Math.min(maxMs, initialMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(base / 2 + (random() * base) / 2);
-}
 
 function statusOf(err: unknown): number | undefined {
   if (err instanceof KubeHttpError) return err.status;

@@ -15,7 +15,9 @@
  * delivery; after a crash, changes handed on but not yet flushed are emitted again with the same
  * deterministic ids (at-least-once, duplicates recognisable by id).
  */
+
 import { createHash } from 'node:crypto';
+import { backoffDelay } from '../../backoff.ts';
 import type { Source, SourceContext } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { Delta, DeltaReason, KubeObject, ResourceRef } from '../../events/delta.ts';
@@ -26,7 +28,7 @@ import type { CheckpointStore } from './checkpoint/types.ts';
 import { type KubeApi, type KubeCredentials, kubeApi, loadKubeConfig } from './client.ts';
 import { applyChange, type Change, changeFromWatch, diffListItem, listDeletions, type WatchEventType } from './diff.ts';
 import { collectionPath, discover, gvrString } from './discovery.ts';
-import { backoffDelay, Reflector } from './reflector.ts';
+import { Reflector } from './reflector.ts';
 import { parsePointers, stripFields } from './strip.ts';
 
 export interface KubernetesSourceConfig {
