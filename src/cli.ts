@@ -11,7 +11,7 @@ import { currentSchema } from './cli-schema.ts';
 import { loadPipelines } from './config/load.ts';
 import { createPipelineValidator } from './config/validate.ts';
 import { ConfigError, CrbridgeError, ErrorCode, errorMessage } from './errors.ts';
-import { registry } from './registry.ts';
+import { allFactories, registry } from './registry.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { startOpsServer } from './server/http.ts';
 import { createLogger, type Level } from './telemetry/logger.ts';
@@ -82,7 +82,7 @@ async function main(argv: string[]): Promise<number> {
       const files = values.config ?? [];
       if (files.length === 0)
         throw new CrbridgeError(ErrorCode.Usage, 'validate needs at least one -c <pipeline.yaml>');
-      const loaded = loadPipelines(files, createPipelineValidator(currentSchema()));
+      const loaded = loadPipelines(files, createPipelineValidator(currentSchema(), allFactories()));
       for (const p of loaded) process.stdout.write(`${p.file}: pipeline "${p.config.metadata.name}" is valid\n`);
       return 0;
     }
@@ -109,7 +109,7 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
   const stateDir = (values['state-dir'] as string | undefined) ?? './crbridge-state';
 
   // Validation comes first and is complete: nothing is built, created or connected before it passes.
-  const loaded = loadPipelines(files, createPipelineValidator(currentSchema()));
+  const loaded = loadPipelines(files, createPipelineValidator(currentSchema(), allFactories()));
   mkdirSync(stateDir, { recursive: true });
   // Node and library warnings (e.g. kafkajs' TimeoutNegativeWarning) become JSON logs, once per kind.
   process.removeAllListeners('warning');

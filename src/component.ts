@@ -58,6 +58,12 @@ export interface ComponentFactory<
   description: string;
   /** JSON Schema of the component's config block; the single source of validation and docs. */
   configSchema: JsonSchema;
+  /**
+   * Checks the schema cannot express (e.g. compiling an expression), run by `crbridge validate`
+   * after the schema check on every block of this type. Pure: no I/O. Pointers are relative to
+   * the component's block (`/expression`); messages say what to do.
+   */
+  check?(config: Config): { pointer: string; message: string }[];
   /** Builds the component from validated config. Must not perform I/O; `start` does. */
   create(config: Config, ctx: Ctx): Instance;
 }

@@ -22,6 +22,8 @@ export const ErrorCode = {
   DeliveryRetryable: 'CRB_DELIVERY_RETRYABLE',
   /** The checkpoint store could not be read or written. */
   Checkpoint: 'CRB_CHECKPOINT',
+  /** A stage's CEL expression failed for one event (a missing field, a value of the wrong type). */
+  Expression: 'CRB_EXPRESSION',
   /** Command-line usage error. */
   Usage: 'CRB_USAGE',
   /** Something that should not happen; a bug. */

@@ -7,6 +7,8 @@ import { fileSink } from './sinks/file/index.ts';
 import { kafkaSink } from './sinks/kafka/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 import { kubernetesSource } from './sources/kubernetes/index.ts';
+import { enrichStage } from './stages/enrich/index.ts';
+import { filterStage } from './stages/filter/index.ts';
 
 export interface Registry {
   /** The first source is the default when a pipeline's source names no `type`. */
@@ -17,7 +19,7 @@ export interface Registry {
 
 export const registry: Registry = {
   sources: [kubernetesSource],
-  stages: [],
+  stages: [filterStage, enrichStage],
   sinks: [kafkaSink, fileSink, stdoutSink],
 };
 

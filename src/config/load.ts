@@ -157,7 +157,9 @@ export function loadPipelines(
       resolveReferences(d, env, issues);
       const value = d.doc.toJS({ maxAliasCount: 100 }) as unknown;
       const errs = validator.validate(value);
-      for (const e of errs) issues.push(locateError(d, e, positionOf));
+      // in the order of the file, whichever check found them
+      const located = errs.map((e) => locateError(d, e, positionOf));
+      issues.push(...located.sort((a, b) => a.line - b.line || a.column - b.column));
       if (errs.length > 0) continue;
       const config = value as PipelineConfig;
       const where = `${file}:${positionOf(d, '/metadata/name').line}`;

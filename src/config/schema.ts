@@ -66,6 +66,8 @@ const validationSchema: JsonSchema = {
 function discriminated(kind: string, factories: readonly AnyFactory[], common: Record<string, JsonSchema>): JsonSchema {
   const types = factories.map((f) => f.type);
   const typeOptional = kind === 'source';
+  // sinks need a name (metrics, dead letters, delivery state); a stage's is optional
+  const nameRequired = kind === 'sink';
   if (factories.length === 0)
     return { description: `No ${kind} types exist in this build; leave this list empty.`, not: {} };
   return {
@@ -73,7 +75,7 @@ function discriminated(kind: string, factories: readonly AnyFactory[], common: R
     description: typeOptional
       ? `Where changes come from; \`type\` selects which (${types.join(', ')}; default ${types[0]}).`
       : `A ${kind}; \`type\` selects which (${types.join(', ')}).`,
-    required: typeOptional ? [] : ['type', ...(common.name ? ['name'] : [])],
+    required: typeOptional ? [] : ['type', ...(nameRequired ? ['name'] : [])],
     properties: { ...common, type: { type: 'string', enum: types, description: `Which ${kind} to use.` } },
     ...(factories.length > 0 && {
       allOf: factories.map((f, i) => {
@@ -84,10 +86,7 @@ function discriminated(kind: string, factories: readonly AnyFactory[], common: R
           if: typeOptional && i === 0 ? { anyOf: [{ not: { required: ['type'] } }, selected] } : selected,
           then: {
             properties: { ...common, type: { const: f.type, description: f.description }, ...(own.properties ?? {}) },
-            required: [
-              ...(own.required ?? []),
-              ...(typeOptional ? [] : Object.keys(common).filter((k) => k === 'name')),
-            ],
+            required: [...(own.required ?? []), ...(nameRequired ? ['name'] : [])],
             additionalProperties: false,
           },
         };

@@ -4,7 +4,7 @@
  * Resources). Turns ajv errors into readable issues.
  */
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
-import type { JsonSchema } from '../component.ts';
+import type { AnyFactory, JsonSchema } from '../component.ts';
 import type { ConfigIssue } from '../errors.ts';
 import type { PositionedDocument } from './load.ts';
 
@@ -19,9 +19,18 @@ export interface PipelineValidator {
 
 function describe(e: ErrorObject): SchemaError | null {
   const p = e.params as Record<string, unknown>;
+  const propertyName = (e as { propertyName?: string }).propertyName;
   switch (e.keyword) {
     case 'if':
-      return null; // the `then` branch errors say what is wrong
+    case 'propertyNames':
+      return null; // the `then` branch and property-name errors say what is wrong
+    case 'pattern':
+      if (propertyName !== undefined)
+        return {
+          pointer: `${e.instancePath}/${escapePointer(propertyName)}`,
+          message: `the name "${propertyName}" must match pattern "${String(p.pattern)}"`,
+        };
+      return { pointer: e.instancePath, message: e.message ?? e.keyword };
     case 'required':
       return {
         pointer: `${e.instancePath}/${String(p.missingProperty)}`,
@@ -41,7 +50,15 @@ function describe(e: ErrorObject): SchemaError | null {
   }
 }
 
-export function createPipelineValidator(schema: JsonSchema): PipelineValidator {
+function escapePointer(token: string): string {
+  return token.replaceAll('~', '~0').replaceAll('/', '~1');
+}
+
+/**
+ * Validates pipelines against `schema`, then runs the `check` of each component block's factory
+ * (`factories`, usually the registry's) so CEL expressions and the like are checked too.
+ */
+export function createPipelineValidator(schema: JsonSchema, factories: readonly AnyFactory[] = []): PipelineValidator {
   const ajv = new Ajv2020({ allErrors: true, strict: false, useDefaults: true });
   const check = ajv.compile(schema);
   return {
@@ -76,9 +93,40 @@ export function createPipelineValidator(schema: JsonSchema): PipelineValidator {
         });
       }
       out.push(...crdSchemaProblems(value));
+      out.push(...componentProblems(value, factories));
       return out;
     },
   };
+}
+
+/** The `check` of every stage and sink factory on its blocks (the source's too), located by pointer. */
+function componentProblems(value: unknown, factories: readonly AnyFactory[]): SchemaError[] {
+  const spec = (value as { spec?: Record<string, unknown> })?.spec;
+  if (!spec || typeof spec !== 'object') return [];
+  const out: SchemaError[] = [];
+  const run = (kind: AnyFactory['kind'], block: unknown, at: string) => {
+    if (!block || typeof block !== 'object') return;
+    const type = (block as { type?: unknown }).type;
+    const f = factories.find((x) => x.kind === kind && (x.type === type || (type === undefined && kind === 'source')));
+    if (!f?.check) return;
+    let problems: { pointer: string; message: string }[];
+    try {
+      problems = f.check(block as never);
+    } catch {
+      return; // a block the schema already rejected can trip a check; its schema errors say why
+    }
+    for (const q of problems) out.push({ pointer: `${at}${q.pointer}`, message: q.message });
+  };
+  run('source', spec.source, '/spec/source');
+  for (const [kind, list] of [
+    ['stage', spec.stages],
+    ['sink', spec.sinks],
+  ] as const)
+    if (Array.isArray(list))
+      list.forEach((b, i) => {
+        run(kind, b, `/spec/${kind}s/${i}`);
+      });
+  return out;
 }
 
 /** `validation.crdSchema` needs a Custom Resource: the core group has no CRD to read a schema from. */

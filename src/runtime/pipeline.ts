@@ -13,7 +13,7 @@
 import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
 import type { DeadLetter } from '../delivery/dead-letter.ts';
 import type { DeliveryQueue } from '../delivery/queue.ts';
-import { ErrorCode, errorMessage } from '../errors.ts';
+import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { buildEvent, type EventOptions } from '../events/build.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
 import { type CrdSchemaValidator, crdFromApi, crdNameFor, createCrdSchemaValidator } from '../events/crd-schema.ts';
@@ -178,19 +178,29 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
     }
     let events: CloudEvent[] = [event];
     for (const { id: stageId, stage } of this.parts.stages) {
+      if (events.length === 0) break;
       const next: CloudEvent[] = [];
       for (const e of events) {
+        this.m.received.inc({ component: stageId });
         try {
-          next.push(...(await stage.process(e)));
+          const out = stage.process(e);
+          const produced = Array.isArray(out) ? out : await out;
+          for (const x of produced) next.push(x);
+          if (produced.length === 0) this.m.dropped.inc({ component: stageId });
         } catch (err) {
-          this.m.errors.inc({ component: stageId, code: ErrorCode.Internal });
-          logger.once('error', `stage:${stageId}:${errorMessage(err)}`, 'stage failed; event dead-lettered', {
-            stage: stageId,
-            error: errorMessage(err),
-          });
-          await this.deadLetter(e, ErrorCode.Internal, [`stage ${stageId}: ${errorMessage(err)}`]);
+          // a CEL failure (onError: deadLetter) carries its code; anything else is a bug
+          const code = err instanceof CrbridgeError ? err.code : ErrorCode.Internal;
+          this.m.errors.inc({ component: stageId, code });
+          logger.once(
+            code === ErrorCode.Internal ? 'error' : 'warn',
+            `stage:${stageId}:${errorMessage(err)}`,
+            'stage failed; event dead-lettered',
+            { code, stage: stageId, error: errorMessage(err), subject: e.subject, id: e.id },
+          );
+          await this.deadLetter(e, code, [`stage ${stageId}: ${errorMessage(err)}`]);
         }
       }
+      this.m.sent.inc({ component: stageId }, next.length);
       events = next;
     }
     const settled: Promise<void>[] = [];
