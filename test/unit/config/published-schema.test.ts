@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { currentSchema } from '../../../src/cli-schema.ts';
 import { loadPipelines } from '../../../src/config/load.ts';
 import { createPipelineValidator } from '../../../src/config/validate.ts';
+import { allFactories } from '../../../src/registry.ts';
 import { repoRoot } from '../../support/stack.ts';
 
 test('schemas/pipeline.schema.json is up to date with the registry', () => {
@@ -23,7 +24,7 @@ test('every example pipeline validates', () => {
     .filter((f) => f.endsWith('.yaml'))
     .map((f) => join(dir, f));
   assert.ok(files.length >= 2);
-  const loaded = loadPipelines(files, createPipelineValidator(currentSchema()), {
+  const loaded = loadPipelines(files, createPipelineValidator(currentSchema(), allFactories()), {
     env: { KAFKA_BROKERS: '127.0.0.1:9092' },
   });
   assert.equal(loaded.length, files.length);
