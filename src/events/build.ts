@@ -9,6 +9,7 @@ import type { Delta, KubeObject, ResourceRef } from './delta.ts';
 import { diff, formatPointer, getAt, type PatchOp, parsePath, parsePointer, setOwn } from './patch.ts';
 
 import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
+import { forgetDataJson, structuredBytes } from './serialize.ts';
 
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
 export { EVENT_DATA_SCHEMA_ID };
@@ -307,37 +308,11 @@ function mask(node: unknown, path: readonly string[], i: number, at: string, mas
 }
 
 /**
- * UTF-8 size of each object's JSON, measured once per object. Objects that reach the builder are
- * immutable snapshots shared with the source cache (the `object` of one update is the `oldObject`
- * of the next), so each state is measured once instead of once per event it appears in.
- */
-const objectBytes = new WeakMap<object, number>();
-
-function bytesOf(o: object): number {
-  let n = objectBytes.get(o);
-  if (n === undefined) {
-    n = Buffer.byteLength(JSON.stringify(o), 'utf8');
-    objectBytes.set(o, n);
-  }
-  return n;
-}
-
-/**
- * Exact UTF-8 size of the structured JSON of `e`: the envelope and small data fields are
- * serialized with the objects replaced by `null`, and the objects' own sizes are added.
+ * Exact UTF-8 size of the structured JSON of `e`. The data's text is made here once and reused by
+ * the sinks (see `dataJson`), so measuring costs no extra serialization.
  */
 export function eventBytes(e: CloudEvent): number {
-  const d = e.data;
-  if (!d || typeof d !== 'object') return Buffer.byteLength(JSON.stringify(e), 'utf8');
-  let extra = 0;
-  const skeleton: Record<string, unknown> = { ...d };
-  for (const k of ['object', 'oldObject'] as const) {
-    const o = d[k];
-    if (o === null || typeof o !== 'object') continue;
-    skeleton[k] = null;
-    extra += bytesOf(o) - 4;
-  }
-  return Buffer.byteLength(JSON.stringify({ ...e, data: skeleton }), 'utf8') + extra;
+  return structuredBytes(e);
 }
 
 /** Changed top-level paths (e.g. `/spec`) from a patch, in first-seen order. */
@@ -438,9 +413,11 @@ function enforceSize(event: CloudEvent, maxBytes: number): void {
   const data = event.data;
   const tr: Truncation = { dropped: [], originalBytes, maxBytes };
   data.truncated = tr;
+  forgetDataJson(data);
   for (const field of ['oldObject', 'object', 'patch'] as const) {
     if (data[field] === undefined) continue;
     delete (data as Record<string, unknown>)[field];
+    forgetDataJson(data);
     tr.dropped.push(field);
     if (eventBytes(event) <= maxBytes) return;
   }

@@ -7,7 +7,7 @@
  * forget a deleted object.
  */
 import type { CloudEvent } from '../cloudevent.ts';
-import { attributeString, attributesOf, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
+import { attributeString, attributesOf, dataJson, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
 
 /**
  * One Kafka record. Headers are UTF-8 strings. A `value` of null is a tombstone. The same event
@@ -42,7 +42,7 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     if (name === 'datacontenttype') headers['content-type'] = attributeString(v);
     else headers[`ce_${name}`] = attributeString(v);
   }
-  const value = event.data === undefined ? null : Buffer.from(JSON.stringify(event.data), 'utf8');
+  const value = event.data === undefined ? null : Buffer.from(dataJson(event.data), 'utf8');
   return { key, value, headers };
 }
 
