@@ -9,7 +9,7 @@ import type { Delta, KubeObject, ResourceRef } from './delta.ts';
 import { diff, formatPointer, getAt, type PatchOp, parsePath, parsePointer, setOwn } from './patch.ts';
 
 import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
-import { forgetDataJson, structuredBytes } from './serialize.ts';
+import { dataJson, forgetDataJson, structuredBytes } from './serialize.ts';
 
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
 export { EVENT_DATA_SCHEMA_ID };
@@ -403,11 +403,27 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
   return event;
 }
 
+/** An upper bound of the UTF-8 bytes of an event's JSON without its data text; allocates nothing. */
+function attributesBound(event: CloudEvent): number {
+  let n = 16; // braces, `"data":`
+  for (const k in event) {
+    if (k === 'data') continue;
+    const v = event[k];
+    n += k.length + 6 + (typeof v === 'string' ? v.length * 6 : 24);
+  }
+  return n;
+}
+
 /**
  * Size policy: while the structured JSON exceeds `maxBytes`, drop `oldObject`, then `object`
  * (the patch and changed paths stay), then `patch`, and record it in `data.truncated`.
  */
 function enforceSize(event: CloudEvent, maxBytes: number): void {
+  // Fast path: a UTF-16 code unit is at most 3 UTF-8 bytes in the data text and at most 6 in an
+  // attribute (escaped), so most events are clearly under the limit without serializing the
+  // attributes or scanning the data text for its exact UTF-8 length.
+  const text = dataJson(event.data);
+  if (text.length * 3 + attributesBound(event) <= maxBytes) return;
   const originalBytes = eventBytes(event);
   if (originalBytes <= maxBytes) return;
   const data = event.data;

@@ -98,33 +98,47 @@ function isContainer(v: unknown): v is object {
   return v !== null && typeof v === 'object';
 }
 
+/**
+ * Compares two containers of the same kind. Children equal by value (the common case: most of an
+ * object does not change) are skipped before their path string is built, so an unchanged leaf
+ * costs one comparison and no allocation.
+ */
 function walk(a: unknown, b: unknown, path: string, ops: PatchOp[]): void {
   if (a === b) return;
   if (!isContainer(a) || !isContainer(b) || Array.isArray(a) !== Array.isArray(b)) {
-    // Primitives, or a change of container type: replace unless equal (NaN cannot occur in JSON).
-    if (a !== b) ops.push({ op: 'replace', path, value: b });
+    // Primitives, or a change of container type: replace (NaN cannot occur in JSON).
+    ops.push({ op: 'replace', path, value: b });
     return;
   }
   if (Array.isArray(a)) {
     const x = a as unknown[];
     const y = b as unknown[];
     const common = Math.min(x.length, y.length);
-    for (let i = 0; i < common; i++) walk(x[i], y[i], `${path}/${i}`, ops);
+    for (let i = 0; i < common; i++) {
+      const xv = x[i];
+      const yv = y[i];
+      if (xv !== yv && (isContainer(xv) || isContainer(yv))) walk(xv, yv, `${path}/${i}`, ops);
+      else if (xv !== yv) ops.push({ op: 'replace', path: `${path}/${i}`, value: yv });
+    }
     for (let i = x.length - 1; i >= y.length; i--) ops.push({ op: 'remove', path: `${path}/${i}` });
     for (let i = x.length; i < y.length; i++) ops.push({ op: 'add', path: `${path}/${i}`, value: y[i] });
     return;
   }
   const x = a as Record<string, unknown>;
   const y = b as Record<string, unknown>;
-  for (const k in x) {
-    if (!Object.hasOwn(x, k)) continue;
-    if (!Object.hasOwn(y, k)) ops.push({ op: 'remove', path: `${path}/${escapeToken(k)}` });
-  }
-  for (const k in y) {
-    if (!Object.hasOwn(y, k)) continue;
-    const p = `${path}/${escapeToken(k)}`;
-    if (Object.hasOwn(x, k)) walk(x[k], y[k], p, ops);
-    else ops.push({ op: 'add', path: p, value: y[k] });
+  const xKeys = Object.keys(x);
+  const yKeys = Object.keys(y);
+  for (const k of xKeys) if (!Object.hasOwn(y, k)) ops.push({ op: 'remove', path: `${path}/${escapeToken(k)}` });
+  for (const k of yKeys) {
+    const yv = y[k];
+    if (!Object.hasOwn(x, k)) {
+      ops.push({ op: 'add', path: `${path}/${escapeToken(k)}`, value: yv });
+      continue;
+    }
+    const xv = x[k];
+    if (xv === yv) continue;
+    if (isContainer(xv) || isContainer(yv)) walk(xv, yv, `${path}/${escapeToken(k)}`, ops);
+    else ops.push({ op: 'replace', path: `${path}/${escapeToken(k)}`, value: yv });
   }
 }
 

@@ -10,6 +10,7 @@
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { fullFormats } from 'ajv-formats/dist/formats.js';
 import type { CloudEvent } from './cloudevent.ts';
 import { formatAjvErrors } from './crd-schema.ts';
 import type { KubeObject } from './delta.ts';
@@ -43,11 +44,29 @@ function compiled(): { envelope: ValidateFunction; data: ValidateFunction } {
   if (shared) return shared;
   const ajv = new Ajv({ allErrors: true, strict: false });
   (addFormatsModule as unknown as (a: Ajv) => void)(ajv);
+  // `source` and `dataschema` repeat on every event of a pipeline: check each URI once.
+  for (const name of ['uri', 'uri-reference'] as const) ajv.addFormat(name, memoized(fullFormats[name]));
   shared = {
     envelope: ajv.compile(CLOUDEVENTS_SCHEMA as unknown as object),
     data: ajv.compile(EVENT_DATA_SCHEMA as unknown as object),
   };
   return shared;
+}
+
+/** A string format check that remembers its last few hundred answers. */
+function memoized(format: unknown): (s: string) => boolean {
+  const check =
+    format instanceof RegExp ? (s: string) => format.test(s) : (format as (s: string) => boolean).bind(undefined);
+  const seen = new Map<string, boolean>();
+  return (s) => {
+    let ok = seen.get(s);
+    if (ok === undefined) {
+      ok = check(s);
+      if (seen.size >= 256) seen.clear();
+      seen.set(s, ok);
+    }
+    return ok;
+  };
 }
 
 /**

@@ -7,7 +7,7 @@
  * forget a deleted object.
  */
 import type { CloudEvent } from '../cloudevent.ts';
-import { attributeString, attributesOf, dataJson, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
+import { attributeString, dataJson, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
 
 /**
  * One Kafka record. Headers are UTF-8 strings. A `value` of null is a tombstone. The same event
@@ -18,6 +18,18 @@ export interface KafkaRecord {
   key: string | null;
   value: Buffer | null;
   headers: Record<string, string>;
+}
+
+const headerNames = new Map<string, string>([['datacontenttype', 'content-type']]);
+
+/** `ce_<attribute>` (`content-type` for datacontenttype), made once per attribute name. */
+function headerName(attribute: string): string {
+  let h = headerNames.get(attribute);
+  if (h === undefined) {
+    h = `ce_${attribute}`;
+    if (headerNames.size < 1024) headerNames.set(attribute, h);
+  }
+  return h;
 }
 
 function keyOf(event: CloudEvent): string | null {
@@ -36,11 +48,13 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     };
   }
   const headers: Record<string, string> = {};
-  for (const [name, v] of attributesOf(event)) {
+  for (const name in event) {
+    const v = event[name];
+    if (name === 'data' || name === 'data_base64' || v === undefined || v === null || !Object.hasOwn(event, name))
+      continue;
     // partitionkey is carried by the record key (Kafka binding §3.1) but kept as a header too so
     // that a consumer that only reads headers sees the whole event.
-    if (name === 'datacontenttype') headers['content-type'] = attributeString(v);
-    else headers[`ce_${name}`] = attributeString(v);
+    headers[headerName(name)] = attributeString(v);
   }
   const value = event.data === undefined ? null : Buffer.from(dataJson(event.data), 'utf8');
   return { key, value, headers };
