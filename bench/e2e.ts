@@ -21,7 +21,7 @@ import {
   ok,
   runId,
 } from './lib/kube.ts';
-import { MB, procMonitor, stackPid } from './lib/proc.ts';
+import { MB, machineMonitor, procMonitor, stackPid } from './lib/proc.ts';
 import { note, percentile, report } from './report.ts';
 import type { Benchmark } from './run.ts';
 
@@ -234,12 +234,14 @@ export const benchmark: Benchmark = {
         const others = Object.fromEntries(
           Object.entries(pids).flatMap(([k, pid]) => (pid ? [[k, procMonitor(pid)]] : [])),
         );
+        const machine = machineMonitor();
         const selfCpu0 = process.cpuUsage();
         const selfT0 = performance.now();
         const r = await step(kube, ns, rate, seconds, acks, arrivals, watched, seq);
         seq += r.writes + 1000;
         const m = mon.stop();
         const o = Object.fromEntries(Object.entries(others).map(([k, v]) => [k, v.stop().cpuPercent]));
+        const box = machine.stop();
         const selfCpu = process.cpuUsage(selfCpu0);
         const selfPct = ((selfCpu.user + selfCpu.system) / 1000 / (performance.now() - selfT0)) * 100;
         const keptUp = r.missing === 0 && r.drainMs < 1000;
@@ -292,6 +294,13 @@ export const benchmark: Benchmark = {
             etcd: Math.round(o.etcd ?? 0),
             kafka: Math.round(o.kafka ?? 0),
             benchProcess: Math.round(selfPct),
+            // The whole machine (100 % per core) and what none of the measured processes used
+            // (other work on the box, the kernel's network stack): whether the box was full.
+            machine: Math.round(box.busyPercent),
+            cores: box.cores,
+            other: Math.round(
+              box.busyPercent - (o.apiserver ?? 0) - (o.etcd ?? 0) - (o.kafka ?? 0) - selfPct - m.cpuPercent,
+            ),
           },
         });
         log(

@@ -71,3 +71,30 @@ export function stackPid(stackDir: string, name: string): number | undefined {
 }
 
 export const MB = 1024 * 1024;
+
+/** Busy and total jiffies of the whole machine (all cores) from the first line of `/proc/stat`. */
+function machineTicks(): { busy: number; total: number; cores: number } {
+  const lines = readFileSync('/proc/stat', 'utf8').split('\n');
+  const f = lines[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  const cores = lines.filter((l) => /^cpu\d/.test(l)).length;
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  return { busy: total - idle, total, cores };
+}
+
+/**
+ * Machine-wide CPU use over a window, in % of one core (so 200 % = both cores of a 2-core machine
+ * full), to tell whether the box itself was saturated and how much went to processes not measured.
+ */
+export function machineMonitor() {
+  const first = machineTicks();
+  return {
+    stop(): { busyPercent: number; cores: number } {
+      const last = machineTicks();
+      const total = last.total - first.total;
+      const busy = last.busy - first.busy;
+      return { busyPercent: total > 0 ? (busy / total) * 100 * last.cores : 0, cores: last.cores };
+    },
+  };
+}
