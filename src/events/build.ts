@@ -9,7 +9,6 @@ import type { Delta, KubeObject, ResourceRef } from './delta.ts';
 import { diff, formatPointer, getAt, type PatchOp, parsePath, parsePointer, setOwn } from './patch.ts';
 
 import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
-import { dataJson, forgetDataJson, structuredBytes } from './serialize.ts';
 
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
 export { EVENT_DATA_SCHEMA_ID };
@@ -308,11 +307,39 @@ function mask(node: unknown, path: readonly string[], i: number, at: string, mas
 }
 
 /**
- * Exact UTF-8 size of the structured JSON of `e`. The data's text is made here once and reused by
- * the sinks (see `dataJson`), so measuring costs no extra serialization.
+ * UTF-8 size of each object's JSON, measured once per object. Objects that reach the builder are
+ * immutable snapshots shared with the source cache (the `object` of one update is the `oldObject`
+ * of the next), so each state is measured once instead of once per event it appears in. Only the
+ * number is kept: reusing the text in the sinks was tried and cost +12–17 MB RSS with 10k objects
+ * (bench/RESULTS.md §1), for a few µs per event.
+ */
+const objectBytes = new WeakMap<object, number>();
+
+function bytesOf(o: object): number {
+  let n = objectBytes.get(o);
+  if (n === undefined) {
+    n = Buffer.byteLength(JSON.stringify(o), 'utf8');
+    objectBytes.set(o, n);
+  }
+  return n;
+}
+
+/**
+ * Exact UTF-8 size of the structured JSON of `e`: the envelope and small data fields are
+ * serialized with the objects replaced by `null`, and the objects' own sizes are added.
  */
 export function eventBytes(e: CloudEvent): number {
-  return structuredBytes(e);
+  const d = e.data;
+  if (!d || typeof d !== 'object') return Buffer.byteLength(JSON.stringify(e), 'utf8');
+  let extra = 0;
+  const skeleton: Record<string, unknown> = { ...d };
+  for (const k of ['object', 'oldObject'] as const) {
+    const o = d[k];
+    if (o === null || typeof o !== 'object') continue;
+    skeleton[k] = null;
+    extra += bytesOf(o) - 4;
+  }
+  return Buffer.byteLength(JSON.stringify({ ...e, data: skeleton }), 'utf8') + extra;
 }
 
 /** Changed top-level paths (e.g. `/spec`) from a patch, in first-seen order. */
@@ -403,37 +430,19 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
   return event;
 }
 
-/** An upper bound of the UTF-8 bytes of an event's JSON without its data text; allocates nothing. */
-function attributesBound(event: CloudEvent): number {
-  let n = 16; // braces, `"data":`
-  for (const k in event) {
-    if (k === 'data') continue;
-    const v = event[k];
-    n += k.length + 6 + (typeof v === 'string' ? v.length * 6 : 24);
-  }
-  return n;
-}
-
 /**
  * Size policy: while the structured JSON exceeds `maxBytes`, drop `oldObject`, then `object`
  * (the patch and changed paths stay), then `patch`, and record it in `data.truncated`.
  */
 function enforceSize(event: CloudEvent, maxBytes: number): void {
-  // Fast path: a UTF-16 code unit is at most 3 UTF-8 bytes in the data text and at most 6 in an
-  // attribute (escaped), so most events are clearly under the limit without serializing the
-  // attributes or scanning the data text for its exact UTF-8 length.
-  const text = dataJson(event.data);
-  if (text.length * 3 + attributesBound(event) <= maxBytes) return;
   const originalBytes = eventBytes(event);
   if (originalBytes <= maxBytes) return;
   const data = event.data;
   const tr: Truncation = { dropped: [], originalBytes, maxBytes };
   data.truncated = tr;
-  forgetDataJson(data);
   for (const field of ['oldObject', 'object', 'patch'] as const) {
     if (data[field] === undefined) continue;
     delete (data as Record<string, unknown>)[field];
-    forgetDataJson(data);
     tr.dropped.push(field);
     if (eventBytes(event) <= maxBytes) return;
   }

@@ -10,7 +10,6 @@ import {
   attributeString,
   attributesOf,
   BATCH_CONTENT_TYPE,
-  dataJson,
   STRUCTURED_CONTENT_TYPE,
   toBatchJson,
   toStructuredJson,
@@ -52,7 +51,7 @@ export function toHttpBinary(event: CloudEvent): HttpMessage {
     if (name === 'datacontenttype') headers['content-type'] = attributeString(v);
     else headers[`ce-${name}`] = encodeHeaderValue(attributeString(v));
   }
-  return { headers, body: event.data === undefined ? '' : dataJson(event.data) };
+  return { headers, body: event.data === undefined ? '' : JSON.stringify(event.data) };
 }
 
 export function toHttpStructured(event: CloudEvent): HttpMessage {

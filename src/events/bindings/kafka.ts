@@ -7,7 +7,7 @@
  * forget a deleted object.
  */
 import type { CloudEvent } from '../cloudevent.ts';
-import { attributeString, dataJson, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
+import { attributeString, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
 
 /**
  * One Kafka record. Headers are UTF-8 strings. A `value` of null is a tombstone. The same event
@@ -56,7 +56,7 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     // that a consumer that only reads headers sees the whole event.
     headers[headerName(name)] = attributeString(v);
   }
-  const value = event.data === undefined ? null : Buffer.from(dataJson(event.data), 'utf8');
+  const value = event.data === undefined ? null : Buffer.from(JSON.stringify(event.data), 'utf8');
   return { key, value, headers };
 }
 
