@@ -6,6 +6,7 @@
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import type { AnyFactory, JsonSchema } from '../component.ts';
 import type { ConfigIssue } from '../errors.ts';
+import { escapeToken } from '../events/patch.ts';
 import type { PositionedDocument } from './load.ts';
 
 export interface SchemaError {
@@ -27,7 +28,7 @@ function describe(e: ErrorObject): SchemaError | null {
     case 'pattern':
       if (propertyName !== undefined)
         return {
-          pointer: `${e.instancePath}/${escapePointer(propertyName)}`,
+          pointer: `${e.instancePath}/${escapeToken(propertyName)}`,
           message: `the name "${propertyName}" must match pattern "${String(p.pattern)}"`,
         };
       return { pointer: e.instancePath, message: e.message ?? e.keyword };
@@ -48,10 +49,6 @@ function describe(e: ErrorObject): SchemaError | null {
     default:
       return { pointer: e.instancePath, message: e.message ?? e.keyword };
   }
-}
-
-function escapePointer(token: string): string {
-  return token.replaceAll('~', '~0').replaceAll('/', '~1');
 }
 
 /**

@@ -99,9 +99,9 @@ function isContainer(v: unknown): v is object {
 }
 
 /**
- * Compares two containers of the same kind. Children equal by value (the common case: most of an
- * object does not change) are skipped before their path string is built, so an unchanged leaf
- * costs one comparison and no allocation.
+ * Appends the operations turning `a` into `b` at `path`. Children that are the same value (the
+ * common case: most of an object does not change) are skipped before their path string is built,
+ * so an unchanged leaf costs one comparison and no allocation.
  */
 function walk(a: unknown, b: unknown, path: string, ops: PatchOp[]): void {
   if (a === b) return;
@@ -114,31 +114,21 @@ function walk(a: unknown, b: unknown, path: string, ops: PatchOp[]): void {
     const x = a as unknown[];
     const y = b as unknown[];
     const common = Math.min(x.length, y.length);
-    for (let i = 0; i < common; i++) {
-      const xv = x[i];
-      const yv = y[i];
-      if (xv !== yv && (isContainer(xv) || isContainer(yv))) walk(xv, yv, `${path}/${i}`, ops);
-      else if (xv !== yv) ops.push({ op: 'replace', path: `${path}/${i}`, value: yv });
-    }
+    for (let i = 0; i < common; i++) if (x[i] !== y[i]) walk(x[i], y[i], `${path}/${i}`, ops);
     for (let i = x.length - 1; i >= y.length; i--) ops.push({ op: 'remove', path: `${path}/${i}` });
     for (let i = x.length; i < y.length; i++) ops.push({ op: 'add', path: `${path}/${i}`, value: y[i] });
     return;
   }
   const x = a as Record<string, unknown>;
   const y = b as Record<string, unknown>;
-  const xKeys = Object.keys(x);
-  const yKeys = Object.keys(y);
-  for (const k of xKeys) if (!Object.hasOwn(y, k)) ops.push({ op: 'remove', path: `${path}/${escapeToken(k)}` });
-  for (const k of yKeys) {
+  for (const k of Object.keys(x)) if (!Object.hasOwn(y, k)) ops.push({ op: 'remove', path: `${path}/${escapeToken(k)}` });
+  for (const k of Object.keys(y)) {
     const yv = y[k];
     if (!Object.hasOwn(x, k)) {
       ops.push({ op: 'add', path: `${path}/${escapeToken(k)}`, value: yv });
       continue;
     }
-    const xv = x[k];
-    if (xv === yv) continue;
-    if (isContainer(xv) || isContainer(yv)) walk(xv, yv, `${path}/${escapeToken(k)}`, ops);
-    else ops.push({ op: 'replace', path: `${path}/${escapeToken(k)}`, value: yv });
+    if (x[k] !== yv) walk(x[k], yv, `${path}/${escapeToken(k)}`, ops);
   }
 }
 

@@ -8,6 +8,7 @@
 import { type CelProgram, celProblem, celVariables, compileCel, toAttributeValue } from '../../cel/index.ts';
 import type { ComponentContext, Stage, StageFactory } from '../../component.ts';
 import type { CloudEvent } from '../../events/cloudevent.ts';
+import { escapeToken } from '../../events/patch.ts';
 import { expressionFailure } from '../expression-failure.ts';
 
 export interface EnrichStageConfig {
@@ -111,7 +112,7 @@ export const enrichStage: StageFactory<EnrichStageConfig> = {
     if (!attrs || typeof attrs !== 'object') return [];
     const out: { pointer: string; message: string }[] = [];
     for (const [name, expr] of Object.entries(attrs)) {
-      const pointer = `/attributes/${name.replaceAll('~', '~0').replaceAll('/', '~1')}`;
+      const pointer = `/attributes/${escapeToken(name)}`;
       if ((RESERVED_ATTRIBUTES as readonly string[]).includes(name))
         out.push({
           pointer,
