@@ -10,7 +10,7 @@
  * (`object.spec.replicas + 1`), the result being a double.
  */
 import { Environment, Optional, type TypeCheckResult } from '@marcbachmann/cel-js';
-import type { CloudEvent } from '../events/cloudevent.ts';
+import { type CloudEvent, isCloudEventsInteger } from '../events/cloudevent.ts';
 
 /** The variables every expression can use, with their CEL types and meaning (also used for docs). */
 export const CEL_VARIABLES = [
@@ -172,9 +172,6 @@ export function celProblem(source: string, result: CelResult): string | undefine
   }
 }
 
-const INT32_MIN = -(2 ** 31);
-const INT32_MAX = 2 ** 31 - 1;
-
 /**
  * A CEL result as a CloudEvents extension value (string, 32-bit integer or boolean; other
  * numbers become strings), or null for "no value" (null, an empty optional). Throws for lists,
@@ -188,9 +185,9 @@ export function toAttributeValue(v: unknown): string | number | boolean | null {
     case 'boolean':
       return v;
     case 'bigint':
-      return v >= INT32_MIN && v <= INT32_MAX ? Number(v) : v.toString();
+      return isCloudEventsInteger(Number(v)) ? Number(v) : v.toString();
     case 'number':
-      return Number.isInteger(v) && v >= INT32_MIN && v <= INT32_MAX ? v : String(v);
+      return isCloudEventsInteger(v) ? v : String(v);
   }
   // a CEL uint (an object holding a bigint)
   if (typeof (v as { value?: unknown }).value === 'bigint') return toAttributeValue((v as { value: bigint }).value);

@@ -4,7 +4,7 @@
  * `type`, `source`, `subject`, extensions and data, whether seen live, on relist or on resync.
  * See docs/events.md for the scheme.
  */
-import type { CloudEvent, EventData } from './cloudevent.ts';
+import { type CloudEvent, type EventData, isCloudEventsInteger } from './cloudevent.ts';
 import type { Delta, KubeObject, ResourceRef } from './delta.ts';
 import { diff, formatPointer, getAt, type PatchOp, parsePath, parsePointer, setOwn } from './patch.ts';
 
@@ -415,8 +415,7 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
   event.k8sresourceversion = m.resourceVersion;
   if (typeof m.generation === 'number' && Number.isInteger(m.generation)) {
     // CloudEvents Integer is 32-bit signed; larger generations travel as strings.
-    event.k8sgeneration =
-      m.generation <= 2147483647 && m.generation >= -2147483648 ? m.generation : String(m.generation);
+    event.k8sgeneration = isCloudEventsInteger(m.generation) ? m.generation : String(m.generation);
   }
   event.k8scluster = c.cluster;
   event.partitionkey = m.uid;

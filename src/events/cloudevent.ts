@@ -38,3 +38,8 @@ export interface CloudEvent {
   /** Extension attributes (all strings, numbers or booleans). */
   [extension: string]: unknown;
 }
+
+/** True for a CloudEvents Integer: a whole number in the signed 32-bit range. */
+export function isCloudEventsInteger(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= -2147483648 && v <= 2147483647;
+}

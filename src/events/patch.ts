@@ -121,7 +121,8 @@ function walk(a: unknown, b: unknown, path: string, ops: PatchOp[]): void {
   }
   const x = a as Record<string, unknown>;
   const y = b as Record<string, unknown>;
-  for (const k of Object.keys(x)) if (!Object.hasOwn(y, k)) ops.push({ op: 'remove', path: `${path}/${escapeToken(k)}` });
+  for (const k of Object.keys(x))
+    if (!Object.hasOwn(y, k)) ops.push({ op: 'remove', path: `${path}/${escapeToken(k)}` });
   for (const k of Object.keys(y)) {
     const yv = y[k];
     if (!Object.hasOwn(x, k)) {

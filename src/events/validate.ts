@@ -11,7 +11,7 @@
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { fullFormats } from 'ajv-formats/dist/formats.js';
-import type { CloudEvent } from './cloudevent.ts';
+import { type CloudEvent, isCloudEventsInteger } from './cloudevent.ts';
 import { formatAjvErrors } from './crd-schema.ts';
 import type { KubeObject } from './delta.ts';
 import { CLOUDEVENTS_SCHEMA } from './schemas/cloudevents.ts';
@@ -35,8 +35,6 @@ export interface EventValidatorOptions {
 
 export const EXTENSION_NAME = /^[a-z0-9]{1,20}$/;
 const CORE = new Set(['specversion', 'id', 'source', 'type', 'datacontenttype', 'dataschema', 'subject', 'time']);
-const INT32_MIN = -2147483648;
-const INT32_MAX = 2147483647;
 
 let shared: { envelope: ValidateFunction; data: ValidateFunction } | undefined;
 
@@ -93,7 +91,7 @@ export function attributeProblems(e: Record<string, unknown>): string[] {
     const v = e[k];
     const t = typeof v;
     if (t === 'string' || t === 'boolean') continue;
-    if (t === 'number' && Number.isInteger(v) && (v as number) >= INT32_MIN && (v as number) <= INT32_MAX) continue;
+    if (isCloudEventsInteger(v)) continue;
     out.push(`/${k} extension value must be a string, a boolean or a 32-bit integer`);
   }
   if (e.data !== undefined && e.data_base64 !== undefined) out.push('/data and /data_base64 are exclusive');
