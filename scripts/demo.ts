@@ -1,7 +1,8 @@
 /**
  * `npm run demo`: a self-contained demo on the local real stack. Brings the stack up (building it
- * once), installs the Backup CRD, runs crbridge with a pipeline to Kafka and a file, walks a few
- * Backups through their lifecycle, and shows the CloudEvents that arrived in Kafka.
+ * once), installs the Backup CRD, runs crbridge with a pipeline (an enrich stage tagging each event
+ * with its database and phase) to Kafka and a file, walks a few Backups through their lifecycle,
+ * and shows the CloudEvents that arrived in Kafka.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -56,6 +57,12 @@ spec:
     version: v1
     resource: backups
     namespaces: [${ns}]
+  stages:
+    - type: enrich
+      name: tag
+      attributes:
+        database: object.spec.databaseName
+        phase: 'has(object.status) && has(object.status.phase) ? object.status.phase : null'
   sinks:
     - name: events
       type: kafka
@@ -125,7 +132,7 @@ for (const phase of ['Running', 'Completed']) {
     '-n',
     ns,
     'patch',
-    'backup',
+    'backups.example.com',
     'orders',
     '--subresource=status',
     '--type=merge',
@@ -137,7 +144,7 @@ kubectl([
   '-n',
   ns,
   'patch',
-  'backup',
+  'backups.example.com',
   'users',
   '--subresource=status',
   '--type=merge',
@@ -159,16 +166,21 @@ const rows: string[][] = [];
 await consumer.run({
   eachMessage: async ({ message }) => {
     const h = (k: string) => String(message.headers?.[k] ?? '');
-    rows.push([h('ce_type'), h('ce_subject'), h('ce_id').slice(0, 16), `${message.value?.length ?? 0} B`]);
+    rows.push([
+      h('ce_type'),
+      h('ce_subject'),
+      h('ce_database'),
+      h('ce_phase'),
+      h('ce_id').slice(0, 16),
+      `${message.value?.length ?? 0} B`,
+    ]);
   },
 });
 for (let i = 0; i < 150 && rows.length < 8; i++) await sleep(200);
 await consumer.disconnect();
-const widths = [0, 1, 2, 3].map((i) =>
-  Math.max(...[['type', 'subject', 'id', 'size'], ...rows].map((r) => (r[i] ?? '').length)),
-);
-for (const r of [['type', 'subject', 'id', 'size'], ...rows])
-  process.stdout.write(`  ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ')}\n`);
+const head = ['type', 'subject', 'database (enrich)', 'phase (enrich)', 'id', 'size'];
+const widths = head.map((_, i) => Math.max(...[head, ...rows].map((r) => (r[i] ?? '').length)));
+for (const r of [head, ...rows]) process.stdout.write(`  ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ')}\n`);
 process.stdout.write(`\n  ${rows.length} events in Kafka; the same events, structured, in ${audit}:\n`);
 process.stdout.write(`  ${(readFileSync(audit, 'utf8').split('\n')[0] ?? '').slice(0, 300)}…\n`);
 
