@@ -1,7 +1,8 @@
 /**
  * Wires validated pipelines into running components and owns their lifecycle: sinks (delivery
  * queues) start before sources; on shutdown sources stop first, then the pipelines drain their
- * sinks. Pipelines whose sources share a key share one source instance (one LIST + one WATCH).
+ * sinks. Pipelines whose sources share a key share one source instance (one LIST + one WATCH), and
+ * pipelines checking objects against the same CRD share one schema validator (one CRD watch).
  */
 import { join } from 'node:path';
 import type { ComponentContext, SinkFactory, Source, SourceFactory, StageFactory } from '../component.ts';
@@ -10,6 +11,7 @@ import { resolveDeliveryConfig } from '../delivery/config.ts';
 import { fileDeadLetter } from '../delivery/dead-letter.ts';
 import { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
+import type { CrdSchemaValidator } from '../events/crd-schema.ts';
 import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -21,6 +23,44 @@ export interface RuntimeOptions {
   clusterName: string;
   logger: Logger;
   metrics: Metrics;
+  /** Makes the level-3 validator of a source config; default {@link crdSchemaFor} (tests inject). */
+  crdSchemaFor?: (source: Record<string, unknown>, logger: Logger) => CrdSchemaValidator;
+}
+
+/** The part of a level-3 validator a pipeline uses. */
+type CrdSchemaHandle = Pick<CrdSchemaValidator, 'validate' | 'start' | 'stop'>;
+
+/**
+ * One level-3 validator per CRD and version, shared by every pipeline that checks it (one fetch,
+ * one CRD watch). Each pipeline gets a handle: the first `start` starts the validator and every
+ * start returns its first fetch; it stops when the last handle that started stops. A handle's
+ * `stop` is idempotent.
+ */
+function sharedCrdSchemas(v: CrdSchemaValidator): () => CrdSchemaHandle {
+  let started: Promise<void> | undefined;
+  let users = 0;
+  return () => {
+    let mine = false;
+    return {
+      validate: (object) => v.validate(object),
+      start: () => {
+        if (!mine) {
+          mine = true;
+          users++;
+        }
+        started ??= v.start();
+        return started;
+      },
+      stop: () => {
+        if (!mine) return;
+        mine = false;
+        if (--users === 0) {
+          v.stop();
+          started = undefined;
+        }
+      },
+    };
+  };
 }
 
 export class Runtime {
@@ -41,6 +81,17 @@ export class Runtime {
       clusterName: opts.clusterName,
     });
     const validator = createEventValidator();
+    const crdSchemas = new Map<string, () => CrdSchemaHandle>();
+    const crdSchemaHandle = (source: Record<string, unknown>): CrdSchemaHandle => {
+      const key = JSON.stringify([source.group ?? '', source.resource ?? '', source.version ?? '']);
+      let share = crdSchemas.get(key);
+      if (!share) {
+        const logger = opts.logger.child({ crd: `${String(source.resource)}.${String(source.group)}` });
+        share = sharedCrdSchemas((opts.crdSchemaFor ?? crdSchemaFor)(source, logger));
+        crdSchemas.set(key, share);
+      }
+      return share();
+    };
     const bySource = new Map<
       string,
       { factory: SourceFactory; config: Record<string, unknown>; runners: PipelineRunner[] }
@@ -72,10 +123,8 @@ export class Runtime {
         return { id: ctx.id, stage: factory.create(own, ctx) };
       });
       const ev = config.spec.events ?? {};
-      // level 3, per pipeline: the object against its CRD's schema (fetched and watched on start)
-      const crdSchema = config.spec.validation?.crdSchema
-        ? crdSchemaFor(config.spec.source, opts.logger.child({ pipeline: name }))
-        : undefined;
+      // level 3: the object against its CRD's schema (fetched and watched on start, once per CRD)
+      const crdSchema = config.spec.validation?.crdSchema ? crdSchemaHandle(config.spec.source) : undefined;
       const runner = new PipelineRunner({
         name,
         eventOptions: {

@@ -171,3 +171,50 @@ test('a shared source fans each delta out to every pipeline; it settles only whe
   await rt.shutdown(Date.now() + 5000);
   ac.abort();
 });
+
+test('pipelines checking the same CRD share one schema validator: one start, stopped after the last pipeline', async () => {
+  const w = world();
+  const made: string[] = [];
+  const calls: string[] = [];
+  const withCrd = (name: string, resource: string, version = 'v1') => {
+    const p = pipeline(name, resource, ['s']);
+    p.config.spec.source = { ...p.config.spec.source, version };
+    p.config.spec.validation = { crdSchema: true };
+    return p;
+  };
+  const rt = new Runtime(
+    [withCrd('a', 'backups'), withCrd('b', 'backups'), withCrd('c', 'restores'), withCrd('d', 'backups', 'v2')],
+    fakeRegistry(w),
+    {
+      stateDir: mkdtempSync(join(tmpdir(), 'crb-runtime-')),
+      clusterName: 'unit',
+      logger: silentLogger,
+      metrics: new Metrics(),
+      crdSchemaFor: (source) => {
+        const key = `${String(source.resource)}/${String(source.version)}`;
+        made.push(key);
+        return {
+          validate: () => [],
+          load: () => {},
+          refresh: async () => {},
+          start: async () => {
+            calls.push(`start ${key}`);
+          },
+          stop: () => {
+            calls.push(`stop ${key}`);
+          },
+          skipped: new Map(),
+          resourceVersion: undefined,
+        };
+      },
+    },
+  );
+  assert.deepEqual(made, ['backups/v1', 'restores/v1', 'backups/v2'], 'one validator per CRD and version');
+  const ac = new AbortController();
+  await rt.start(ac.signal);
+  assert.deepEqual(calls.sort(), ['start backups/v1', 'start backups/v2', 'start restores/v1']);
+  calls.length = 0;
+  await rt.shutdown(Date.now() + 5000);
+  assert.deepEqual(calls.sort(), ['stop backups/v1', 'stop backups/v2', 'stop restores/v1'], 'each stopped once');
+  ac.abort();
+});
