@@ -147,7 +147,7 @@ export function compileCel(source: string, result: CelResult): CelProgram {
   }
   let checked: TypeCheckResult;
   try {
-    checked = env.check(source);
+    checked = program.check(); // the parsed expression, not parsed again
   } catch (err) {
     throw new CelCompileError(`CEL error: ${located(source, err)}`);
   }
