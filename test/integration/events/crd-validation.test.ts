@@ -170,6 +170,12 @@ describe('level-3 validation against the CRD schema', () => {
       await metric(port, 'crbridge_component_errors_total', { component: 'l3', code: 'CRB_EVENT_INVALID' }),
       2,
     );
+    // counted once the dead-letter write has returned, which can be a moment after the line is in the file
+    await eventually(
+      async () => (await metric(port, 'crbridge_component_dead_lettered_events_total', { component: 'l3' })) === 2,
+      10_000,
+      'two dead letters counted',
+    );
     assert.equal(await metric(port, 'crbridge_component_dead_lettered_events_total', { component: 'l3' }), 2);
     const warned = logs(p).filter((l) => l.msg === 'event failed validation; dead-lettered');
     assert.equal(warned.length, 1, 'logged once for this kind of error');
