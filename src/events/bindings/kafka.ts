@@ -7,7 +7,7 @@
  * forget a deleted object.
  */
 import type { CloudEvent } from '../cloudevent.ts';
-import { attributeString, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
+import { attributeString, attributesOf, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
 
 /**
  * One Kafka record. Headers are UTF-8 strings. A `value` of null is a tombstone. The same event
@@ -48,10 +48,7 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     };
   }
   const headers: Record<string, string> = {};
-  for (const name in event) {
-    const v = event[name];
-    if (name === 'data' || name === 'data_base64' || v === undefined || v === null || !Object.hasOwn(event, name))
-      continue;
+  for (const [name, v] of attributesOf(event)) {
     // partitionkey is carried by the record key (Kafka binding §3.1) but kept as a header too so
     // that a consumer that only reads headers sees the whole event.
     headers[headerName(name)] = attributeString(v);
