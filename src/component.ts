@@ -74,10 +74,15 @@ export interface ComponentFactory<
 /**
  * Receives the deltas of a source, in order per object. `push` resolves when the delta has been
  * accepted (applies back-pressure); the returned `settled` resolves when every destination has
- * acknowledged it, durably spooled it or dead-lettered it — only then may a checkpoint advance.
+ * acknowledged it, durably stored it or dead-lettered it — only then may a checkpoint advance past
+ * it — and rejects when that can no longer happen in this process (shutdown): the checkpoint then
+ * stays before it and a restart hands it on again.
+ *
+ * `signal` aborts a push still waiting for room: it then rejects with the signal's reason and the
+ * delta counts as not handed on (the source forgets it and re-reads it later).
  */
 export interface DeltaReceiver {
-  push(delta: Delta): Promise<{ settled: Promise<void> }>;
+  push(delta: Delta, signal?: AbortSignal): Promise<{ settled: Promise<void> }>;
 }
 
 export interface Source extends Lifecycle {

@@ -90,11 +90,29 @@ export class DeliveryQueue implements Lifecycle {
    * Accepts an event. Resolves when there is room in the queue (back-pressure); the returned
    * `settled` resolves once the event is delivered or dead-lettered (never for an event still
    * undelivered at the shutdown deadline). Never rejects for delivery failures; rejects only when
-   * the queue is shutting down.
+   * the queue is shutting down or `signal` aborts while waiting for room.
    */
-  async enqueue(event: CloudEvent): Promise<{ settled: Promise<void> }> {
+  async enqueue(event: CloudEvent, signal?: AbortSignal): Promise<{ settled: Promise<void> }> {
     while (!this.closing && this.items.length >= this.config.queueCapacity) {
-      await new Promise<void>((resolve, reject) => this.roomWaiters.push({ resolve, reject }));
+      signal?.throwIfAborted();
+      await new Promise<void>((resolve, reject) => {
+        const waiter = { resolve: done, reject: fail };
+        function done() {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        }
+        function fail(e: unknown) {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        }
+        const onAbort = () => {
+          const i = this.roomWaiters.indexOf(waiter);
+          if (i >= 0) this.roomWaiters.splice(i, 1);
+          fail(signal?.reason);
+        };
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.roomWaiters.push(waiter);
+      });
     }
     if (this.closing) throw new CrbridgeError(ErrorCode.Internal, `${this.ctx.id}: the delivery queue is shut down`);
     let settle!: () => void;

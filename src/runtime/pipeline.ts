@@ -125,7 +125,7 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
     }
   }
 
-  async push(delta: Delta): Promise<{ settled: Promise<void> }> {
+  async push(delta: Delta, signal?: AbortSignal): Promise<{ settled: Promise<void> }> {
     const { logger } = this.parts;
     const id = this.name;
     if (this.crdReady) await this.crdReady;
@@ -205,7 +205,7 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
     }
     const settled: Promise<void>[] = [];
     for (const e of events) {
-      for (const s of this.parts.sinks) settled.push((await s.queue.enqueue(e)).settled);
+      for (const s of this.parts.sinks) settled.push((await s.queue.enqueue(e, signal)).settled);
     }
     this.m.sent.inc({ component: id }, events.length);
     return { settled: settled.length === 0 ? settledNow : Promise.all(settled).then(() => undefined) };
@@ -244,9 +244,9 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
 export function fanOut(receivers: readonly DeltaReceiver[]): DeltaReceiver {
   if (receivers.length === 1) return receivers[0] as DeltaReceiver;
   return {
-    async push(delta) {
+    async push(delta, signal) {
       const settled: Promise<void>[] = [];
-      for (const r of receivers) settled.push((await r.push(delta)).settled);
+      for (const r of receivers) settled.push((await r.push(delta, signal)).settled);
       return { settled: Promise.all(settled).then(() => undefined) };
     },
   };

@@ -257,13 +257,15 @@ export interface WatchHandle {
 export interface KubeApi {
   /**
    * Sends a request with a JSON body (or none; PATCH bodies are JSON merge patches) and returns the
-   * parsed JSON; non-2xx throws KubeHttpError.
+   * parsed JSON; non-2xx throws KubeHttpError. `signal` aborts the request (it then rejects with
+   * the signal's reason), so no request outlives a shutdown.
    */
   request(
     method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
     path: string,
     query?: Query,
     body?: unknown,
+    signal?: AbortSignal,
   ): Promise<unknown>;
   /**
    * Opens a WATCH (`watch=true` is added). `onEvent` gets each event in stream order (including
@@ -357,9 +359,11 @@ export function kubeApi(
     return { options, mod: isHttp ? http : https };
   };
   return {
-    async request(method, path, query, body) {
+    async request(method, path, query, body, signal) {
+      signal?.throwIfAborted();
       const url = withQuery(server, path, query);
       const { options, mod } = await prepare(method, url);
+      if (signal) options.signal = signal;
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       if (payload) {
         options.headers = {

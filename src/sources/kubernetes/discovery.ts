@@ -28,10 +28,14 @@ interface ApiResourceList {
  * Returns the resource, or `undefined` when the group/version or the resource is not served (for
  * a Custom Resource: the CRD does not exist or is not established yet). Other failures throw.
  */
-export async function discover(api: KubeApi, r: GroupVersionResource): Promise<ResourceRef | undefined> {
+export async function discover(
+  api: KubeApi,
+  r: GroupVersionResource,
+  signal?: AbortSignal,
+): Promise<ResourceRef | undefined> {
   let list: ApiResourceList;
   try {
-    list = (await api.request('GET', groupVersionPath(r))) as ApiResourceList;
+    list = (await api.request('GET', groupVersionPath(r), undefined, undefined, signal)) as ApiResourceList;
   } catch (err) {
     if (err instanceof KubeHttpError && err.status === 404) return undefined;
     throw err;

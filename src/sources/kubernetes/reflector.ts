@@ -180,7 +180,7 @@ export class Reflector {
       let cont: string | undefined;
       do {
         if (signal.aborted) throw new Error('list aborted');
-        const page = (await api.request('GET', path, query(cont))) as ListResponse;
+        const page = (await api.request('GET', path, query(cont), undefined, signal)) as ListResponse;
         if (signal.aborted) throw new Error('list aborted');
         cont = page.metadata?.continue || undefined;
         rv = page.metadata?.resourceVersion ?? rv;

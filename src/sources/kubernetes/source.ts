@@ -241,7 +241,7 @@ export class KubernetesSource implements Source {
     let warned = false;
     for (let attempt = 1; !signal.aborted; attempt++) {
       try {
-        const ref = await discover(this.api as KubeApi, gvr);
+        const ref = await discover(this.api as KubeApi, gvr, signal);
         if (ref) {
           if (this.resource && (ref.kind !== this.resource.kind || ref.namespaced !== this.resource.namespaced)) {
             this.ctx.logger.warn('resource came back with a different kind or scope; keeping the first one', {
@@ -349,7 +349,7 @@ export class KubernetesSource implements Source {
     const tr = t;
     let settled: Promise<void>;
     try {
-      ({ settled } = await this.ctx.receiver.push(delta));
+      ({ settled } = await this.ctx.receiver.push(delta, this.controller.signal));
     } catch (err) {
       // not accepted: forget it, so that the replay after the reflector's retry is not a repeat
       tr.inflight--;
