@@ -134,6 +134,12 @@ export interface Sink extends Lifecycle {
 /** A source is also given where to push its deltas. */
 export interface SourceContext extends ComponentContext {
   receiver: DeltaReceiver;
+  /**
+   * JSON pointers (`*` matches any key or index) whose values the source masks in everything it
+   * persists (its checkpoint): the union of the `events.redact` lists of the pipelines sharing it,
+   * so no secret reaches the disk or the cluster's ConfigMaps.
+   */
+  redact?: readonly string[];
 }
 
 export interface SourceFactory<C = any> extends ComponentFactory<C, Source, 'source', SourceContext> {

@@ -94,7 +94,7 @@ export class Runtime {
     };
     const bySource = new Map<
       string,
-      { factory: SourceFactory; config: Record<string, unknown>; runners: PipelineRunner[] }
+      { factory: SourceFactory; config: Record<string, unknown>; runners: PipelineRunner[]; redact: Set<string> }
     >();
     for (const { config } of loaded) {
       const name = config.metadata.name;
@@ -150,9 +150,10 @@ export class Runtime {
       const key = `${factory.type}:${factory.shareKey(sourceConfig)}`;
       const group = bySource.get(key);
       if (group) group.runners.push(runner);
-      else bySource.set(key, { factory, config: sourceConfig, runners: [runner] });
+      else bySource.set(key, { factory, config: sourceConfig, runners: [runner], redact: new Set() });
+      for (const r of ev.redact ?? []) (group ?? bySource.get(key))?.redact.add(r);
     }
-    for (const [key, { factory, config, runners }] of bySource) {
+    for (const [key, { factory, config, runners, redact }] of bySource) {
       const names = runners.map((r) => r.name);
       const label = names.length === 1 ? `${names[0]}/source` : `shared/${factory.type}-${this.sources.length}`;
       const ctx = {
@@ -160,6 +161,7 @@ export class Runtime {
         id: label,
         logger: opts.logger.child({ component: label, pipelines: names }),
         receiver: fanOut(runners),
+        redact: [...redact].sort(),
       };
       this.sources.push({ key, source: factory.create(config, ctx), pipelines: names });
     }

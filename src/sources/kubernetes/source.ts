@@ -407,7 +407,10 @@ export class KubernetesSource implements Source {
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
       this.controller.abort();
-      await this.runPromise;
+      // every request and queue wait takes the abort signal; never wait past the deadline anyway
+      const ran = new AbortController();
+      await Promise.race([this.runPromise, sleep(Math.max(0, deadline - Date.now()), ran.signal)]);
+      ran.abort();
       const stop = new AbortController();
       const half = Math.max(0, (deadline - Date.now()) / 2);
       await Promise.race([Promise.allSettled([...this.pendingSettles]), sleep(half, stop.signal)]);
