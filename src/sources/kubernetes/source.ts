@@ -9,11 +9,12 @@
  * (`relist`); watch events are `live`.
  *
  * Ordering: deltas are pushed one at a time in observation order and each push is awaited
- * (back-pressure). Checkpoint: an object's entry advances only when the delta's `settled` promise
- * resolves (every destination acknowledged, spooled or dead-lettered); entries are flushed in
- * batches every `flushIntervalMs` and at shutdown. The checkpoint therefore never runs ahead of
- * delivery; after a crash, changes handed on but not yet flushed are emitted again with the same
- * deterministic ids (at-least-once, duplicates recognisable by id).
+ * (back-pressure). Checkpoint: an object's entry advances to a state only once that delta and
+ * every earlier delta of the same object have settled (every destination delivered, durably
+ * stored or dead-lettered them; see `commits.ts`); entries are flushed in batches every
+ * `flushIntervalMs` and at shutdown. The checkpoint therefore never runs ahead of delivery; after a
+ * crash, changes handed on but not yet committed are emitted again (as the net change since the
+ * committed state) with deterministic ids (at-least-once, duplicates recognisable by id).
  */
 
 import { createHash } from 'node:crypto';
@@ -26,6 +27,7 @@ import { FileCheckpointStore } from './checkpoint/file.ts';
 import { KubernetesCheckpointStore } from './checkpoint/kubernetes.ts';
 import type { CheckpointStore } from './checkpoint/types.ts';
 import { type KubeApi, type KubeCredentials, kubeApi, loadKubeConfig } from './client.ts';
+import { OrderedCommits } from './commits.ts';
 import { applyChange, type Change, changeFromWatch, diffListItem, listDeletions, type WatchEventType } from './diff.ts';
 import { collectionPath, discover, gvrString } from './discovery.ts';
 import { Reflector } from './reflector.ts';
@@ -93,9 +95,12 @@ export class KubernetesSource implements Source {
   private resource: ResourceRef | undefined;
   private initialized = false;
   private scopesPending = 0;
-  private seq = 0;
-  /** Per uid: settles not yet resolved and the highest committed sequence number. */
-  private readonly tracking = new Map<string, { inflight: number; committed: number }>();
+  /** Per uid, in observation order: which handed-on states may reach the checkpoint (commits.ts). */
+  private readonly commits = new OrderedCommits<KubeObject | null>((uid, object) => {
+    if (object === null) this.store?.remove(uid);
+    else this.store?.put(uid, object);
+  });
+  /** Each resolves when its delta settled and rejects when it cannot settle in this process. */
   private readonly pendingSettles = new Set<Promise<void>>();
   private runPromise: Promise<void> | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -315,7 +320,10 @@ export class KubernetesSource implements Source {
       this.m.synced.set({ component: this.ctx.id }, 1);
       // the first complete listing is recorded once everything it produced is acknowledged
       const settles = [...this.pendingSettles];
-      void Promise.allSettled(settles).then(() => this.store?.markInitialized());
+      Promise.all(settles).then(
+        () => this.store?.markInitialized(),
+        () => {}, // not all settled: the next start treats the listing as not done
+      );
       this.ctx.logger.info('initial list handed on', { objects: this.cache.size, changes, reason });
     }
   }
@@ -331,7 +339,6 @@ export class KubernetesSource implements Source {
     const uid = ch.object.metadata.uid;
     const previous = this.cache.get(uid);
     applyChange(this.cache, ch);
-    const seq = ++this.seq;
     const delta: Delta = {
       kind: ch.kind,
       object: ch.object,
@@ -340,42 +347,31 @@ export class KubernetesSource implements Source {
       resource: this.resource as ResourceRef,
       observedAt: Date.now(),
     };
-    let t = this.tracking.get(uid);
-    if (!t) {
-      t = { inflight: 0, committed: 0 };
-      this.tracking.set(uid, t);
-    }
-    t.inflight++;
-    const tr = t;
+    const change = this.commits.track(uid, ch.kind === 'deleted' ? null : ch.object);
     let settled: Promise<void>;
     try {
       ({ settled } = await this.ctx.receiver.push(delta, this.controller.signal));
     } catch (err) {
       // not accepted: forget it, so that the replay after the reflector's retry is not a repeat
-      tr.inflight--;
+      change.forget();
       if (previous === undefined) this.cache.delete(uid);
       else this.cache.set(uid, previous);
       throw err;
     }
     this.m.deltas.inc({ component: this.ctx.id, kind: ch.kind, reason });
     const p: Promise<void> = settled.then(
-      () => {
-        tr.inflight--;
-        if (seq > tr.committed) {
-          tr.committed = seq;
-          if (ch.kind === 'deleted') this.store?.remove(uid);
-          else this.store?.put(uid, ch.object);
-        }
-        if (tr.inflight === 0) this.tracking.delete(uid);
-      },
+      () => change.settled(),
       (err: unknown) => {
-        tr.inflight--;
-        if (tr.inflight === 0 && tr.committed === 0) this.tracking.delete(uid);
-        this.error(err, 'a delta was not settled; its checkpoint entry does not advance');
+        change.failed();
+        this.error(err, 'a delta was not settled; the checkpoint entry of its object stays before it until restart');
+        throw err;
       },
     );
     this.pendingSettles.add(p);
-    void p.finally(() => this.pendingSettles.delete(p));
+    p.then(
+      () => this.pendingSettles.delete(p),
+      () => this.pendingSettles.delete(p),
+    );
   }
 
   /** Writes staged checkpoint changes; one flush at a time. */

@@ -20,9 +20,11 @@ export class Recorder implements DeltaReceiver {
   deltas: Delta[] = [];
   /** uids whose deltas never settle (a sink that never acknowledges). */
   hold = new Set<string>();
+  /** Deltas for which this is true never settle (e.g. one change of an object, not the next). */
+  holdIf: (d: Delta) => boolean = () => false;
   async push(delta: Delta) {
     this.deltas.push(delta);
-    if (this.hold.has(delta.object.metadata.uid)) return { settled: new Promise<void>(() => {}) };
+    if (this.hold.has(delta.object.metadata.uid) || this.holdIf(delta)) return { settled: new Promise<void>(() => {}) };
     return { settled: Promise.resolve() };
   }
   summary(from = 0) {
@@ -313,6 +315,35 @@ test('the checkpoint never runs ahead of delivery: an unacknowledged change is e
   await s2.start();
   await until(() => s2.source.synced, 'synced');
   assert.deepEqual(s2.receiver.summary(), ['resync modified b1@104']);
+  await s2.stop();
+});
+
+test('the checkpoint never overtakes an older unsettled change of the same object', async () => {
+  // a spec change stuck behind a down sink, then a status change that settles at once (filtered,
+  // dead-lettered or delivered by a faster pipeline): the entry must stay before the stuck change
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  c.create('a', 'b1');
+  const state = dir();
+  const s1 = makeSource(c, state);
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  s1.receiver.holdIf = (d) => d.object.metadata.name === 'b1' && d.object.metadata.resourceVersion === '103';
+  c.update('a', 'b1', { v: 1 }); // rv 103: stuck
+  c.update('a', 'b1', { v: 2 }); // rv 104: settles at once
+  c.update('a', 'b0', { v: 1 }); // rv 105: another object is not held back
+  await until(() => s1.receiver.deltas.length === 5, 'live');
+  await new Promise((r) => setTimeout(r, 60));
+  await s1.source.flush();
+  await s1.stop();
+  const cp = await new FileCheckpointStore(state, sourceKey(base)).load();
+  assert.equal(cp.entries.get(c.objects.get('a/b1')?.metadata.uid as string)?.metadata.resourceVersion, '102');
+  assert.equal(cp.entries.get(c.objects.get('a/b0')?.metadata.uid as string)?.metadata.resourceVersion, '105');
+  const s2 = makeSource(c, state);
+  await s2.start();
+  await until(() => s2.source.synced, 'synced');
+  assert.deepEqual(s2.receiver.summary(), ['resync modified b1@104']);
+  assert.equal(s2.receiver.deltas[0]?.oldObject?.metadata.resourceVersion, '102');
   await s2.stop();
 });
 
