@@ -103,7 +103,7 @@ export function createPipelineValidator(schema: JsonSchema, factories: readonly 
       if (!source) return undefined;
       const { type, ...config } = source;
       const f = factories.find((x) => x.kind === 'source' && (x.type === type || type === undefined));
-      if (!f || f.kind !== 'source') return undefined;
+      if (f?.kind !== 'source') return undefined;
       return { key: `${f.type}:${f.shareKey(config)}`, settings: f.sharedSettings?.(config) ?? {} };
     },
   };
