@@ -116,7 +116,7 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
   kind: 'source',
   type: 'kubernetes',
   description:
-    'Watches a Kubernetes resource (any Custom Resource or built-in type) and emits every change exactly once across restarts, relists and outages.',
+    'Watches a Kubernetes resource (any Custom Resource or built-in type) and hands on every change at least once, in order per object, across restarts, relists and outages (a duplicate carries the same event id).',
   configSchema: kubernetesSourceSchema,
   shareKey: sourceKey,
   sharedSettings,
