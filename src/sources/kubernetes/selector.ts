@@ -301,6 +301,11 @@ export function parseFieldSelector(selector: string): FieldRequirement[] {
   return out;
 }
 
+/** `v` escaped for a field selector value (`\\`, `\,`, `\=`), as fields.EscapeValue. */
+export function escapeFieldValue(v: string): string {
+  return v.replace(/[\\,=]/g, (c) => `\\${c}`);
+}
+
 function unescapeFieldValue(s: string, fail: (why: string) => Error): string {
   let out = '';
   let slash = false;
