@@ -124,14 +124,22 @@ export function subjectFor(obj: KubeObject): string {
 }
 
 /**
- * Deterministic id: `<uid>.created`, `<uid>.deleted`, `<uid>.<resourceVersion>` for updates.
- * An object is created and deleted once per uid, so a delete found on catch-up (whose last
- * resourceVersion is unknown) gets the id the live delete would have had.
+ * Deterministic id, one per change of what the source watches (docs/events.md, "id"):
+ *
+ * - `added` and `modified`: `<uid>.<resourceVersion>` of the new state. A resourceVersion names one
+ *   write, so every state an object enters the view in has its own id: a creation, an entry into
+ *   the source's selector (also a re-entry after leaving it) and each update. A change found on a
+ *   relist or the resync after a restart carries the object's current state, so it gets the id the
+ *   live event of that state had (a `modified` found on catch-up and the `added` it repeats alike).
+ * - `deleted`: `<uid>.deleted`. An object is deleted once per uid, and a delete found on catch-up
+ *   (whose deletion resourceVersion is unknown) gets the id the live delete had.
+ * - `deleted` with `selector: 'left'` (the object still exists but left the selector):
+ *   `<uid>.<resourceVersion>.left` of the last state handed on before it left, `obj` here. That
+ *   state is what the cache, the relist and the checkpoint all know, and it is left once.
  */
-export function eventId(kind: Delta['kind'], obj: KubeObject): string {
+export function eventId(kind: Delta['kind'], obj: KubeObject, selector?: Delta['selector']): string {
   const uid = obj.metadata.uid;
-  if (kind === 'added') return `${uid}.created`;
-  if (kind === 'deleted') return `${uid}.deleted`;
+  if (kind === 'deleted') return selector === 'left' ? `${uid}.${obj.metadata.resourceVersion}.left` : `${uid}.deleted`;
   return `${uid}.${obj.metadata.resourceVersion}`;
 }
 
@@ -387,6 +395,7 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
     data.patch = patch;
     data.changedPaths = changedPaths;
   }
+  if (delta.selector) data.selector = delta.selector;
   const { time, fromObject } = eventTime(delta);
   if (oldObject) {
     const t = phaseTransition(oldObject, object, c, fromObject ? time : undefined);
@@ -398,7 +407,7 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
   // `data` is set last so it comes last in the JSON form (attributes first, for readers).
   const event = {
     specversion: '1.0',
-    id: eventId(delta.kind, object),
+    id: eventId(delta.kind, object, delta.selector),
     source: sourceFor(c.cluster, r),
     type: `${c.prefix}.${groupName(r.group)}.${r.kind.toLowerCase()}.${changeType(delta, changedPaths)}`,
     subject: subjectFor(object),

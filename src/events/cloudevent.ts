@@ -16,6 +16,8 @@ export interface EventData {
   /** Changed top-level paths, e.g. ["/spec", "/status"]. */
   changedPaths?: string[];
   reason: 'live' | 'relist' | 'resync';
+  /** `left` on a deleted event whose object still exists but left the source's selector. */
+  selector?: 'left';
   /** Phase change of an update: from, to, and how long the old phase lasted when the object tells. */
   transition?: { field: string; from: string | null; to: string | null; since?: string; durationSeconds?: number };
   /** JSON pointers whose values were masked before the event left. */

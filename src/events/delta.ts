@@ -43,6 +43,12 @@ export type DeltaKind = 'added' | 'modified' | 'deleted';
  */
 export type DeltaReason = 'live' | 'relist' | 'resync';
 
+/**
+ * A `deleted` delta of an object that still exists but no longer matches the source's label or
+ * field selector: `left`. Its `object` is the last state handed on (the state that left).
+ */
+export type SelectorChange = 'left';
+
 export interface Delta {
   kind: DeltaKind;
   /** New state; for deletes the last known state. */
@@ -50,6 +56,12 @@ export interface Delta {
   /** Previous state for `modified` (and for `deleted` when it differs from `object`). */
   oldObject?: KubeObject;
   reason: DeltaReason;
+  /**
+   * Set on a `deleted` delta when the object was not deleted but left the source's selector
+   * (`left`). An object entering the selector is an `added` delta without a marker: a source
+   * cannot tell an entry from a creation.
+   */
+  selector?: SelectorChange;
   resource: ResourceRef;
   /** When crbridge observed the change (epoch ms). */
   observedAt: number;

@@ -43,6 +43,12 @@ export const EVENT_DATA_SCHEMA = {
       description:
         'How the change was observed: live from the watch, relist after a reconnect or 410, resync after a restart.',
     },
+    selector: {
+      type: 'string',
+      enum: ['left'],
+      description:
+        "Set on deleted events whose object was not deleted but left the label or field selector of the pipeline's source (it still exists; object is the last state inside). Absent on real deletions.",
+    },
     transition: {
       type: 'object',
       description: 'Set on updates whose phase changed.',

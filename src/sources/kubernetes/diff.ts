@@ -6,8 +6,13 @@
  * whose resourceVersion is unchanged produces nothing; a changed one produces one `modified`
  * carrying the net change (old = last handed-on state); one that vanished produces one `deleted`
  * with its last known state; an unknown one produces one `added`. Never an add for a known uid.
+ *
+ * With a label or field selector, an object also vanishes from the view by leaving the selector
+ * (the watch sends DELETED, a LIST no longer has it) and appears by entering it (ADDED, or a new
+ * item of a LIST). An entry is an `added` like a creation; a departure is a `deleted` marked
+ * `selector: 'left'` whose object is the last state handed on ({@link leftOrDeleted}).
  */
-import type { DeltaKind, KubeObject } from '../../events/delta.ts';
+import type { DeltaKind, KubeObject, SelectorChange } from '../../events/delta.ts';
 
 /** One decided change, before it is wrapped into a Delta (reason, resource, time). */
 export interface Change {
@@ -16,6 +21,8 @@ export interface Change {
   object: KubeObject;
   /** Previous (handed-on) state for `modified`. */
   oldObject?: KubeObject;
+  /** `left` on a `deleted` change of an object that still exists outside the selector. */
+  selector?: SelectorChange;
 }
 
 /** Optional restriction of the comparison to part of the known set (one namespace of several). */
@@ -79,21 +86,44 @@ export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 /**
  * Decides what a live watch event means given the cache: a repeated event (same uid and
  * resourceVersion) is nothing; ADDED of a known uid is a modification; MODIFIED of an unknown uid
- * is an addition (it entered a label selector); DELETED of an unknown uid is nothing.
+ * is an addition (it entered a label selector); DELETED of an unknown uid is nothing. DELETED of a
+ * known uid is a departure when `inside` says the object no longer matches the selector, else a
+ * deletion — which may still be a departure: the kube-apiserver sends a departure as DELETED with
+ * the previous content (still matching) and the new resourceVersion, so only reading the object
+ * tells ({@link leftOrDeleted}).
  */
 export function changeFromWatch(
   known: ReadonlyMap<string, KubeObject>,
   type: WatchEventType,
   obj: KubeObject,
+  inside?: (obj: KubeObject) => boolean | undefined,
 ): Change | undefined {
   const old = known.get(obj.metadata.uid);
   if (type === 'DELETED') {
     if (old === undefined) return undefined;
+    if (inside?.(obj) === false) return departure(old);
     return { kind: 'deleted', object: obj, oldObject: old };
   }
   if (old === undefined) return { kind: 'added', object: obj };
   if (old.metadata.resourceVersion === obj.metadata.resourceVersion) return undefined;
   return { kind: 'modified', object: obj, oldObject: old };
+}
+
+/** The departure from the selector of an object whose last handed-on state is `last`. */
+export function departure(last: KubeObject): Change {
+  return { kind: 'deleted', object: last, selector: 'left' };
+}
+
+/**
+ * A `deleted` change (from the watch or a LIST) given the object of that name as it was at the
+ * revision of the change (`current`, read by the source; undefined when there was none): the same
+ * uid still existed, so it left the selector; none or another uid (the name was reused) means it
+ * was deleted, and the change stays as it is.
+ */
+export function leftOrDeleted(ch: Change, current: KubeObject | undefined): Change {
+  if (ch.kind !== 'deleted' || ch.selector !== undefined) return ch;
+  const last = ch.oldObject ?? ch.object;
+  return current?.metadata?.uid === last.metadata.uid ? departure(last) : ch;
 }
 
 /** Applies a change to a uid-keyed map (the cache or a model of it). */

@@ -24,6 +24,12 @@ import type { Logger } from '../../telemetry/logger.ts';
 import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from './client.ts';
 import type { WatchEventType } from './diff.ts';
 
+/** The pages of one LIST, and the resourceVersion it was read at. */
+export interface ListPages extends AsyncIterable<KubeObject[]> {
+  /** The LIST's resourceVersion once its first page arrived (`''` before). */
+  readonly resourceVersion: string;
+}
+
 export interface ReflectorHandler {
   /**
    * The complete state of the scope, as the pages of one LIST (`first` for the reflector's first
@@ -31,7 +37,7 @@ export interface ReflectorHandler {
    * iteration (also when the reflector is stopped), and the handler must let that propagate: a list
    * it did not read to the end is incomplete (no deletions may be concluded from it).
    */
-  onList(pages: AsyncIterable<KubeObject[]>, first: boolean): Promise<void>;
+  onList(pages: ListPages, first: boolean): Promise<void>;
   /** One watch event (ADDED/MODIFIED/DELETED). Awaited. */
   onEvent(type: WatchEventType, object: KubeObject): Promise<void>;
   /** The resource answered 404: report it and resolve once it is served again (or the signal aborts). */
@@ -189,7 +195,15 @@ export class Reflector {
       complete = true;
     }
     const it = pages();
-    await handler.onList(it, !this.listed);
+    await handler.onList(
+      {
+        [Symbol.asyncIterator]: () => it,
+        get resourceVersion() {
+          return rv;
+        },
+      },
+      !this.listed,
+    );
     // pages the handler did not read are still fetched: the resume point is the last page's
     for await (const _ of it) {
     }

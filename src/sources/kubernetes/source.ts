@@ -26,11 +26,20 @@ import { componentMetrics } from '../../telemetry/metrics.ts';
 import { FileCheckpointStore } from './checkpoint/file.ts';
 import { KubernetesCheckpointStore } from './checkpoint/kubernetes.ts';
 import type { CheckpointStore } from './checkpoint/types.ts';
-import { type KubeApi, type KubeCredentials, kubeApi, loadKubeConfig } from './client.ts';
+import { type KubeApi, type KubeCredentials, KubeHttpError, kubeApi, loadKubeConfig } from './client.ts';
 import { OrderedCommits } from './commits.ts';
-import { applyChange, type Change, changeFromWatch, diffListItem, listDeletions, type WatchEventType } from './diff.ts';
+import {
+  applyChange,
+  type Change,
+  changeFromWatch,
+  diffListItem,
+  leftOrDeleted,
+  listDeletions,
+  type WatchEventType,
+} from './diff.ts';
 import { collectionPath, discover, gvrString } from './discovery.ts';
-import { Reflector } from './reflector.ts';
+import { type ListPages, Reflector } from './reflector.ts';
+import { compileSelection, escapeFieldValue, type Selection } from './selector.ts';
 import { parsePointers, stripFields } from './strip.ts';
 
 export interface KubernetesSourceConfig {
@@ -326,11 +335,7 @@ export class KubernetesSource implements Source {
    * get the differences; consumers it does not know yet (a first start, or a pipeline or sink
    * added since) get an `added` for every existing object (`initial: emit`) or nothing (`skip`).
    */
-  private async onList(
-    pages: AsyncIterable<KubeObject[]>,
-    first: boolean,
-    inScope: (o: KubeObject) => boolean,
-  ): Promise<void> {
+  private async onList(pages: ListPages, first: boolean, inScope: (o: KubeObject) => boolean): Promise<void> {
     const reason: DeltaReason = first ? 'resync' : 'relist';
     const all = this.consumers.map((c) => c.id);
     const known = first ? this.known : all;
@@ -353,7 +358,8 @@ export class KubernetesSource implements Source {
       }
       this.m.objects.set({ component: this.ctx.id }, this.cache.size);
     }
-    for (const ch of listDeletions(this.cache, seen, inScope)) await hand(ch, undefined);
+    for (const ch of listDeletions(this.cache, seen, inScope))
+      await hand(await this.leftOrDeleted(ch, pages.resourceVersion), undefined);
     this.m.objects.set({ component: this.ctx.id }, this.cache.size);
     if (first && --this.scopesPending === 0) {
       this._synced = true;
@@ -371,10 +377,73 @@ export class KubernetesSource implements Source {
   }
 
   private async onEvent(type: WatchEventType, raw: KubeObject): Promise<void> {
-    const ch = changeFromWatch(this.cache, type, this.normalize(raw));
+    const ch = changeFromWatch(this.cache, type, this.normalize(raw), this.selection.matches);
     if (!ch) return;
-    await this.emit(ch, 'live');
+    await this.emit(await this.leftOrDeleted(ch, ch.object.metadata.resourceVersion), 'live');
     this.m.objects.set({ component: this.ctx.id }, this.cache.size);
+  }
+
+  private selectionCache: Selection | undefined;
+
+  /** The source's label and field selectors; a selector this cannot parse is treated as one that can be left. */
+  private get selection(): Selection {
+    if (this.selectionCache) return this.selectionCache;
+    const { labelSelector = '', fieldSelector = '' } = this.config;
+    try {
+      this.selectionCache = compileSelection(labelSelector, fieldSelector);
+    } catch (err) {
+      this.ctx.logger.warn('selector not understood here; every vanished object is looked up to tell a departure', {
+        error: errorMessage(err),
+      });
+      this.selectionCache = { canLeave: labelSelector !== '' || fieldSelector !== '', matches: () => undefined };
+    }
+    return this.selectionCache;
+  }
+
+  /**
+   * A known object vanished (watch DELETED, or missing from a LIST): deleted, or did it leave the
+   * selector? Only a source whose selection can be left asks, with one LIST of the object by name
+   * at `rv` exactly (`resourceVersionMatch=Exact`), the revision of the DELETED or of the LIST: the
+   * same uid there means it left, none (or another uid) that it was deleted. Not a GET: it reads
+   * the object now, and one that left and was deleted since would pass for a deletion. When `rv`
+   * has been compacted away (410), the object as it is now decides. A failed read throws, so the
+   * reflector retries the event or the LIST; nothing is guessed.
+   */
+  private async leftOrDeleted(ch: Change, rv: string): Promise<Change> {
+    if (ch.kind !== 'deleted' || ch.selector !== undefined || !this.selection.canLeave) return ch;
+    const ref = this.resource as ResourceRef;
+    const m = (ch.oldObject ?? ch.object).metadata;
+    const path = collectionPath(ref, ref.namespaced ? (m.namespace ?? null) : null);
+    const read = (exact: boolean) =>
+      (this.api as KubeApi).request(
+        'GET',
+        path,
+        {
+          fieldSelector: `metadata.name=${escapeFieldValue(m.name)}`,
+          ...(exact && rv && { resourceVersion: rv, resourceVersionMatch: 'Exact' }),
+        },
+        undefined,
+        this.controller.signal,
+      ) as Promise<{ items?: KubeObject[] } | undefined>;
+    let found: { items?: KubeObject[] } | undefined;
+    try {
+      found = await read(true).catch((err: unknown) => {
+        if (err instanceof KubeHttpError && err.status === 410) return read(false);
+        throw err;
+      });
+    } catch (err) {
+      // 404: the resource is no longer served, its objects are gone
+      if (err instanceof KubeHttpError && err.status === 404) found = undefined;
+      else if (err instanceof KubeHttpError)
+        throw new KubeHttpError(
+          err.status,
+          err.reason,
+          `cannot tell whether ${m.namespace ? `${m.namespace}/` : ''}${m.name} was deleted or left the selector: ${err.message}`,
+        );
+      else throw err;
+    }
+    const same = found?.items?.find((o) => o?.metadata?.uid === m.uid);
+    return leftOrDeleted(ch, same);
   }
 
   /**
@@ -394,6 +463,7 @@ export class KubernetesSource implements Source {
       kind: ch.kind,
       object: ch.object,
       ...(ch.oldObject !== undefined && { oldObject: ch.oldObject }),
+      ...(ch.selector !== undefined && { selector: ch.selector }),
       reason,
       resource: this.resource as ResourceRef,
       observedAt: Date.now(),

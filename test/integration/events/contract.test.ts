@@ -2,7 +2,7 @@
  * The event contract on the real stack: `crbridge run` produces every kind of event — created, spec
  * changed, status-only changed, phase transitions (Pending → Running → Completed), deleted, a delete
  * found on catch-up after a restart, an oversized object cut down by the size policy, a redacted
- * field — and every event read back from the file sink and from Kafka (through the cloudevents SDK)
+ * field, a departure from a pipeline's label selector — and every event read back from the file sink and from Kafka (through the cloudevents SDK)
  * validates against the PUBLISHED schemas, compiled here with ajv: the official CloudEvents JSON
  * schema and schemas/event-data.schema.json. Each kind's important attributes and data are checked.
  *
@@ -53,6 +53,7 @@ type Ev = Record<string, unknown> & {
     patch?: { op: string; path: string; value?: unknown }[];
     changedPaths?: string[];
     reason: string;
+    selector?: string;
     transition?: { field: string; from: string | null; to: string | null };
     redacted?: string[];
     truncated?: { dropped: string[]; originalBytes: number; maxBytes: number };
@@ -87,12 +88,14 @@ describe('the event contract on the real stack', () => {
   const dir = mkdtempSync(join(tmpdir(), 'crb-events-'));
   const ns = `ev-${suffix}`;
   const nsBig = `ev-big-${suffix}`;
+  const nsSel = `ev-sel-${suffix}`;
   const topic = `events-${suffix}`;
   const topicBig = `events-big-${suffix}`;
   const file = join(dir, 'events.jsonl');
   const fileBig = join(dir, 'events-big.jsonl');
+  const fileSel = join(dir, 'events-prod.jsonl');
   const stateDir = join(dir, 'state');
-  const files = [join(dir, 'events.yaml'), join(dir, 'events-big.yaml')];
+  const files = [join(dir, 'events.yaml'), join(dir, 'events-big.yaml'), join(dir, 'events-prod.yaml')];
   writeFileSync(
     files[0] as string,
     pipelineYaml({ name: 'events', ns, topic, file, events: `    redact: ["${TOKEN_POINTER}"]` }),
@@ -105,6 +108,15 @@ describe('the event contract on the real stack', () => {
       topic: topicBig,
       file: fileBig,
       events: `    maxBytes: ${MAX_BYTES}`,
+    }),
+  );
+  writeFileSync(
+    files[2] as string,
+    backupsPipelineYaml({
+      name: 'events-prod',
+      namespaces: [nsSel],
+      sourceExtra: '    labelSelector: tier=prod\n    checkpoint:\n      flushIntervalMs: 100\n',
+      sinks: `    - name: audit\n      type: file\n      path: ${fileSel}\n`,
     }),
   );
   const procs: RunningCrbridge[] = [];
@@ -130,6 +142,7 @@ describe('the event contract on the real stack', () => {
   test('every kind of event is produced, matches the published schemas and carries the right attributes and data', async () => {
     kubectl(['create', 'namespace', ns]);
     kubectl(['create', 'namespace', nsBig]);
+    kubectl(['create', 'namespace', nsSel]);
     let proc = await run();
 
     // orders: created (with a redacted annotation), spec changed, status Pending → Running → Completed
@@ -170,8 +183,18 @@ describe('the event contract on the real stack', () => {
     create(backup(nsBig, 'huge', { databaseName: 'huge', retentionDays: 3 }, { 'example.com/notes': big }));
     const huge = getObject(RES, nsBig, 'huge');
     const hugeChanged = patch(RES, nsBig, 'huge', { spec: { retentionDays: 30 } });
+    // payroll (pipeline events-prod, labelSelector tier=prod): created inside, then relabelled out
+    const payroll = backup(nsSel, 'payroll', { databaseName: 'payroll', schedule: '0 4 * * *' });
+    create({ ...payroll, metadata: { ...payroll.metadata, labels: { app: 'payroll', tier: 'prod' } } });
+    const payrollIn = getObject(RES, nsSel, 'payroll');
+    patch(RES, nsSel, 'payroll', { metadata: { labels: { tier: 'dev' } } });
 
-    await inFile(file, (e) => e.id === `${gone.metadata.uid}.created`, 'gone created in the file');
+    await inFile(
+      file,
+      (e) => e.id === `${gone.metadata.uid}.${gone.metadata.resourceVersion}`,
+      'gone created in the file',
+    );
+    await inFile(fileSel, (e) => e.data.selector === 'left', 'payroll left the selector');
     await inFile(
       fileBig,
       (e) => e.id === `${huge.metadata.uid}.${hugeChanged.metadata.resourceVersion}`,
@@ -187,16 +210,17 @@ describe('the event contract on the real stack', () => {
 
     const events = fileEvents(file) as Ev[];
     const bigEvents = fileEvents(fileBig) as Ev[];
+    const selEvents = fileEvents(fileSel) as Ev[];
     const uid = created.metadata.uid;
     const want = [
-      `${uid}.created`,
+      `${uid}.${created.metadata.resourceVersion}`,
       `${uid}.${specChanged.metadata.resourceVersion}`,
       `${uid}.${pending.metadata.resourceVersion}`,
       `${uid}.${running.metadata.resourceVersion}`,
       `${uid}.${completed.metadata.resourceVersion}`,
-      `${temp.metadata.uid}.created`,
+      `${temp.metadata.uid}.${temp.metadata.resourceVersion}`,
       `${temp.metadata.uid}.deleted`,
-      `${gone.metadata.uid}.created`,
+      `${gone.metadata.uid}.${gone.metadata.resourceVersion}`,
       `${gone.metadata.uid}.deleted`,
     ];
     assert.deepEqual(
@@ -206,12 +230,21 @@ describe('the event contract on the real stack', () => {
     );
     assert.deepEqual(
       bigEvents.map((e) => e.id),
-      [`${huge.metadata.uid}.created`, `${huge.metadata.uid}.${hugeChanged.metadata.resourceVersion}`],
+      [
+        `${huge.metadata.uid}.${huge.metadata.resourceVersion}`,
+        `${huge.metadata.uid}.${hugeChanged.metadata.resourceVersion}`,
+      ],
+    );
+    const pid = payrollIn.metadata.uid;
+    assert.deepEqual(
+      selEvents.map((e) => e.id),
+      [`${pid}.${payrollIn.metadata.resourceVersion}`, `${pid}.${payrollIn.metadata.resourceVersion}.left`],
+      'entered (created), then left the selector: its own id, not the one of a deletion',
     );
 
     // 1. every event of the file sinks matches the published schemas
     const check = publishedSchemas();
-    for (const e of [...events, ...bigEvents]) assert.deepEqual(check(e), [], `${e.id} (${e.type})`);
+    for (const e of [...events, ...bigEvents, ...selEvents]) assert.deepEqual(check(e), [], `${e.id} (${e.type})`);
 
     // 2. the same events arrive on Kafka; read back through the cloudevents SDK they match too
     const records = await readTopic(env.KAFKA_BROKERS, topic, events.length);
@@ -249,7 +282,7 @@ describe('the event contract on the real stack', () => {
     );
 
     // 3. the important attributes and data of each kind
-    for (const e of [...events, ...bigEvents]) {
+    for (const e of [...events, ...bigEvents, ...selEvents]) {
       const o = e.data.object;
       assert.equal(e.specversion, '1.0');
       assert.equal(e.source, SOURCE);
@@ -272,7 +305,7 @@ describe('the event contract on the real stack', () => {
     const ev = (id: string) => byId.get(id) as Ev;
 
     // created: the object, its creation time, the token masked
-    const c = ev(`${uid}.created`);
+    const c = ev(`${uid}.${created.metadata.resourceVersion}`);
     assert.equal(c.type, `${TYPE}.created`);
     assert.equal(c.subject, `${ns}/orders`);
     assert.equal(c.time, new Date(String(created.metadata.creationTimestamp)).toISOString());
@@ -329,7 +362,7 @@ describe('the event contract on the real stack', () => {
     for (const r of records) assert.ok(!(r.value ?? '').includes(SECRET), 'the token is not on Kafka');
 
     // oversized: created drops the object; the update drops oldObject and object and keeps the patch
-    const hc = ev(`${huge.metadata.uid}.created`);
+    const hc = ev(`${huge.metadata.uid}.${huge.metadata.resourceVersion}`);
     assert.equal(hc.type, `${TYPE}.created`);
     assert.equal(hc.data.object, undefined);
     assert.deepEqual(hc.data.truncated?.dropped, ['object']);
@@ -346,6 +379,14 @@ describe('the event contract on the real stack', () => {
     assert.equal(hu.k8sresourceversion, hugeChanged.metadata.resourceVersion);
     for (const line of readFileSync(fileBig, 'utf8').trim().split('\n'))
       assert.ok(Buffer.byteLength(line) <= MAX_BYTES, `an event of ${Buffer.byteLength(line)} bytes`);
+
+    // left the label selector: a deleted event marked selector "left", the last state inside
+    const left = selEvents[1] as Ev;
+    assert.equal(left.type, `${TYPE}.deleted`);
+    assert.equal(left.data.selector, 'left');
+    assert.equal(left.data.reason, 'live');
+    assert.equal(left.data.object?.metadata.resourceVersion, payrollIn.metadata.resourceVersion);
+    assert.equal(selEvents[0]?.data.selector, undefined);
 
     if (process.env.CRBRIDGE_WRITE_EXAMPLES === '1') {
       const status = ev(`${uid}.${completed.metadata.resourceVersion}`);
@@ -375,6 +416,11 @@ describe('the event contract on the real stack', () => {
           title: 'deleted (found on catch-up)',
           note: 'crbridge was stopped, the Backup deleted, crbridge started again with the same `--state-dir`: the first LIST after the restart misses the object (`reason: resync`); the `id` is the one the live delete would have had.',
           json: g,
+        },
+        {
+          title: 'deleted (left the label selector)',
+          note: 'A pipeline with `labelSelector: tier=prod`; the Backup was relabelled `tier=dev`: it still exists, so the event says `selector: "left"`, its `object` is the last state inside and its `id` is `<uid>.<that resourceVersion>.left`.',
+          json: left,
         },
         {
           title: 'spec.changed (oversized, truncated)',

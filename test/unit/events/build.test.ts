@@ -66,7 +66,7 @@ describe('buildEvent contract', () => {
     const e = buildEvent(delta('added', obj), opts);
     common(e, '1201', 1);
     assert.deepEqual(attrs(e), ALL);
-    assert.equal(e.id, `${UID}.created`);
+    assert.equal(e.id, `${UID}.1201`, 'the uid and the resourceVersion of the state it appeared in');
     assert.equal(e.type, 'io.crbridge.example.com.backup.created');
     assert.equal(e.time, '2026-11-28T10:00:00.000Z');
     assert.deepEqual(e.data, { object: obj, reason: 'live' });
@@ -227,6 +227,28 @@ describe('buildEvent contract', () => {
     const b = buildEvent(delta('modified', obj, old, 'relist'), opts);
     assert.equal(a.id, b.id);
     assert.deepEqual({ ...a, data: { ...a.data, reason: 'x' } }, { ...b, data: { ...b.data, reason: 'x' } });
+  });
+
+  it('leaving the selector: a deleted event marked selector "left", its id from the state that left', () => {
+    const last = backup({ rv: '1480', phase: 'Running' });
+    const left = { ...delta('deleted', last), selector: 'left' as const };
+    const e = buildEvent(left, opts);
+    common(e, '1480', 1);
+    assert.equal(e.id, `${UID}.1480.left`);
+    assert.equal(e.type, 'io.crbridge.example.com.backup.deleted', 'gone from what the pipeline watches');
+    assert.deepEqual(e.data, { object: last, reason: 'live', selector: 'left' });
+    // the same departure found on a relist or the resync after a restart: the same id and event
+    const caught = buildEvent({ ...left, reason: 'resync' }, opts);
+    assert.deepEqual({ ...caught, data: { ...caught.data, reason: 'live' } }, e);
+    // distinct from the update into that state, from the real deletion, and from a later departure
+    const ids = [
+      buildEvent(delta('modified', last, backup({ rv: '1400' })), opts).id,
+      buildEvent(delta('deleted', last), opts).id,
+      e.id,
+      buildEvent({ ...delta('deleted', backup({ rv: '1999' })), selector: 'left' }, opts).id,
+      buildEvent(delta('added', backup({ rv: '1600' })), opts).id,
+    ];
+    assert.deepEqual(ids, [`${UID}.1480`, `${UID}.deleted`, `${UID}.1480.left`, `${UID}.1999.left`, `${UID}.1600`]);
   });
 
   it('oversized object: drops oldObject, then object, keeps the patch, and says so', () => {

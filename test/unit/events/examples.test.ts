@@ -28,6 +28,7 @@ describe('docs/events.md examples', () => {
     has('a phase transition', (e) => e.data?.transition !== undefined);
     has('a live delete', (e) => change(e) === 'deleted' && e.data?.reason === 'live');
     has('a delete found on catch-up', (e) => change(e) === 'deleted' && e.data?.reason === 'resync');
+    has('a departure from the selector', (e) => change(e) === 'deleted' && e.data?.selector === 'left');
     has('an oversized object', (e) => e.data?.truncated !== undefined);
     has('a redacted field', (e) => Array.isArray(e.data?.redacted) && e.data.redacted.length > 0);
     assert.ok(

@@ -1,18 +1,46 @@
 /**
  * An in-memory fake of the parts of the Kubernetes API the source uses (discovery, paginated LIST,
- * WATCH with bookmarks and 410, ConfigMap GET/POST/PUT with optimistic concurrency), for unit tests.
- * Every write bumps a global resourceVersion like etcd; `compact(rv)` makes older watches expire.
+ * WATCH with bookmarks and 410, ConfigMap GET/POST/PUT with optimistic concurrency), for unit
+ * tests. Every write bumps a global resourceVersion like etcd; `compact(rv)` makes older watches
+ * and exact LISTs expire. LIST and WATCH honour `labelSelector` and `fieldSelector` as the
+ * kube-apiserver does: an object entering the selection is ADDED, one leaving it is DELETED with
+ * its previous content and the resourceVersion of the change; a LIST with
+ * `resourceVersionMatch=Exact` reads the objects as they were at that resourceVersion.
  */
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from '../../../src/sources/kubernetes/client.ts';
+import { compileSelection } from '../../../src/sources/kubernetes/selector.ts';
 
 interface Ev {
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
   object: KubeObject;
+  /** The state before (updates and deletes). */
+  prev?: KubeObject;
   rv: number;
 }
 
+type Inside = (o: KubeObject) => boolean;
+
+function insideOf(q: Query): Inside {
+  const s = compileSelection(String(q.labelSelector ?? ''), String(q.fieldSelector ?? ''));
+  return (o) => s.matches(o) !== false;
+}
+
+/** What a watch with selection `inside` gets for `ev`, or nothing. */
+function filtered(ev: Ev, inside: Inside): { type: Ev['type']; object: KubeObject } | undefined {
+  const cur = ev.type !== 'DELETED' && inside(ev.object);
+  const old = ev.prev !== undefined && inside(ev.prev);
+  if (cur && old) return { type: 'MODIFIED', object: ev.object };
+  if (cur) return { type: 'ADDED', object: ev.object };
+  if (old) {
+    const p = ev.prev as KubeObject;
+    return { type: 'DELETED', object: { ...p, metadata: { ...p.metadata, resourceVersion: String(ev.rv) } } };
+  }
+  return undefined;
+}
+
 interface Watcher {
+  inside: Inside;
   ns: string | null;
   onEvent: (type: string, obj: unknown) => void;
   onDone: (err: unknown) => void;
@@ -30,6 +58,12 @@ export class FakeCluster implements KubeApi {
   configMaps = new Map<string, Record<string, unknown>>();
   lists = 0;
   watches = 0;
+  /** LISTs without `limit`: the source's look-ups of one object by name (the reflector pages). */
+  lookups = 0;
+  /** Look-ups that fail with HTTP 500 before one succeeds. */
+  failLookups = 0;
+  /** Every write of a Backup, in order: its key and the object after it (undefined: deleted). */
+  private history: { rv: number; key: string; obj: KubeObject | undefined }[] = [];
   /** Query of the most recent WATCH request. */
   lastWatchQuery: Query = {};
   /** LIST requests of a continuation page (not the first page) that fail with HTTP 500 before one succeeds. */
@@ -42,7 +76,7 @@ export class FakeCluster implements KubeApi {
     return `${ns}/${name}`;
   }
 
-  create(ns: string, name: string, spec: Record<string, unknown> = {}): KubeObject {
+  create(ns: string, name: string, spec: Record<string, unknown> = {}, labels?: Record<string, string>): KubeObject {
     const obj: KubeObject = {
       apiVersion: 'example.com/v1',
       kind: 'Backup',
@@ -51,30 +85,48 @@ export class FakeCluster implements KubeApi {
         namespace: ns,
         uid: `uid-${++this.uidSeq}`,
         resourceVersion: String(++this.rv),
+        ...(labels && { labels }),
         managedFields: [{ manager: 'test' }],
       },
       spec,
     };
     this.objects.set(this.k(ns, name), obj);
+    this.history.push({ rv: this.rv, key: this.k(ns, name), obj });
     this.publish({ type: 'ADDED', object: obj, rv: this.rv });
     return obj;
   }
 
   update(ns: string, name: string, spec: Record<string, unknown>): KubeObject {
-    const old = this.objects.get(this.k(ns, name));
-    if (!old) throw new Error(`no ${ns}/${name}`);
-    const obj: KubeObject = { ...old, metadata: { ...old.metadata, resourceVersion: String(++this.rv) }, spec };
-    this.objects.set(this.k(ns, name), obj);
-    this.publish({ type: 'MODIFIED', object: obj, rv: this.rv });
-    return obj;
+    const old = this.get(ns, name);
+    return this.write(old, { ...old, metadata: { ...old.metadata, resourceVersion: String(++this.rv) }, spec });
+  }
+
+  /** Replaces the labels (an empty object removes them all). */
+  label(ns: string, name: string, labels: Record<string, string>): KubeObject {
+    const old = this.get(ns, name);
+    return this.write(old, { ...old, metadata: { ...old.metadata, labels, resourceVersion: String(++this.rv) } });
   }
 
   delete(ns: string, name: string): KubeObject {
-    const old = this.objects.get(this.k(ns, name));
-    if (!old) throw new Error(`no ${ns}/${name}`);
+    const old = this.get(ns, name);
     this.objects.delete(this.k(ns, name));
     const obj: KubeObject = { ...old, metadata: { ...old.metadata, resourceVersion: String(++this.rv) } };
-    this.publish({ type: 'DELETED', object: obj, rv: this.rv });
+    this.history.push({ rv: this.rv, key: this.k(ns, name), obj: undefined });
+    this.publish({ type: 'DELETED', object: obj, prev: old, rv: this.rv });
+    return obj;
+  }
+
+  private get(ns: string, name: string): KubeObject {
+    const o = this.objects.get(this.k(ns, name));
+    if (!o) throw new Error(`no ${ns}/${name}`);
+    return o;
+  }
+
+  private write(old: KubeObject, obj: KubeObject): KubeObject {
+    const key = this.k(obj.metadata.namespace as string, obj.metadata.name);
+    this.objects.set(key, obj);
+    this.history.push({ rv: this.rv, key, obj });
+    this.publish({ type: 'MODIFIED', object: obj, prev: old, rv: this.rv });
     return obj;
   }
 
@@ -103,8 +155,14 @@ export class FakeCluster implements KubeApi {
     this.events.push(ev);
     for (const w of this.watchers) {
       if (w.stalled || w.closed) continue;
-      if (w.ns === null || ev.object.metadata.namespace === w.ns) w.onEvent(ev.type, structuredClone(ev.object));
+      this.send(w, ev);
     }
+  }
+
+  private send(w: Watcher, ev: Ev): void {
+    if (w.ns !== null && ev.object.metadata.namespace !== w.ns) return;
+    const out = filtered(ev, w.inside);
+    if (out) w.onEvent(out.type, structuredClone(out.object));
   }
 
   private nsOf(path: string): string | null {
@@ -121,14 +179,29 @@ export class FakeCluster implements KubeApi {
     if (path.startsWith('/api/v1/namespaces/') && path.includes('/configmaps')) return this.cm(method, path, body);
     if (path.endsWith('/backups')) {
       if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
-      this.lists++;
+      if (query.limit === undefined) {
+        this.lookups++;
+        if (this.failLookups > 0) {
+          this.failLookups--;
+          throw new KubeHttpError(500, 'InternalError', 'injected failure of a look-up');
+        }
+      } else this.lists++;
       if (query.continue && this.failContinuePages > 0) {
         this.failContinuePages--;
         throw new KubeHttpError(500, 'InternalError', 'injected failure of a continuation page');
       }
       const ns = this.nsOf(path);
-      const all = [...this.objects.values()]
-        .filter((o) => ns === null || o.metadata.namespace === ns)
+      const inside = insideOf(query);
+      let objects: Iterable<KubeObject> = this.objects.values();
+      if (query.resourceVersionMatch === 'Exact') {
+        const at = Number(query.resourceVersion);
+        if (at < this.compactedRv) throw new KubeHttpError(410, 'Expired', 'too old resource version');
+        const then = new Map<string, KubeObject | undefined>();
+        for (const h of this.history) if (h.rv <= at) then.set(h.key, h.obj);
+        objects = [...then.values()].filter((o) => o !== undefined);
+      }
+      const all = [...objects]
+        .filter((o) => (ns === null || o.metadata.namespace === ns) && inside(o))
         .sort((a, b) => a.metadata.uid.localeCompare(b.metadata.uid));
       const limit = Number(query.limit ?? all.length) || all.length;
       const start = query.continue ? Number(String(query.continue).split(':')[1]) : 0;
@@ -180,7 +253,14 @@ export class FakeCluster implements KubeApi {
     this.watches++;
     this.lastWatchQuery = query;
     const from = Number(query.resourceVersion ?? 0);
-    const w: Watcher = { ns: this.nsOf(path), onEvent, onDone, stalled: this.stallNewWatches, closed: false };
+    const w: Watcher = {
+      inside: insideOf(query),
+      ns: this.nsOf(path),
+      onEvent,
+      onDone,
+      stalled: this.stallNewWatches,
+      closed: false,
+    };
     if (from < this.compactedRv) {
       queueMicrotask(() => {
         onEvent('ERROR', { kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version' });
@@ -189,11 +269,7 @@ export class FakeCluster implements KubeApi {
       return { abort() {} };
     }
     this.watchers.add(w);
-    if (!w.stalled) {
-      for (const ev of this.events)
-        if (ev.rv > from && (w.ns === null || ev.object.metadata.namespace === w.ns))
-          onEvent(ev.type, structuredClone(ev.object));
-    }
+    if (!w.stalled) for (const ev of this.events) if (ev.rv > from) this.send(w, ev);
     return {
       abort: () => {
         w.closed = true;

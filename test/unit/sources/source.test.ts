@@ -1,7 +1,8 @@
 /**
  * The Kubernetes source against an in-memory fake API server: initial list, live events,
  * pagination, relist after 410 without duplicates, stalled-stream recovery, waiting for a missing
- * CRD, namespace lists, and gap-free resume from the file checkpoint.
+ * CRD, namespace lists, gap-free resume from the file checkpoint, and objects leaving and entering
+ * a label selector, with the event ids of each change seen live, on a relist and on resume.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { DeltaReceiver, SourceConsumer, SourceContext } from '../../../src/component.ts';
+import { buildEvent } from '../../../src/events/build.ts';
 import type { Delta } from '../../../src/events/delta.ts';
 import { FileCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/file.ts';
 import { KubernetesSource, type KubernetesSourceConfig, sourceKey } from '../../../src/sources/kubernetes/source.ts';
@@ -477,4 +479,207 @@ test('a new consumer whose initial deltas did not all settle gets its start agai
     ['added b0 p2/out', 'added b1 p2/out'],
   );
   await s3.stop();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Label selectors: departures, entries, and the ids of every change however it is seen.
+
+const PROD = { labelSelector: 'tier=prod' };
+const idsOf = (ds: readonly Delta[]) => ds.map((d) => buildEvent(d, { clusterName: 'test' }).id);
+const lines = (ds: readonly Delta[]) =>
+  ds.map(
+    (d) =>
+      `${d.reason} ${d.kind}${d.selector ? ` (${d.selector})` : ''} ${d.object.metadata.name}@${d.object.metadata.resourceVersion}`,
+  );
+
+type Step = (c: FakeCluster) => void;
+/** b0 labelled in (created), out, in again, then deleted: uid-1 at 101, 102, 103, 104. */
+const IN_OUT_IN_DELETE: Step[] = [
+  (c) => c.create('a', 'b0', {}, { tier: 'prod' }),
+  (c) => c.label('a', 'b0', { tier: 'dev' }),
+  (c) => c.label('a', 'b0', { tier: 'prod' }),
+  (c) => c.delete('a', 'b0'),
+];
+/** b0 created, updated, deleted (no selector): uid-1 at 101, 102, 103. */
+const CREATE_UPDATE_DELETE: Step[] = [
+  (c) => c.create('a', 'b0'),
+  (c) => c.update('a', 'b0', { v: 1 }),
+  (c) => c.delete('a', 'b0'),
+];
+
+type Seen = 'live' | 'down' | 'gone';
+
+/**
+ * Runs `steps` (one change each) against a source started on an empty cluster; step i is seen as
+ * `how[i]`: live, made while the source is stopped (seen on the resync at restart), or made while
+ * the watch is cut and history compacted (seen on the relist after 410). Returns every delta.
+ */
+async function observe(steps: Step[], how: Seen[], cfg: Partial<KubernetesSourceConfig>) {
+  const c = new FakeCluster();
+  const state = dir();
+  const deltas: Delta[] = [];
+  const open = async () => {
+    const s = makeSource(c, state, cfg);
+    s.receiver.deltas = deltas;
+    await s.start();
+    await until(() => s.source.synced, 'synced');
+    return s;
+  };
+  let s = await open();
+  for (let i = 0; i < steps.length; i++) {
+    const step = steps[i] as Step;
+    if (how[i] === 'down') {
+      await s.stop();
+      step(c);
+      s = await open();
+    } else if (how[i] === 'gone') {
+      for (const w of c.watchers) w.stalled = true;
+      step(c);
+      c.compact();
+      c.closeWatches();
+    } else step(c);
+    await until(() => deltas.length === i + 1, `the delta of step ${i} (${how[i]})`);
+  }
+  await new Promise((r) => setTimeout(r, 30));
+  await s.stop();
+  return { deltas, lookups: c.lookups };
+}
+
+test('label selector: leave, re-enter, delete live: a departure, an entry and a deletion, each with its own id', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0', {}, { tier: 'prod' });
+  c.create('a', 'x', {}, { tier: 'dev' });
+  const s = makeSource(c, dir(), PROD);
+  await s.start();
+  await until(() => s.source.synced, 'synced');
+  c.label('a', 'b0', { tier: 'dev' }); // 103: leaves
+  c.update('a', 'x', { v: 1 }); // never inside: nothing
+  c.label('a', 'b0', { tier: 'prod' }); // 105: enters again
+  c.update('a', 'b0', { v: 1 }); // 106
+  c.delete('a', 'b0'); // 107
+  await until(() => s.receiver.deltas.length === 5, 'live deltas');
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(lines(s.receiver.deltas), [
+    'resync added b0@101',
+    'live deleted (left) b0@101',
+    'live added b0@105',
+    'live modified b0@106',
+    'live deleted b0@107',
+  ]);
+  assert.deepEqual(idsOf(s.receiver.deltas), [
+    'uid-1.101',
+    'uid-1.101.left',
+    'uid-1.105',
+    'uid-1.106',
+    'uid-1.deleted',
+  ]);
+  const left = buildEvent(s.receiver.deltas[1] as Delta, { clusterName: 'test' });
+  assert.equal(left.type, 'io.crbridge.example.com.backup.deleted');
+  assert.equal(left.data.selector, 'left');
+  assert.equal(buildEvent(s.receiver.deltas[4] as Delta, { clusterName: 'test' }).data.selector, undefined);
+  assert.equal(c.lookups, 2, 'one look-up per DELETED, to tell a departure from a deletion');
+  await s.stop();
+});
+
+test('label selector: each change has the same id live, on the resync after a restart and on the relist after 410', async () => {
+  const all = await observe(IN_OUT_IN_DELETE, ['live', 'live', 'live', 'live'], PROD);
+  const want = ['uid-1.101', 'uid-1.101.left', 'uid-1.103', 'uid-1.deleted'];
+  assert.deepEqual(idsOf(all.deltas), want);
+  const liveEvents = all.deltas.map((d) => buildEvent(d, { clusterName: 'test' }));
+  for (const how of ['down', 'gone'] as const) {
+    for (let k = 0; k < IN_OUT_IN_DELETE.length; k++) {
+      const seen = IN_OUT_IN_DELETE.map((_, i) => (i === k ? how : 'live'));
+      const run = await observe(IN_OUT_IN_DELETE, seen, PROD);
+      const what = `step ${k} seen ${how}`;
+      assert.deepEqual(idsOf(run.deltas), want, what);
+      const d = run.deltas[k] as Delta;
+      assert.equal(d.reason, how === 'down' ? 'resync' : 'relist', what);
+      // the same event but for how it was seen (and the time, the observation time without one)
+      const e = buildEvent(d, { clusterName: 'test' });
+      const l = liveEvents[k] as (typeof liveEvents)[number];
+      assert.deepEqual([e.id, e.type, e.data.selector], [l.id, l.type, l.data.selector], what);
+    }
+  }
+  // left and entered again while stopped: one net change, the id of the entry
+  const outIn: Step = (c) => {
+    (IN_OUT_IN_DELETE[1] as Step)(c);
+    (IN_OUT_IN_DELETE[2] as Step)(c);
+  };
+  const both = await observe([IN_OUT_IN_DELETE[0] as Step, outIn], ['live', 'down'], PROD);
+  assert.deepEqual(lines(both.deltas), ['live added b0@101', 'resync modified b0@103']);
+  assert.deepEqual(idsOf(both.deltas), ['uid-1.101', 'uid-1.103']);
+});
+
+test('without selectors, or with a field selector on metadata.name only, a vanished object is deleted: no look-up', async () => {
+  const plain = await observe(CREATE_UPDATE_DELETE, ['live', 'live', 'live'], {});
+  assert.deepEqual(idsOf(plain.deltas), ['uid-1.101', 'uid-1.102', 'uid-1.deleted']);
+  for (const how of ['down', 'gone'] as const) {
+    const run = await observe(CREATE_UPDATE_DELETE, ['live', 'live', how], {});
+    assert.deepEqual(idsOf(run.deltas), ['uid-1.101', 'uid-1.102', 'uid-1.deleted'], how);
+    assert.equal(run.lookups, 0, how);
+  }
+  const named = await observe(CREATE_UPDATE_DELETE, ['live', 'live', 'down'], { fieldSelector: 'metadata.name=b0' });
+  assert.deepEqual(lines(named.deltas), ['live added b0@101', 'live modified b0@102', 'resync deleted b0@102']);
+  assert.equal(plain.lookups + named.lookups, 0);
+});
+
+test('a crash with the checkpoint behind delivery: the restart repeats changes with the ids they had', async () => {
+  const sequences: [string, Step[], Partial<KubernetesSourceConfig>][] = [
+    ['create, update, delete', CREATE_UPDATE_DELETE, {}],
+    ['in, out, in, delete', IN_OUT_IN_DELETE, PROD],
+  ];
+  for (const [name, steps, cfg] of sequences) {
+    for (let from = 0; from < steps.length; from++) {
+      for (let to = from; to < steps.length; to++) {
+        const what = `${name}: unacknowledged from step ${from}, crash after step ${to}`;
+        const c = new FakeCluster();
+        const state = dir();
+        const s1 = makeSource(c, state, cfg);
+        await s1.start();
+        await until(() => s1.source.synced, 'synced');
+        for (let i = 0; i <= to; i++) {
+          if (i === from) s1.receiver.hold.add('uid-1'); // its deltas are delivered, never acknowledged
+          (steps[i] as Step)(c);
+          await until(() => s1.receiver.deltas.length === i + 1, `${what}: step ${i}`);
+        }
+        const delivered = idsOf(s1.receiver.deltas);
+        await s1.source.shutdown(Date.now() + 100);
+        await new Promise((r) => setTimeout(r, 150)); // the store of s1 is closed at its deadline
+        const s2 = makeSource(c, state, cfg);
+        await s2.start();
+        await until(() => s2.source.synced, `${what}: synced`);
+        await new Promise((r) => setTimeout(r, 30));
+        const again = idsOf(s2.receiver.deltas);
+        for (const id of again) assert.ok(delivered.includes(id), `${what}: ${id} is one of ${delivered.join(' ')}`);
+        // and the consumer's view is the cluster's
+        const view = new Map<string, string>();
+        for (const d of [...s1.receiver.deltas, ...s2.receiver.deltas]) {
+          if (d.kind === 'deleted') view.delete(d.object.metadata.uid);
+          else view.set(d.object.metadata.uid, d.object.metadata.resourceVersion);
+        }
+        const o = c.objects.get('a/b0');
+        const inside = o && (cfg.labelSelector === undefined || o.metadata.labels?.tier === 'prod');
+        assert.deepEqual([...view], inside ? [[o.metadata.uid, o.metadata.resourceVersion]] : [], what);
+        await s2.stop();
+      }
+    }
+  }
+});
+
+test('a failed look-up is not guessed: the DELETED is handled again once the look-up succeeds', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0', {}, { tier: 'prod' });
+  const s = makeSource(c, dir(), PROD);
+  await s.start();
+  await until(() => s.source.synced, 'synced');
+  c.failLookups = 2;
+  c.label('a', 'b0', { tier: 'dev' });
+  await until(() => s.receiver.deltas.length === 2, 'the departure');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(lines(s.receiver.deltas), ['resync added b0@101', 'live deleted (left) b0@101']);
+  assert.equal(c.lookups, 3);
+  assert.ok(
+    s.metrics.counter('crbridge_source_watch_restarts_total', '').get({ component: 'p/source', reason: 'error' }) >= 2,
+  );
+  await s.stop();
 });
