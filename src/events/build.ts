@@ -6,18 +6,18 @@
  */
 import { type CloudEvent, type EventData, isCloudEventsInteger } from './cloudevent.ts';
 import type { Delta, KubeObject, ResourceRef } from './delta.ts';
-import { diff, formatPointer, getAt, type PatchOp, parsePath, parsePointer, setOwn } from './patch.ts';
+import { diff, formatPointer, getAt, type PatchOp, parsePath } from './patch.ts';
+import { compileRedaction, redact } from './redact.ts';
 
 import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
 
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
 export { EVENT_DATA_SCHEMA_ID };
+export { LAST_APPLIED_POINTER, REDACTED, redact } from './redact.ts';
 export const DEFAULT_TYPE_PREFIX = 'io.crbridge';
 export const DEFAULT_PHASE_PATH = 'status.phase';
 /** Fits Kafka's default `message.max.bytes` (1 MiB) with room for headers and key. */
 export const DEFAULT_MAX_BYTES = 1_000_000;
-/** What a redacted value is replaced with. */
-export const REDACTED = '[REDACTED]';
 
 /** The change kinds, as the last part of `type`. */
 export const ChangeType = {
@@ -78,15 +78,6 @@ interface Compiled {
 
 const compiledCache = new WeakMap<EventOptions, Compiled>();
 
-/** kubectl apply's copy of every applied field: it would repeat a redacted value in clear. */
-export const LAST_APPLIED_POINTER = '/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration';
-
-/** The configured pointers plus, whenever anything is redacted, kubectl's last-applied annotation. */
-function redactPointers(configured: readonly string[]): string[] {
-  if (configured.length === 0 || configured.includes(LAST_APPLIED_POINTER)) return [...configured];
-  return [...configured, LAST_APPLIED_POINTER];
-}
-
 function compile(opts: EventOptions): Compiled {
   let c = compiledCache.get(opts);
   if (c) return c;
@@ -95,7 +86,7 @@ function compile(opts: EventOptions): Compiled {
     prefix: opts.typePrefix ?? DEFAULT_TYPE_PREFIX,
     phaseTokens,
     phasePointer: formatPointer(phaseTokens),
-    redact: redactPointers(opts.redact ?? []).map(parsePointer),
+    redact: compileRedaction(opts.redact ?? []),
     maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
     dataschema: opts.dataschema ?? EVENT_DATA_SCHEMA_ID,
     cluster: opts.clusterName,
@@ -262,48 +253,6 @@ export function phaseTransition(
     if (d !== undefined) t.durationSeconds = d;
   }
   return t;
-}
-
-/**
- * Returns `obj` with the values at `pointers` replaced by {@link REDACTED} (copy-on-write: only the
- * containers on the way are copied, `obj` is never modified) and the concrete pointers masked.
- */
-export function redact(obj: KubeObject, pointers: readonly string[][]): { object: KubeObject; masked: string[] } {
-  const masked: string[] = [];
-  let out: unknown = obj;
-  for (const p of pointers) out = mask(out, p, 0, '', masked);
-  return { object: out as KubeObject, masked };
-}
-
-function mask(node: unknown, path: readonly string[], i: number, at: string, masked: string[]): unknown {
-  if (i === path.length) {
-    if (node === REDACTED) return node;
-    masked.push(at);
-    return REDACTED;
-  }
-  if (node === null || typeof node !== 'object') return node;
-  const t = path[i] as string;
-  const keys: string[] =
-    t === '*'
-      ? Array.isArray(node)
-        ? node.map((_, j) => String(j))
-        : Object.keys(node)
-      : Array.isArray(node)
-        ? /^(0|[1-9][0-9]*)$/.test(t) && Number(t) < node.length
-          ? [t]
-          : []
-        : Object.hasOwn(node, t)
-          ? [t]
-          : [];
-  let copy: Record<string, unknown> | unknown[] | undefined;
-  for (const k of keys) {
-    const child = (node as Record<string, unknown>)[k];
-    const next = mask(child, path, i + 1, `${at}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`, masked);
-    if (next === child) continue;
-    copy ??= Array.isArray(node) ? [...node] : { ...(node as Record<string, unknown>) };
-    setOwn(copy, Array.isArray(copy) ? Number(k) : k, next);
-  }
-  return copy ?? node;
 }
 
 /**
