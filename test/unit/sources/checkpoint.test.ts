@@ -3,10 +3,12 @@
  * ConfigMap store (gzip buckets that split when too large, optimistic concurrency, reload).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { CrbridgeError } from '../../../src/errors.ts';
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { FileCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/file.ts';
@@ -101,4 +103,43 @@ test('ConfigMap store: a concurrent writer is detected (409) and the staged chan
   await s.flush(); // re-read the version; last writer wins after the conflict was reported
   const loaded = await new KubernetesCheckpointStore(api, opts).load();
   assert.deepEqual([...loaded.entries.keys()].sort(), ['u1', 'u3']);
+});
+
+/** Incompressible text of `n` characters (base-36 digits of random bytes). */
+function noise(n: number): string {
+  let s = '';
+  while (s.length < n) s += Math.random().toString(36).slice(2);
+  return s.slice(0, n);
+}
+
+const here = (f: string) => pathToFileURL(join(import.meta.dirname, f)).href;
+
+test('ConfigMap store: one object larger than a bucket is flushed (in a child process, so a spin fails the test instead of hanging it)', () => {
+  // the bucket-doubling loop is synchronous: only a separate process with a timeout can catch it
+  const code = `
+    import { KubernetesCheckpointStore } from ${JSON.stringify(here('../../../src/sources/kubernetes/checkpoint/kubernetes.ts'))};
+    import { FakeCluster } from ${JSON.stringify(here('fake-cluster.ts'))};
+    const api = new FakeCluster();
+    const s = new KubernetesCheckpointStore(api, { namespace: 'crb', name: 'cp', key: 'k1' });
+    await s.load();
+    let pad = '';
+    while (pad.length < 1_100_000) pad += Math.random().toString(36).slice(2);
+    const big = { metadata: { uid: 'big', name: 'big', namespace: 'a', resourceVersion: '7' }, spec: { pad } };
+    s.put('big', big);
+    s.put('small', { metadata: { uid: 'small', name: 'small', namespace: 'a', resourceVersion: '8' }, spec: {} });
+    await s.flush();
+    const loaded = await new KubernetesCheckpointStore(api, { namespace: 'crb', name: 'cp', key: 'k1' }).load();
+    process.stdout.write(JSON.stringify([...loaded.entries].map(([u, o]) => [u, o.metadata.resourceVersion])));
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { timeout: 20_000, encoding: 'utf8' });
+  assert.equal(
+    (r.error as NodeJS.ErrnoException | undefined)?.code,
+    undefined,
+    'the flush did not end within 20 s: it spins',
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).sort(), [
+    ['big', '7'],
+    ['small', '8'],
+  ]);
 });
