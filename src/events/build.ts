@@ -5,7 +5,7 @@
  * See docs/events.md for the scheme.
  */
 import { type CloudEvent, type EventData, isCloudEventsInteger } from './cloudevent.ts';
-import type { Delta, KubeObject, ResourceRef } from './delta.ts';
+import { type Delta, type KubeObject, type ResourceRef, STORED, type StoredState } from './delta.ts';
 import { diff, formatPointer, getAt, type PatchOp, parsePath } from './patch.ts';
 import { compileRedaction, redact } from './redact.ts';
 
@@ -71,12 +71,27 @@ interface Compiled {
   phaseTokens: string[];
   phasePointer: string;
   redact: string[][];
+  /** The configured pointers plus those a stored state was masked with (by the stored list). */
+  withStored: WeakMap<readonly string[], string[][]>;
+  configuredRedact: readonly string[];
   maxBytes: number;
   dataschema: string;
   cluster: string;
 }
 
 const compiledCache = new WeakMap<EventOptions, Compiled>();
+
+/** What to mask in a delta involving a state read back from a checkpoint: ours and what it was stored with. */
+function redactionFor(c: Compiled, stored: StoredState | undefined): string[][] {
+  if (!stored || stored.redacted.length === 0) return c.redact;
+  let r = c.withStored.get(stored.redacted);
+  if (!r) {
+    const extra = stored.redacted.filter((p) => !c.configuredRedact.includes(p));
+    r = compileRedaction([...c.configuredRedact, ...extra]);
+    c.withStored.set(stored.redacted, r);
+  }
+  return r;
+}
 
 function compile(opts: EventOptions): Compiled {
   let c = compiledCache.get(opts);
@@ -87,6 +102,8 @@ function compile(opts: EventOptions): Compiled {
     phaseTokens,
     phasePointer: formatPointer(phaseTokens),
     redact: compileRedaction(opts.redact ?? []),
+    withStored: new WeakMap(),
+    configuredRedact: opts.redact ?? [],
     maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
     dataschema: opts.dataschema ?? EVENT_DATA_SCHEMA_ID,
     cluster: opts.clusterName,
@@ -315,13 +332,18 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
 
   let object = delta.object;
   let oldObject = delta.kind === 'modified' ? delta.oldObject : undefined;
+  // A state read back from a checkpoint (the old one, or the last known one of a delete found on
+  // resume) was stored redacted, perhaps with more pointers, and perhaps only in part.
+  const stored = (delta.kind === 'modified' ? delta.oldObject : delta.object)?.[STORED];
+  if (stored?.partial) oldObject = undefined;
+  const pointers = redactionFor(c, stored);
   let masked: string[] | undefined;
-  if (c.redact.length > 0) {
-    const a = redact(object, c.redact);
+  if (pointers.length > 0) {
+    const a = redact(object, pointers);
     object = a.object;
     masked = a.masked;
     if (oldObject) {
-      const b = redact(oldObject, c.redact);
+      const b = redact(oldObject, pointers);
       oldObject = b.object;
       for (const p of b.masked) if (!masked.includes(p)) masked.push(p);
     }
