@@ -171,7 +171,8 @@ export abstract class StagedCheckpointStore implements CheckpointStore {
 
   flush(): Promise<void> {
     const prev = this.flushing;
-    const p = (prev ? prev.then(noop, noop) : Promise.resolve()).then(() => this.flushNow());
+    // with none running, what is staged is taken right away (changes staged after this call go to the next)
+    const p = prev ? prev.then(noop, noop).then(() => this.flushNow()) : this.flushNow();
     this.flushing = p;
     const clear = () => {
       if (this.flushing === p) this.flushing = undefined;

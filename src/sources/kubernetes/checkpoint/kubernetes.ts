@@ -191,6 +191,9 @@ export class KubernetesCheckpointStore extends StagedCheckpointStore {
             out.set(uid, this.codec.decode(obj));
           }
         }
+        // buckets beyond the count, left by an interrupted growth, are not read; only their versions
+        // are learnt, so that the next growth replaces them instead of failing on them
+        for (let i = this.buckets; i < 2 * this.maxBuckets; i++) if (!(await this.get(`${this.base}-${i}`))) break;
       }
       this.loaded = true;
       return { initialized: this.initialized, entries: out };
