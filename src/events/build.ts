@@ -11,9 +11,9 @@ import { compileRedaction, redact } from './redact.ts';
 
 import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
 
+export { LAST_APPLIED_POINTER, REDACTED, redact } from './redact.ts';
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
 export { EVENT_DATA_SCHEMA_ID };
-export { LAST_APPLIED_POINTER, REDACTED, redact } from './redact.ts';
 export const DEFAULT_TYPE_PREFIX = 'io.crbridge';
 export const DEFAULT_PHASE_PATH = 'status.phase';
 /** Fits Kafka's default `message.max.bytes` (1 MiB) with room for headers and key. */

@@ -16,7 +16,6 @@ import { gunzipSync } from 'node:zlib';
 import { CrbridgeError } from '../../../src/errors.ts';
 import { type KubeObject, STORED } from '../../../src/events/delta.ts';
 import { REDACTED } from '../../../src/events/redact.ts';
-import type { Query } from '../../../src/sources/kubernetes/client.ts';
 import {
   type Batch,
   DEFAULT_MAX_ENTRY_BYTES,
@@ -26,6 +25,7 @@ import {
 import { FileCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/file.ts';
 import { KubernetesCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/kubernetes.ts';
 import type { CheckpointState, CheckpointStore } from '../../../src/sources/kubernetes/checkpoint/types.ts';
+import type { Query } from '../../../src/sources/kubernetes/client.ts';
 import { FakeCluster } from './fake-cluster.ts';
 
 const obj = (uid: string, rv: number, pad = ''): KubeObject => ({
