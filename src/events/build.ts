@@ -5,19 +5,19 @@
  * See docs/events.md for the scheme.
  */
 import { type CloudEvent, type EventData, isCloudEventsInteger } from './cloudevent.ts';
-import type { Delta, KubeObject, ResourceRef } from './delta.ts';
-import { diff, formatPointer, getAt, type PatchOp, parsePath, parsePointer, setOwn } from './patch.ts';
+import { type Delta, type KubeObject, type ResourceRef, STORED, type StoredState } from './delta.ts';
+import { diff, formatPointer, getAt, type PatchOp, parsePath } from './patch.ts';
+import { compileRedaction, redact } from './redact.ts';
 
 import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
 
+export { LAST_APPLIED_POINTER, REDACTED, redact } from './redact.ts';
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
 export { EVENT_DATA_SCHEMA_ID };
 export const DEFAULT_TYPE_PREFIX = 'io.crbridge';
 export const DEFAULT_PHASE_PATH = 'status.phase';
 /** Fits Kafka's default `message.max.bytes` (1 MiB) with room for headers and key. */
 export const DEFAULT_MAX_BYTES = 1_000_000;
-/** What a redacted value is replaced with. */
-export const REDACTED = '[REDACTED]';
 
 /** The change kinds, as the last part of `type`. */
 export const ChangeType = {
@@ -71,6 +71,9 @@ interface Compiled {
   phaseTokens: string[];
   phasePointer: string;
   redact: string[][];
+  /** The configured pointers plus those a stored state was masked with (by the stored list). */
+  withStored: WeakMap<readonly string[], string[][]>;
+  configuredRedact: readonly string[];
   maxBytes: number;
   dataschema: string;
   cluster: string;
@@ -78,13 +81,16 @@ interface Compiled {
 
 const compiledCache = new WeakMap<EventOptions, Compiled>();
 
-/** kubectl apply's copy of every applied field: it would repeat a redacted value in clear. */
-export const LAST_APPLIED_POINTER = '/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration';
-
-/** The configured pointers plus, whenever anything is redacted, kubectl's last-applied annotation. */
-function redactPointers(configured: readonly string[]): string[] {
-  if (configured.length === 0 || configured.includes(LAST_APPLIED_POINTER)) return [...configured];
-  return [...configured, LAST_APPLIED_POINTER];
+/** What to mask in a delta involving a state read back from a checkpoint: ours and what it was stored with. */
+function redactionFor(c: Compiled, stored: StoredState | undefined): string[][] {
+  if (!stored || stored.redacted.length === 0) return c.redact;
+  let r = c.withStored.get(stored.redacted);
+  if (!r) {
+    const extra = stored.redacted.filter((p) => !c.configuredRedact.includes(p));
+    r = compileRedaction([...c.configuredRedact, ...extra]);
+    c.withStored.set(stored.redacted, r);
+  }
+  return r;
 }
 
 function compile(opts: EventOptions): Compiled {
@@ -95,7 +101,9 @@ function compile(opts: EventOptions): Compiled {
     prefix: opts.typePrefix ?? DEFAULT_TYPE_PREFIX,
     phaseTokens,
     phasePointer: formatPointer(phaseTokens),
-    redact: redactPointers(opts.redact ?? []).map(parsePointer),
+    redact: compileRedaction(opts.redact ?? []),
+    withStored: new WeakMap(),
+    configuredRedact: opts.redact ?? [],
     maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
     dataschema: opts.dataschema ?? EVENT_DATA_SCHEMA_ID,
     cluster: opts.clusterName,
@@ -273,48 +281,6 @@ export function phaseTransition(
 }
 
 /**
- * Returns `obj` with the values at `pointers` replaced by {@link REDACTED} (copy-on-write: only the
- * containers on the way are copied, `obj` is never modified) and the concrete pointers masked.
- */
-export function redact(obj: KubeObject, pointers: readonly string[][]): { object: KubeObject; masked: string[] } {
-  const masked: string[] = [];
-  let out: unknown = obj;
-  for (const p of pointers) out = mask(out, p, 0, '', masked);
-  return { object: out as KubeObject, masked };
-}
-
-function mask(node: unknown, path: readonly string[], i: number, at: string, masked: string[]): unknown {
-  if (i === path.length) {
-    if (node === REDACTED) return node;
-    masked.push(at);
-    return REDACTED;
-  }
-  if (node === null || typeof node !== 'object') return node;
-  const t = path[i] as string;
-  const keys: string[] =
-    t === '*'
-      ? Array.isArray(node)
-        ? node.map((_, j) => String(j))
-        : Object.keys(node)
-      : Array.isArray(node)
-        ? /^(0|[1-9][0-9]*)$/.test(t) && Number(t) < node.length
-          ? [t]
-          : []
-        : Object.hasOwn(node, t)
-          ? [t]
-          : [];
-  let copy: Record<string, unknown> | unknown[] | undefined;
-  for (const k of keys) {
-    const child = (node as Record<string, unknown>)[k];
-    const next = mask(child, path, i + 1, `${at}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`, masked);
-    if (next === child) continue;
-    copy ??= Array.isArray(node) ? [...node] : { ...(node as Record<string, unknown>) };
-    setOwn(copy, Array.isArray(copy) ? Number(k) : k, next);
-  }
-  return copy ?? node;
-}
-
-/**
  * UTF-8 size of each object's JSON, measured once per object. Objects that reach the builder are
  * immutable snapshots shared with the source cache (the `object` of one update is the `oldObject`
  * of the next), so each state is measured once instead of once per event it appears in. Only the
@@ -374,13 +340,18 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
 
   let object = delta.object;
   let oldObject = delta.kind === 'modified' ? delta.oldObject : undefined;
+  // A state read back from a checkpoint (the old one, or the last known one of a delete found on
+  // resume) was stored redacted, perhaps with more pointers, and perhaps only in part.
+  const stored = (delta.kind === 'modified' ? delta.oldObject : delta.object)?.[STORED];
+  if (stored?.partial) oldObject = undefined;
+  const pointers = redactionFor(c, stored);
   let masked: string[] | undefined;
-  if (c.redact.length > 0) {
-    const a = redact(object, c.redact);
+  if (pointers.length > 0) {
+    const a = redact(object, pointers);
     object = a.object;
     masked = a.masked;
     if (oldObject) {
-      const b = redact(oldObject, c.redact);
+      const b = redact(oldObject, pointers);
       oldObject = b.object;
       for (const p of b.masked) if (!masked.includes(p)) masked.push(p);
     }

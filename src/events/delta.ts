@@ -3,6 +3,29 @@
  * it when known. The event builder turns it into a CloudEvent.
  */
 
+/**
+ * Marks a state a source read back from what it persisted (its checkpoint) rather than from the
+ * API server: the value is its {@link StoredState}. A symbol, set as a non-enumerable property, so
+ * it never appears in JSON, in copies or in comparisons.
+ */
+export const STORED: unique symbol = Symbol('crbridge.stored');
+
+/** How a state read back from a source's checkpoint differs from the object the API server served. */
+export interface StoredState {
+  /**
+   * The `events.redact` pointers (of every pipeline sharing the source) masked before it was
+   * stored: the event builder masks them in the new state too before diffing, so an unchanged
+   * value never shows as a change and the event never holds more than what was stored.
+   */
+  readonly redacted: readonly string[];
+  /**
+   * Only the identity and metadata were stored (the object was larger than the checkpoint's
+   * per-entry bound): the builder emits no `oldObject`, `patch`, `changedPaths` or `transition`
+   * from it, rather than a patch that would show the whole spec and status as added.
+   */
+  readonly partial: boolean;
+}
+
 /** A Kubernetes object as JSON (apiVersion, kind, metadata, spec, status, ...). */
 export interface KubeObject {
   apiVersion?: string;
@@ -20,6 +43,8 @@ export interface KubeObject {
     managedFields?: unknown[];
     [k: string]: unknown;
   };
+  /** Set on a state read back from a checkpoint (see {@link STORED}). */
+  readonly [STORED]?: StoredState;
   [k: string]: unknown;
 }
 

@@ -193,14 +193,16 @@ export class KubernetesSource implements Source {
 
   private makeStore(): CheckpointStore {
     const cp = this.config.checkpoint ?? {};
+    const redact = this.ctx.redact ?? [];
     if (cp.backend === 'kubernetes') {
       return new KubernetesCheckpointStore(this.api as KubeApi, {
         namespace: cp.namespace ?? 'default',
         name: cp.name ?? 'crbridge-checkpoint',
         key: this.key,
+        redact,
       });
     }
-    return new FileCheckpointStore(this.ctx.stateDir, this.key);
+    return new FileCheckpointStore(this.ctx.stateDir, this.key, { redact });
   }
 
   private error(err: unknown, msg: string): void {

@@ -1,25 +1,27 @@
 /**
  * The `file` checkpoint backend: a node:sqlite database `checkpoints.sqlite` in the state dir
  * (WAL mode), one row per (source key, uid) holding the last acknowledged object, plus one meta row
- * per source key. Writes are batched: each `flush` is one transaction.
+ * per source key. Writes are batched: each `flush` is one transaction. Rows hold the stored form
+ * of `base.ts` (redacted, reduced when larger than `maxEntryBytes`).
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../../errors.ts';
 import type { KubeObject } from '../../../events/delta.ts';
-import { type CheckpointState, type CheckpointStore, parseConsumers, Staging } from './types.ts';
+import { type Batch, type EntryOptions, StagedCheckpointStore } from './base.ts';
+import { type CheckpointState, parseConsumers } from './types.ts';
 
 export const CHECKPOINT_FILE = 'checkpoints.sqlite';
 
-export class FileCheckpointStore implements CheckpointStore {
+export class FileCheckpointStore extends StagedCheckpointStore {
   readonly description: string;
   private readonly key: string;
   private readonly dir: string;
   private db: DatabaseSync | undefined;
-  private readonly staging = new Staging();
 
-  constructor(stateDir: string, key: string) {
+  constructor(stateDir: string, key: string, entries: EntryOptions = {}) {
+    super(entries);
     this.dir = stateDir;
     this.key = key;
     this.description = `${join(stateDir, CHECKPOINT_FILE)} [${key}]`;
@@ -61,7 +63,7 @@ export class FileCheckpointStore implements CheckpointStore {
     const rows = db.prepare('SELECT uid, object FROM checkpoint_entries WHERE source_key = ?').iterate(this.key);
     for (const row of rows as Iterable<{ uid: string; object: string }>) {
       try {
-        entries.set(row.uid, JSON.parse(row.object) as KubeObject);
+        entries.set(row.uid, this.codec.decode(JSON.parse(row.object) as KubeObject));
       } catch {
         // a corrupt row is treated as unknown: the object is then re-announced, never lost
       }
@@ -69,52 +71,29 @@ export class FileCheckpointStore implements CheckpointStore {
     return { initialized: meta?.initialized === 1, ...parseConsumers(meta?.consumers), entries };
   }
 
-  put(uid: string, object: KubeObject): void {
-    this.staging.put(uid, object);
-  }
-  remove(uid: string): void {
-    this.staging.remove(uid);
-  }
-  markInitialized(consumers?: readonly string[]): void {
-    this.staging.markInitialized(consumers);
-  }
-  get pending(): number {
-    return this.staging.pending;
-  }
-
-  async flush(): Promise<void> {
-    if (this.pending === 0) return;
+  protected async write(batch: Batch): Promise<void> {
     const db = this.open();
-    const taken = this.staging.take();
+    const upsert = db.prepare(
+      'INSERT INTO checkpoint_entries (source_key, uid, resource_version, object) VALUES (?, ?, ?, ?) ' +
+        'ON CONFLICT (source_key, uid) DO UPDATE SET resource_version = excluded.resource_version, object = excluded.object',
+    );
+    const del = db.prepare('DELETE FROM checkpoint_entries WHERE source_key = ? AND uid = ?');
+    db.exec('BEGIN IMMEDIATE');
     try {
-      const upsert = db.prepare(
-        'INSERT INTO checkpoint_entries (source_key, uid, resource_version, object) VALUES (?, ?, ?, ?) ' +
-          'ON CONFLICT (source_key, uid) DO UPDATE SET resource_version = excluded.resource_version, object = excluded.object',
-      );
-      const del = db.prepare('DELETE FROM checkpoint_entries WHERE source_key = ? AND uid = ?');
-      db.exec('BEGIN IMMEDIATE');
-      try {
-        for (const [uid, obj] of taken.changes) {
-          if (obj === null) del.run(this.key, uid);
-          else upsert.run(this.key, uid, obj.metadata.resourceVersion, JSON.stringify(obj));
-        }
-        if (taken.initialized) {
-          db.prepare(
-            'INSERT INTO checkpoint_meta (source_key, initialized, updated_at, consumers) VALUES (?, 1, ?, ?) ' +
-              'ON CONFLICT (source_key) DO UPDATE SET initialized = 1, updated_at = excluded.updated_at, consumers = excluded.consumers',
-          ).run(this.key, new Date().toISOString(), JSON.stringify(taken.initialized));
-        }
-        db.exec('COMMIT');
-      } catch (err) {
-        db.exec('ROLLBACK');
-        throw err;
+      for (const [uid, e] of batch.changes) {
+        if (e === null) del.run(this.key, uid);
+        else upsert.run(this.key, uid, e.object.metadata.resourceVersion, e.json);
       }
+      if (batch.initialized) {
+        db.prepare(
+          'INSERT INTO checkpoint_meta (source_key, initialized, updated_at, consumers) VALUES (?, 1, ?, ?) ' +
+            'ON CONFLICT (source_key) DO UPDATE SET initialized = 1, updated_at = excluded.updated_at, consumers = excluded.consumers',
+        ).run(this.key, new Date().toISOString(), JSON.stringify(batch.initialized));
+      }
+      db.exec('COMMIT');
     } catch (err) {
-      this.staging.restore(taken);
-      throw new CrbridgeError(
-        ErrorCode.Checkpoint,
-        `cannot write checkpoint ${this.description}: ${errorMessage(err)}`,
-      );
+      db.exec('ROLLBACK');
+      throw err;
     }
   }
 

@@ -1,9 +1,18 @@
 /**
  * The `kubernetes` checkpoint backend, for Deployments without a volume: the checkpoint lives in
  * ConfigMaps in a given namespace. An index ConfigMap `<name>-<hash>` holds the source key, the
- * bucket count and the `initialized` flag; entries are spread by uid hash over bucket ConfigMaps
- * `<name>-<hash>-<i>`, each a gzip of `{uid: object}` in `binaryData`, kept under ~900 KB (the
- * bucket count doubles when one outgrows it). A flush rewrites only the buckets that changed.
+ * bucket count and the `initialized` flag; entries (the stored form of `base.ts`: redacted, and
+ * reduced when larger than a per-entry bound of at most half a bucket) are spread by uid hash over
+ * bucket ConfigMaps `<name>-<hash>-<i>`, each a gzip of `{uid: object}` in `binaryData`, kept under
+ * `maxBucketBytes` (~900 KB): the bucket count doubles when one outgrows it, up to `maxBuckets`;
+ * beyond, the flush fails with a CRB_CHECKPOINT error saying what to do. A flush rewrites only the
+ * buckets that changed.
+ *
+ * A flush is several writes, so it is ordered to lose nothing when interrupted: buckets, then the
+ * index; when the count grows, first the new buckets, then the index, then the old buckets. A
+ * reader takes each entry only from the bucket its uid belongs to under the index's count, so a
+ * leftover copy in an old bucket (an interrupted growth) is ignored, and such buckets are
+ * rewritten by the next flush.
  *
  * Every write is a PUT carrying the resourceVersion last read or written (optimistic concurrency):
  * a conflict means another writer touched the checkpoint; the flush fails (nothing is lost: the
@@ -14,9 +23,14 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../../errors.ts';
 import type { KubeObject } from '../../../events/delta.ts';
 import { type KubeApi, KubeHttpError } from '../client.ts';
-import { type CheckpointState, type CheckpointStore, parseConsumers, Staging } from './types.ts';
+import { type Batch, DEFAULT_MAX_ENTRY_BYTES, type EntryOptions, StagedCheckpointStore } from './base.ts';
+import { type CheckpointState, parseConsumers } from './types.ts';
 
-export interface KubernetesCheckpointOptions {
+export const DEFAULT_MAX_BUCKET_BYTES = 900_000;
+/** 128 buckets of ~900 KB: ~115 MB of etcd, far beyond the checkpoint of 100,000 typical objects. */
+export const DEFAULT_MAX_BUCKETS = 128;
+
+export interface KubernetesCheckpointOptions extends EntryOptions {
   namespace: string;
   /** Name prefix of the ConfigMaps. */
   name: string;
@@ -24,6 +38,8 @@ export interface KubernetesCheckpointOptions {
   key: string;
   /** Largest base64 payload of one bucket; default 900 000 bytes. */
   maxBucketBytes?: number;
+  /** Most bucket ConfigMaps (a power of two); a checkpoint that needs more fails to flush. Default 128. */
+  maxBuckets?: number;
 }
 
 interface ConfigMap {
@@ -46,23 +62,36 @@ function bucketOf(uid: string, buckets: number): number {
   return h % buckets;
 }
 
-export class KubernetesCheckpointStore implements CheckpointStore {
+export class KubernetesCheckpointStore extends StagedCheckpointStore {
   readonly description: string;
   private readonly api: KubeApi;
   private readonly o: KubernetesCheckpointOptions;
   private readonly base: string;
-  private readonly staging = new Staging();
+  private readonly maxBucketBytes: number;
+  private readonly maxBuckets: number;
+  /** uid → stored form of each entry: what the buckets hold once the current flush is written. */
   private readonly entries = new Map<string, KubeObject>();
+  /** Bucket count of the index ConfigMap (entries are placed by it). */
   private buckets = 1;
   private initialized = false;
-  private consumers: string[] | undefined;
+  private consumers: readonly string[] | undefined;
+  /** Buckets holding leftovers of an interrupted growth: rewritten by the next flush. */
+  private readonly stale = new Set<number>();
   /** ConfigMap name → last known resourceVersion (absent: does not exist). */
   private readonly versions = new Map<string, string>();
   private loaded = false;
 
   constructor(api: KubeApi, o: KubernetesCheckpointOptions) {
+    const maxBucketBytes = o.maxBucketBytes ?? DEFAULT_MAX_BUCKET_BYTES;
+    // any entry fits in a bucket of its own: gzip+base64 of n bytes is at most ~4n/3 + a few
+    super({
+      ...o,
+      maxEntryBytes: Math.min(o.maxEntryBytes ?? DEFAULT_MAX_ENTRY_BYTES, Math.floor(maxBucketBytes / 2)),
+    });
     this.api = api;
     this.o = o;
+    this.maxBucketBytes = maxBucketBytes;
+    this.maxBuckets = o.maxBuckets ?? DEFAULT_MAX_BUCKETS;
     const hash = createHash('sha256').update(o.key).digest('hex').slice(0, 10);
     this.base = `${o.name}-${hash}`;
     this.description = `configmaps ${o.namespace}/${this.base}*`;
@@ -88,7 +117,7 @@ export class KubernetesCheckpointStore implements CheckpointStore {
   }
 
   /** Creates or replaces (with the known resourceVersion) one ConfigMap. */
-  private async write(name: string, content: { data?: Record<string, string>; binaryData?: Record<string, string> }) {
+  private async put1(name: string, content: { data?: Record<string, string>; binaryData?: Record<string, string> }) {
     const rv = this.versions.get(name);
     const cm: ConfigMap = {
       apiVersion: 'v1',
@@ -121,9 +150,29 @@ export class KubernetesCheckpointStore implements CheckpointStore {
     }
   }
 
+  private writeBucket(b: number, payload: string): Promise<void> {
+    return this.put1(`${this.base}-${b}`, { binaryData: { [DATA_KEY]: payload } });
+  }
+
+  private writeIndex(buckets: number, initialized: boolean, consumers = this.consumers): Promise<void> {
+    return this.put1(this.base, {
+      data: {
+        key: this.o.key,
+        buckets: String(buckets),
+        initialized: String(initialized),
+        ...(consumers && { consumers: JSON.stringify(consumers) }),
+      },
+    });
+  }
+
   async load(): Promise<CheckpointState> {
     try {
       this.entries.clear();
+      this.stale.clear();
+      this.buckets = 1;
+      this.initialized = false;
+      this.consumers = undefined;
+      const out = new Map<string, KubeObject>();
       const index = await this.get(this.base);
       if (index) {
         if (index.data?.key !== undefined && index.data.key !== this.o.key) {
@@ -140,14 +189,25 @@ export class KubernetesCheckpointStore implements CheckpointStore {
             string,
             KubeObject
           >;
-          for (const [uid, obj] of Object.entries(parsed)) this.entries.set(uid, obj);
+          for (const [uid, obj] of Object.entries(parsed)) {
+            // a copy outside its bucket is a leftover of an interrupted growth: its own bucket has the current one
+            if (bucketOf(uid, this.buckets) !== i) {
+              this.stale.add(i);
+              continue;
+            }
+            this.entries.set(uid, obj);
+            out.set(uid, this.codec.decode(obj));
+          }
         }
+        // buckets beyond the count, left by an interrupted growth, are not read; only their versions
+        // are learnt, so that the next growth replaces them instead of failing on them
+        for (let i = this.buckets; i < 2 * this.maxBuckets; i++) if (!(await this.get(`${this.base}-${i}`))) break;
       }
       this.loaded = true;
       return {
         initialized: this.initialized,
         ...(this.consumers && { consumers: [...this.consumers] }),
-        entries: new Map(this.entries),
+        entries: out,
       };
     } catch (err) {
       if (err instanceof CrbridgeError) throw err;
@@ -155,82 +215,92 @@ export class KubernetesCheckpointStore implements CheckpointStore {
     }
   }
 
-  put(uid: string, object: KubeObject): void {
-    this.staging.put(uid, object);
-  }
-  remove(uid: string): void {
-    this.staging.remove(uid);
-  }
-  markInitialized(consumers?: readonly string[]): void {
-    this.staging.markInitialized(consumers);
-  }
-  get pending(): number {
-    return this.staging.pending;
-  }
-
-  private encode(bucket: number, buckets: number): string {
-    const obj: Record<string, KubeObject> = {};
-    for (const [uid, o] of this.entries) if (bucketOf(uid, buckets) === bucket) obj[uid] = o;
-    return gzipSync(Buffer.from(JSON.stringify(obj))).toString('base64');
+  /** gzip+base64 payload of each of `which` buckets under `buckets`, in one pass over the entries. */
+  private encode(which: Iterable<number>, buckets: number): Map<number, string> {
+    const groups = new Map<number, Record<string, KubeObject>>();
+    for (const b of which) groups.set(b, {});
+    for (const [uid, o] of this.entries) {
+      const g = groups.get(bucketOf(uid, buckets));
+      if (g) g[uid] = o;
+    }
+    const out = new Map<number, string>();
+    for (const [b, g] of groups) out.set(b, gzipSync(Buffer.from(JSON.stringify(g))).toString('base64'));
+    return out;
   }
 
-  async flush(): Promise<void> {
-    if (this.pending === 0) return;
+  protected async write(batch: Batch): Promise<void> {
     if (!this.loaded) await this.load();
-    const taken = this.staging.take();
     const before = new Map<string, KubeObject | undefined>();
+    const dirty = new Set(this.stale);
+    for (const [uid, e] of batch.changes) {
+      before.set(uid, this.entries.get(uid));
+      if (e === null) this.entries.delete(uid);
+      else this.entries.set(uid, e.object);
+      dirty.add(bucketOf(uid, this.buckets));
+    }
     try {
-      const dirty = new Set<number>();
-      for (const [uid, obj] of taken.changes) {
-        before.set(uid, this.entries.get(uid));
-        if (obj === null) this.entries.delete(uid);
-        else this.entries.set(uid, obj);
-        dirty.add(bucketOf(uid, this.buckets));
-      }
-      const max = this.o.maxBucketBytes ?? 900_000;
-      let buckets = this.buckets;
-      let encoded = new Map<number, string>();
-      for (const b of dirty) encoded.set(b, this.encode(b, buckets));
-      while ([...encoded.values()].some((s) => s.length > max)) {
+      const old = this.buckets;
+      let buckets = old;
+      let encoded = this.encode(dirty, buckets);
+      while (largest(encoded) > this.maxBucketBytes) {
+        if (buckets * 2 > this.maxBuckets) throw this.tooLarge(largest(encoded));
         buckets *= 2;
-        encoded = new Map();
-        for (let b = 0; b < buckets; b++) encoded.set(b, this.encode(b, buckets));
+        encoded = this.encode(range(buckets), buckets);
       }
-      for (const [b, payload] of encoded)
-        await this.write(`${this.base}-${b}`, { binaryData: { [DATA_KEY]: payload } });
-      const init = this.initialized || taken.initialized !== undefined;
-      const consumers = taken.initialized ?? this.consumers;
-      if (
-        buckets !== this.buckets ||
-        init !== this.initialized ||
-        taken.initialized !== undefined ||
-        !this.versions.has(this.base)
-      ) {
-        await this.write(this.base, {
-          data: {
-            key: this.o.key,
-            buckets: String(buckets),
-            initialized: String(init),
-            ...(consumers && { consumers: JSON.stringify(consumers) }),
-          },
-        });
+      if (buckets > old) {
+        for (let b = old; b < buckets; b++) await this.writeBucket(b, encoded.get(b) as string);
+        await this.writeIndex(buckets, this.initialized);
+        this.buckets = buckets;
+        for (let b = 0; b < old; b++) this.stale.add(b);
       }
-      this.buckets = buckets;
-      this.initialized = init;
-      this.consumers = consumers;
+      for (const [b, payload] of encoded) {
+        if (buckets > old && b >= old) continue; // written before the index
+        await this.writeBucket(b, payload);
+        this.stale.delete(b);
+      }
+      const init = this.initialized || batch.initialized !== undefined;
+      if (init !== this.initialized || batch.initialized !== undefined || !this.versions.has(this.base)) {
+        const consumers = batch.initialized ?? this.consumers;
+        await this.writeIndex(buckets, init, consumers);
+        this.initialized = init;
+        this.consumers = consumers;
+      }
     } catch (err) {
       for (const [uid, obj] of before) {
         if (obj === undefined) this.entries.delete(uid);
         else this.entries.set(uid, obj);
       }
-      this.staging.restore(taken);
-      if (err instanceof CrbridgeError) throw err;
-      throw new CrbridgeError(
-        ErrorCode.Checkpoint,
-        `cannot write checkpoint ${this.description}: ${errorMessage(err)}`,
-      );
+      throw err;
     }
   }
 
+  private tooLarge(bucketBytes: number): CrbridgeError {
+    const names = `${this.base} and ${this.base}-0 … ${this.base}-${this.maxBuckets - 1}`;
+    return new CrbridgeError(
+      ErrorCode.Checkpoint,
+      `checkpoint ${this.description} does not fit in ${this.maxBuckets} ConfigMaps of ${this.maxBucketBytes} bytes ` +
+        `(${this.entries.size} objects; ConfigMaps ${names} in namespace ${this.o.namespace}): ` +
+        'use checkpoint.backend "file" with a persistent volume for the state dir, or watch fewer objects ' +
+        '(namespaces, labelSelector) or keep less of each (dropFields)',
+      {
+        namespace: this.o.namespace,
+        configMaps: names,
+        objects: this.entries.size,
+        maxBuckets: this.maxBuckets,
+        bucketBytes,
+      },
+    );
+  }
+
   async close(): Promise<void> {}
+}
+
+function largest(encoded: Map<number, string>): number {
+  let n = 0;
+  for (const s of encoded.values()) n = Math.max(n, s.length);
+  return n;
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
 }

@@ -1,7 +1,8 @@
 /**
  * The checkpoint: per watched object (by uid) the last state handed on AND acknowledged by every
  * destination. It is what lets a restarted crbridge emit exactly the changes made while it was
- * down. Backends: `file` (node:sqlite in the state dir) and `kubernetes` (ConfigMaps).
+ * down. Backends: `file` (node:sqlite in the state dir) and `kubernetes` (ConfigMaps), both on the
+ * shared staging and flush protocol of `base.ts`.
  */
 import type { KubeObject } from '../../../events/delta.ts';
 
@@ -13,7 +14,10 @@ export interface CheckpointState {
    * checkpoint written before consumers were recorded (then every current consumer counts as done).
    */
   consumers?: string[];
-  /** uid → last acknowledged (stripped) object; its resourceVersion is the checkpointed one. */
+  /**
+   * uid → last acknowledged (stripped) object as stored: redacted, possibly reduced, and marked
+   * with the `STORED` symbol (see `src/events/delta.ts`). Its resourceVersion is the checkpointed one.
+   */
   entries: Map<string, KubeObject>;
 }
 
@@ -22,7 +26,9 @@ export interface CheckpointState {
  *
  * Ordering and durability: `put`/`remove`/`markInitialized` only stage changes in memory; `flush`
  * writes everything staged so far atomically (all or nothing) and may be called concurrently with
- * staging (later changes go to the next flush). Idempotent: putting the same state twice is harmless.
+ * staging (later changes go to the next flush); a failed flush keeps what it took staged for the
+ * next one. Idempotent: putting the same state twice is harmless. Nothing is persisted unredacted:
+ * the values at the source's redaction pointers are masked before they are written.
  */
 export interface CheckpointStore {
   /** Human-readable location for logs. */
@@ -36,37 +42,6 @@ export interface CheckpointStore {
   readonly pending: number;
   flush(): Promise<void>;
   close(): Promise<void>;
-}
-
-/** Shared staging logic of the backends. */
-export class Staging {
-  changes = new Map<string, KubeObject | null>();
-  /** Staged `markInitialized` (its consumer list), or undefined. */
-  initialized: string[] | undefined;
-  put(uid: string, object: KubeObject): void {
-    this.changes.set(uid, object);
-  }
-  remove(uid: string): void {
-    this.changes.set(uid, null);
-  }
-  markInitialized(consumers: readonly string[] = []): void {
-    this.initialized = [...consumers].sort();
-  }
-  get pending(): number {
-    return this.changes.size + (this.initialized ? 1 : 0);
-  }
-  /** Takes everything staged so far (the caller writes it). */
-  take(): { changes: Map<string, KubeObject | null>; initialized: string[] | undefined } {
-    const out = { changes: this.changes, initialized: this.initialized };
-    this.changes = new Map();
-    this.initialized = undefined;
-    return out;
-  }
-  /** Puts back what a failed write took, without overriding newer staged changes. */
-  restore(taken: { changes: Map<string, KubeObject | null>; initialized: string[] | undefined }): void {
-    for (const [uid, v] of taken.changes) if (!this.changes.has(uid)) this.changes.set(uid, v);
-    this.initialized ??= taken.initialized;
-  }
 }
 
 /** The stored consumer list (a JSON array of strings); anything else counts as not recorded. */
