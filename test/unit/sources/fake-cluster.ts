@@ -1,7 +1,8 @@
 /**
  * An in-memory fake of the parts of the Kubernetes API the source uses (discovery, paginated LIST,
  * WATCH with bookmarks and 410, ConfigMap GET/POST/PUT with optimistic concurrency), for unit tests.
- * Every write bumps a global resourceVersion like etcd; `compact(rv)` makes older watches expire.
+ * Every write bumps a global resourceVersion like etcd; `compact(rv)` makes older watches expire;
+ * `forbid` answers 403 like kube-apiserver's RBAC to the verbs it holds.
  */
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from '../../../src/sources/kubernetes/client.ts';
@@ -14,7 +15,7 @@ interface Ev {
 
 interface Watcher {
   ns: string | null;
-  onEvent: (type: string, obj: unknown) => void;
+  onEvent: (type: string, obj: unknown, bytes?: number) => void;
   onDone: (err: unknown) => void;
   stalled: boolean;
   closed: boolean;
@@ -36,6 +37,10 @@ export class FakeCluster implements KubeApi {
   failContinuePages = 0;
   /** When set, new watches deliver nothing (a stalled proxy). */
   stallNewWatches = false;
+  /** Verbs answered with 403 Forbidden (as for a user without RBAC bindings). */
+  forbid = new Set<'discovery' | 'list' | 'watch'>();
+  /** 403 answers given so far. */
+  forbidden = 0;
   private uidSeq = 0;
 
   private k(ns: string, name: string) {
@@ -103,8 +108,18 @@ export class FakeCluster implements KubeApi {
     this.events.push(ev);
     for (const w of this.watchers) {
       if (w.stalled || w.closed) continue;
-      if (w.ns === null || ev.object.metadata.namespace === w.ns) w.onEvent(ev.type, structuredClone(ev.object));
+      if (w.ns === null || ev.object.metadata.namespace === w.ns) send(w, ev);
     }
+  }
+
+  private deny(verb: 'discovery' | 'list' | 'watch', path: string): KubeHttpError {
+    this.forbidden++;
+    const ns = this.nsOf(path);
+    const what =
+      verb === 'discovery'
+        ? `forbidden: User "crbridge-restricted" cannot get path "${path}"`
+        : `backups.example.com is forbidden: User "crbridge-restricted" cannot ${verb} resource "backups" in API group "example.com" ${ns === null ? 'at the cluster scope' : `in the namespace "${ns}"`}`;
+    return new KubeHttpError(403, 'Forbidden', `GET ${path}: HTTP 403: ${what}`);
   }
 
   private nsOf(path: string): string | null {
@@ -115,12 +130,14 @@ export class FakeCluster implements KubeApi {
   async request(method: string, path: string, query: Query = {}, body?: unknown): Promise<unknown> {
     await Promise.resolve();
     if (path === '/apis/example.com/v1') {
+      if (this.forbid.has('discovery')) throw this.deny('discovery', path);
       if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
       return { resources: [{ name: 'backups', kind: 'Backup', namespaced: true }] };
     }
     if (path.startsWith('/api/v1/namespaces/') && path.includes('/configmaps')) return this.cm(method, path, body);
     if (path.endsWith('/backups')) {
       if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
+      if (this.forbid.has('list')) throw this.deny('list', path);
       this.lists++;
       if (query.continue && this.failContinuePages > 0) {
         this.failContinuePages--;
@@ -169,18 +186,25 @@ export class FakeCluster implements KubeApi {
   async watch(
     path: string,
     query: Query,
-    onEvent: (type: string, object: unknown) => void,
+    onEvent: (type: string, object: unknown, bytes?: number) => void,
     onDone: (err: unknown) => void,
+    onOpen?: () => void,
   ): Promise<WatchHandle> {
     await Promise.resolve();
     if (!this.served) {
       onDone(Object.assign(new Error('Not Found'), { statusCode: 404 }));
       return { abort() {} };
     }
+    if (this.forbid.has('watch')) {
+      const err = this.deny('watch', path);
+      queueMicrotask(() => onDone(err));
+      return { abort() {} };
+    }
     this.watches++;
     this.lastWatchQuery = query;
     const from = Number(query.resourceVersion ?? 0);
     const w: Watcher = { ns: this.nsOf(path), onEvent, onDone, stalled: this.stallNewWatches, closed: false };
+    if (!w.stalled) onOpen?.(); // a stalled proxy never answers
     if (from < this.compactedRv) {
       queueMicrotask(() => {
         onEvent('ERROR', { kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version' });
@@ -191,8 +215,7 @@ export class FakeCluster implements KubeApi {
     this.watchers.add(w);
     if (!w.stalled) {
       for (const ev of this.events)
-        if (ev.rv > from && (w.ns === null || ev.object.metadata.namespace === w.ns))
-          onEvent(ev.type, structuredClone(ev.object));
+        if (ev.rv > from && (w.ns === null || ev.object.metadata.namespace === w.ns)) send(w, ev);
     }
     return {
       abort: () => {
@@ -201,4 +224,10 @@ export class FakeCluster implements KubeApi {
       },
     };
   }
+}
+
+/** Hands an event to a watcher with the length of its JSON line, as the real client does. */
+function send(w: Watcher, ev: Ev): void {
+  const object = structuredClone(ev.object);
+  w.onEvent(ev.type, object, Buffer.byteLength(JSON.stringify({ type: ev.type, object })));
 }
