@@ -63,8 +63,8 @@ export interface ReflectorOptions {
   maxQueued?: number;
   /** Most bytes (of the events' JSON lines) buffered ahead of the handler, likewise. Default 16 MiB. */
   maxQueuedBytes?: number;
-  /** What is read, for messages and status reasons (default: just the path). */
-  target?: { resource: GroupVersionResource; scope: Scope };
+  /** What `path` reads: named in messages and status reasons. */
+  target: { resource: GroupVersionResource; scope: Scope };
   /**
    * How long the watch may be down (reconnecting after an error or a stall, relisting after 410)
    * before the scope counts as not ready. Default 10 s.
@@ -115,7 +115,7 @@ export class FailureLog {
     const key = `${err.code}:${String(cause ?? '')}`;
     const f = { code: err.code, ...details, ...fields };
     if (this.seen.has(key)) {
-      this.logger.debug('list/watch failed again; retrying', { error: err.message, ...f });
+      this.logger.debug(`${this.what} failed again; retrying`, { error: err.message, ...f });
       return;
     }
     this.seen.add(key);
@@ -174,7 +174,7 @@ export class Reflector {
   /** The resume point: resourceVersion of the last list, event or bookmark handed on. */
   resourceVersion: string | undefined;
   private listed = false;
-  /** `backups.example.com/v1 in namespace "a"` (or the path): names the scope in messages. */
+  /** `backups.example.com/v1 in namespace "a"`: names the scope in messages. */
   private readonly target: string;
   private readonly failures: FailureLog;
   /** Errors that came from the API server or the network (not from the handler). */
@@ -189,7 +189,7 @@ export class Reflector {
 
   constructor(opts: ReflectorOptions) {
     this.o = opts;
-    this.target = opts.target ? describeScope(opts.target.resource, opts.target.scope) : opts.path;
+    this.target = describeScope(opts.target.resource, opts.target.scope);
     this.failures = new FailureLog(opts.logger, `list/watch of ${this.target}`);
   }
 
@@ -260,16 +260,7 @@ export class Reflector {
   /** The error to report for a failed attempt (`verb`: what the loop was doing). */
   private failure(err: unknown, verb: 'list' | 'watch'): CrbridgeError {
     const fromApi = typeof err !== 'object' || err === null || this.apiErrors.has(err);
-    if (fromApi && this.o.target) return accessError(err, verb, this.o.target.resource, this.o.target.scope);
-    if (fromApi) {
-      const status = statusOf(err);
-      const code = status === 403 ? ErrorCode.Forbidden : status === 401 ? ErrorCode.Unauthorized : ErrorCode.KubeApi;
-      return new CrbridgeError(code, `cannot ${verb} ${this.target}: ${errorMessage(err)}; retrying with backoff`, {
-        verb,
-        status,
-        cause: `${verb}:${status ?? (err as Error)?.name}`,
-      });
-    }
+    if (fromApi) return accessError(err, verb, this.o.target.resource, this.o.target.scope);
     const code = err instanceof CrbridgeError ? err.code : ErrorCode.Internal;
     return new CrbridgeError(code, `${this.target}: handing a change on failed: ${errorMessage(err)}; retrying`, {
       cause: `handler:${code}`,
@@ -370,12 +361,13 @@ export class Reflector {
     const fetchPage = async (cont: string | undefined): Promise<ListResponse> => {
       if (handing) this.waiting--;
       try {
-        return (await api.request('GET', path, query(cont), undefined, signal)) as ListResponse;
+        const page = (await api.request('GET', path, query(cont), undefined, signal)) as ListResponse;
+        this.progress();
+        return page;
       } catch (err) {
         throw this.markApi(err);
       } finally {
         if (handing) this.waiting++;
-        this.progress();
       }
     };
     async function* pages(): AsyncGenerator<KubeObject[]> {

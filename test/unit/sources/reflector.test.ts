@@ -124,6 +124,7 @@ test('a slow handler with a burst beyond maxQueued loses nothing: the stream is 
     backoffMaxMs: 5,
     maxQueued: 5,
     logger: silentLogger,
+    target: { resource: backups, scope: { namespace: 'a', namespaced: true } },
     onRestart: (why) => restarts.push(why),
     handler: {
       onList: async () => {
