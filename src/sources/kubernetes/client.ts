@@ -271,7 +271,8 @@ export interface KubeApi {
    * Opens a WATCH (`watch=true` is added). `onEvent` gets each event in stream order (including
    * BOOKMARK and ERROR) and the length in bytes of its JSON line (what buffering it costs; a fake
    * may omit it); `onOpen` is called once when the server accepted the watch (HTTP 200), before
-   * any event; `onDone` is called once when the stream ends (`null` on a clean close), never after `abort()`.
+   * any event; `onDone` is called once when the stream ends (`null` on a clean close), never
+   * after `abort()`.
    */
   watch(
     path: string,

@@ -92,6 +92,10 @@ function causeOf(err: unknown): string {
   return typeof code === 'string' ? code : err instanceof Error ? err.name : 'error';
 }
 
+const unauthorized = (why: string) =>
+  `the API server refused the credentials (${why}); check the kubeconfig or service-account token ` +
+  '(expired, revoked, wrong cluster?); retrying with backoff';
+
 /**
  * The error to report for a failed `verb` of the resource in `scope`: it names the verb, the
  * resource (group/version/resource) and the namespace or "all namespaces", and says what to do —
@@ -141,12 +145,7 @@ export function accessError(
     );
   }
   if (status === 401)
-    return new CrbridgeError(
-      ErrorCode.Unauthorized,
-      `${what}: the API server refused the credentials (${why}); check the kubeconfig or service-account token (expired, revoked, wrong cluster?); retrying with backoff`,
-      details,
-      { cause: err },
-    );
+    return new CrbridgeError(ErrorCode.Unauthorized, `${what}: ${unauthorized(why)}`, details, { cause: err });
   if (status === 404)
     return new CrbridgeError(
       ErrorCode.ResourceNotFound,
@@ -175,12 +174,7 @@ export function discoveryError(err: unknown, r: GroupVersionResource): CrbridgeE
       { cause: err },
     );
   if (status === 401)
-    return new CrbridgeError(
-      ErrorCode.Unauthorized,
-      `${what}: the API server refused the credentials (${why}); check the kubeconfig or service-account token (expired, revoked, wrong cluster?); retrying with backoff`,
-      details,
-      { cause: err },
-    );
+    return new CrbridgeError(ErrorCode.Unauthorized, `${what}: ${unauthorized(why)}`, details, { cause: err });
   const code = err instanceof CrbridgeError ? err.code : ErrorCode.KubeApi;
   return new CrbridgeError(code, `${what}: ${why}; retrying with backoff`, details, { cause: err });
 }

@@ -16,7 +16,8 @@ import { test } from 'node:test';
 import { backoffDelay } from '../../../src/backoff.ts';
 import type { SourceContext } from '../../../src/component.ts';
 import type { Delta, KubeObject } from '../../../src/events/delta.ts';
-import { type KubeApi, kubeApi } from '../../../src/sources/kubernetes/client.ts';
+import { type KubeApi, KubeHttpError, kubeApi } from '../../../src/sources/kubernetes/client.ts';
+import { accessError } from '../../../src/sources/kubernetes/discovery.ts';
 import { Reflector, type ReflectorOptions } from '../../../src/sources/kubernetes/reflector.ts';
 import { KubernetesSource } from '../../../src/sources/kubernetes/source.ts';
 import { createLogger, silentLogger } from '../../../src/telemetry/logger.ts';
@@ -552,4 +553,43 @@ test('real client: a WATCH in flight and a LIST in flight are aborted promptly a
   await until(() => slow.open() === 0, 'the server sees the LIST connection closed', 1000);
   assert.ok(Date.now() - t1 < 500, `took ${Date.now() - t1} ms`);
   slow.close();
+});
+
+test('accessError: core group, cluster scope, service-account subjects, 401 and network failures', () => {
+  const sa = new KubeHttpError(
+    403,
+    'Forbidden',
+    'GET /api/v1/nodes: HTTP 403: nodes is forbidden: User "system:serviceaccount:ops:crbridge" cannot list resource "nodes"',
+  );
+  const nodes = accessError(
+    sa,
+    'list',
+    { group: '', version: 'v1', resource: 'nodes' },
+    { namespace: null, namespaced: false },
+  );
+  assert.equal(nodes.code, 'CRB_FORBIDDEN');
+  assert.match(nodes.message, /^cannot list nodes\/v1 \(cluster-scoped\): forbidden/);
+  assert.match(
+    nodes.message,
+    /kubectl create clusterrole crbridge-nodes --verb=get,list,watch --resource=nodes && kubectl create clusterrolebinding crbridge-nodes --clusterrole=crbridge-nodes --serviceaccount=ops:crbridge;/,
+  );
+  const scope = { namespace: 'a', namespaced: true };
+  const u = accessError(new KubeHttpError(401, 'Unauthorized', 'HTTP 401: Unauthorized'), 'watch', backups, scope);
+  assert.equal(u.code, 'CRB_UNAUTHORIZED');
+  assert.match(
+    u.message,
+    /^cannot watch backups\.example\.com\/v1 in namespace "a": the API server refused the credentials/,
+  );
+  const net = accessError(
+    Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }),
+    'list',
+    backups,
+    scope,
+  );
+  assert.equal(net.code, 'CRB_KUBE_API');
+  assert.equal(net.details.cause, 'list:ECONNREFUSED');
+  assert.match(
+    net.message,
+    /^cannot list backups\.example\.com\/v1 in namespace "a": connect ECONNREFUSED .*; retrying with backoff$/,
+  );
 });
