@@ -157,9 +157,27 @@ export interface Sink extends Lifecycle {
   send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]>;
 }
 
+/**
+ * One destination of a source's deltas: a sink of a pipeline using the source. The source's
+ * checkpoint remembers which consumers have had their initial treatment, so a pipeline or sink
+ * added later gets the objects that already exist (or skips them) without anything being
+ * re-emitted to the consumers that already had them.
+ */
+export interface SourceConsumer {
+  /** `<pipeline>/<sink>`: stable across restarts. */
+  id: string;
+  /** What a consumer the checkpoint does not know yet gets of the existing objects: an `added` each, or nothing. */
+  initial: 'emit' | 'skip';
+}
+
 /** A source is also given where to push its deltas. */
 export interface SourceContext extends ComponentContext {
   receiver: DeltaReceiver;
+  /**
+   * Everyone the receiver delivers to; a delta's `targets` names a subset of these ids. Absent: one
+   * consumer named after the source whose `initial` comes from the source's own config.
+   */
+  consumers?: readonly SourceConsumer[];
   /**
    * JSON pointers (`*` matches any key or index) whose values the source masks in everything it
    * persists (its checkpoint): the union of the `events.redact` lists of the pipelines sharing it,
@@ -174,6 +192,13 @@ export interface SourceFactory<C = any> extends ComponentFactory<C, Source, 'sou
    * WATCH); its deltas fan out to all of them.
    */
   shareKey(config: C): string;
+  /**
+   * The settings (by JSON pointer into the source block, defaults applied) that every pipeline
+   * sharing one instance must give alike: the watch and checkpoint behaviour one instance can only
+   * have once. A disagreement is a configuration error naming both files. Settings not listed here
+   * and not in the share key are per pipeline (e.g. `initial`).
+   */
+  sharedSettings?(config: C): Record<string, unknown>;
 }
 export type StageFactory<C = any> = ComponentFactory<C, Stage, 'stage'>;
 export type SinkFactory<C = any> = ComponentFactory<C, Sink, 'sink'>;

@@ -137,6 +137,8 @@ export function loadPipelines(
   const issues: ConfigIssue[] = [];
   const loaded: LoadedPipeline[] = [];
   const names = new Map<string, string>();
+  /** shared source key → the first pipeline using it, for settings that must agree */
+  const sharers = new Map<string, { name: string; d: PositionedDocument; settings: Record<string, unknown> }>();
   for (const file of files) {
     let text: string;
     try {
@@ -176,9 +178,47 @@ export function loadPipelines(
         continue;
       }
       names.set(config.metadata.name, where);
+      issues.push(...sharingProblems(validator, value, d, config.metadata.name, sharers));
       loaded.push({ file, document: d.index, config });
     }
   }
   if (issues.length > 0) throw new ConfigError(issues);
   return loaded;
+}
+
+/**
+ * Pipelines that watch the same resource share one source instance (one LIST+WATCH, one
+ * checkpoint): the settings it can only have once must agree. Each disagreement is reported at the
+ * later pipeline, naming the earlier one's file and line.
+ */
+function sharingProblems(
+  validator: PipelineValidator,
+  value: unknown,
+  d: PositionedDocument,
+  name: string,
+  sharers: Map<string, { name: string; d: PositionedDocument; settings: Record<string, unknown> }>,
+): ConfigIssue[] {
+  const sharing = validator.sharing?.(value);
+  if (!sharing) return [];
+  const first = sharers.get(sharing.key);
+  if (!first) {
+    sharers.set(sharing.key, { name, d, settings: sharing.settings });
+    return [];
+  }
+  const out: ConfigIssue[] = [];
+  for (const [pointer, mine] of Object.entries(sharing.settings)) {
+    const theirs = first.settings[pointer];
+    if (JSON.stringify(mine) === JSON.stringify(theirs)) continue;
+    const at = `/spec/source${pointer}`;
+    const pos = positionOf(d, at);
+    const other = positionOf(first.d, at);
+    out.push({
+      file: d.file,
+      line: pos.line,
+      column: pos.column,
+      pointer: at,
+      message: `source ${pointer.slice(1)} is ${JSON.stringify(mine)} here but ${JSON.stringify(theirs)} in pipeline "${first.name}" (${first.d.file}:${other.line}); pipelines watching the same resource, namespaces and selectors share one LIST+WATCH and one checkpoint, so they must agree on it: make them equal`,
+    });
+  }
+  return out;
 }

@@ -1,7 +1,7 @@
 /**
  * Builds the pipeline JSON Schema from the registry: the envelope here plus each component
  * factory's configSchema. The same schema validates pipeline files, is published as
- * `schemas/pipeline.schema.json`, and feeds the docs and the Helm values schema.
+ * `schemas/pipeline.schema.json`, and feeds the docs.
  */
 import type { AnyFactory, JsonSchema } from '../component.ts';
 import { PIPELINE_API_VERSION } from './types.ts';

@@ -16,6 +16,11 @@ export interface SchemaError {
 
 export interface PipelineValidator {
   validate(value: unknown): SchemaError[];
+  /**
+   * For a pipeline that passed `validate`: which shared source instance it uses (`key`) and the
+   * settings (pointer into `spec.source` → value) all pipelines sharing it must give alike.
+   */
+  sharing?(value: unknown): { key: string; settings: Record<string, unknown> } | undefined;
 }
 
 function describe(e: ErrorObject): SchemaError | null {
@@ -92,6 +97,14 @@ export function createPipelineValidator(schema: JsonSchema, factories: readonly 
       out.push(...crdSchemaProblems(value));
       out.push(...componentProblems(value, factories));
       return out;
+    },
+    sharing(value) {
+      const source = (value as { spec?: { source?: Record<string, unknown> } })?.spec?.source;
+      if (!source) return undefined;
+      const { type, ...config } = source;
+      const f = factories.find((x) => x.kind === 'source' && (x.type === type || type === undefined));
+      if (f?.kind !== 'source') return undefined;
+      return { key: `${f.type}:${f.shareKey(config)}`, settings: f.sharedSettings?.(config) ?? {} };
     },
   };
 }

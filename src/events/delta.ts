@@ -53,4 +53,9 @@ export interface Delta {
   resource: ResourceRef;
   /** When crbridge observed the change (epoch ms). */
   observedAt: number;
+  /**
+   * The consumers (`<pipeline>/<sink>` ids) this delta is for; absent: every consumer of the source.
+   * Set for the initial treatment of a consumer added later (it alone gets the existing objects).
+   */
+  targets?: readonly string[];
 }

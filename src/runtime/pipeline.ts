@@ -8,7 +8,7 @@
  * first fetch has finished (at most `CRD_FIRST_FETCH_WAIT_MS`), so the initial list is checked too.
  *
  * Ordering: `push` is called in source order and enqueues in that order, so every sink sees one
- * object's events in the order they happened.
+ * object's events in the order they happened. A delta with `targets` goes to those sinks only.
  */
 import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
 import type { DeadLetter } from '../delivery/dead-letter.ts';
@@ -128,6 +128,8 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
   async push(delta: Delta, signal?: AbortSignal): Promise<{ settled: Promise<void> }> {
     const { logger } = this.parts;
     const id = this.name;
+    const sinks = delta.targets ? this.parts.sinks.filter((s) => delta.targets?.includes(s.id)) : this.parts.sinks;
+    if (sinks.length === 0) return { settled: settledNow }; // for other consumers only
     if (this.crdReady) await this.crdReady;
     this.m.received.inc({ component: id });
     let event: CloudEvent;
@@ -205,7 +207,7 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
     }
     const settled: Promise<void>[] = [];
     for (const e of events) {
-      for (const s of this.parts.sinks) settled.push((await s.queue.enqueue(e, signal)).settled);
+      for (const s of sinks) settled.push((await s.queue.enqueue(e, signal)).settled);
     }
     this.m.sent.inc({ component: id }, events.length);
     return { settled: settled.length === 0 ? settledNow : Promise.all(settled).then(() => undefined) };

@@ -10,6 +10,7 @@ import type {
   ComponentStatus,
   SinkFactory,
   Source,
+  SourceConsumer,
   SourceFactory,
   StageFactory,
 } from '../component.ts';
@@ -101,7 +102,13 @@ export class Runtime {
     };
     const bySource = new Map<
       string,
-      { factory: SourceFactory; config: Record<string, unknown>; runners: PipelineRunner[]; redact: Set<string> }
+      {
+        factory: SourceFactory;
+        config: Record<string, unknown>;
+        runners: PipelineRunner[];
+        redact: Set<string>;
+        consumers: SourceConsumer[];
+      }
     >();
     for (const { config } of loaded) {
       const name = config.metadata.name;
@@ -155,12 +162,18 @@ export class Runtime {
         ? find<SourceFactory>(registry.sources, sourceType, 'source')
         : (registry.sources[0] as SourceFactory);
       const key = `${factory.type}:${factory.shareKey(sourceConfig)}`;
-      const group = bySource.get(key);
+      let group = bySource.get(key);
       if (group) group.runners.push(runner);
-      else bySource.set(key, { factory, config: sourceConfig, runners: [runner], redact: new Set() });
-      for (const r of ev.redact ?? []) (group ?? bySource.get(key))?.redact.add(r);
+      else {
+        group = { factory, config: sourceConfig, runners: [runner], redact: new Set(), consumers: [] };
+        bySource.set(key, group);
+      }
+      for (const r of ev.redact ?? []) group.redact.add(r);
+      // `initial` is each pipeline's own: a pipeline added later gets (or skips) the existing objects
+      const initial = sourceConfig.initial === 'skip' ? 'skip' : 'emit';
+      for (const s of sinks) group.consumers.push({ id: s.id, initial });
     }
-    for (const [key, { factory, config, runners, redact }] of bySource) {
+    for (const [key, { factory, config, runners, redact, consumers }] of bySource) {
       const names = runners.map((r) => r.name);
       const label = names.length === 1 ? `${names[0]}/source` : `shared/${factory.type}-${this.sources.length}`;
       const ctx = {
@@ -169,6 +182,7 @@ export class Runtime {
         logger: opts.logger.child({ component: label, pipelines: names }),
         receiver: fanOut(runners),
         redact: [...redact].sort(),
+        consumers,
       };
       this.sources.push({ key, id: label, source: factory.create(config, ctx), pipelines: names });
     }

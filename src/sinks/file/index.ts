@@ -9,7 +9,7 @@ import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
 import { errorMessage } from '../../errors.ts';
-import { toStructuredJson } from '../../events/serialize.ts';
+import { serializeLines } from '../util/lines.ts';
 
 export interface FileSinkConfig {
   path: string;
@@ -18,21 +18,6 @@ export interface FileSinkConfig {
 
 /** Error codes after which retrying cannot help (the path itself is wrong). */
 const PERMANENT_CODES = new Set(['EACCES', 'EPERM', 'EISDIR', 'ENOTDIR', 'EROFS', 'ENAMETOOLONG', 'ELOOP']);
-
-/** Serializes each event; events that cannot be serialized get their own permanent result. */
-export function serializeLines(batch: readonly OutboundEvent[]): { text: string; results: DeliveryResult[] } {
-  let text = '';
-  const results: DeliveryResult[] = [];
-  for (const { event } of batch) {
-    try {
-      text += `${toStructuredJson(event)}\n`;
-      results.push({ status: 'ok' });
-    } catch (err) {
-      results.push({ status: 'permanent', error: `cannot serialize event ${event.id}: ${errorMessage(err)}` });
-    }
-  }
-  return { text, results };
-}
 
 class FileSink implements Sink {
   readonly maxBatch = 1000;

@@ -7,7 +7,7 @@
 import type { Writable } from 'node:stream';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
 import { errorMessage } from '../../errors.ts';
-import { serializeLines } from '../file/index.ts';
+import { serializeLines } from '../util/lines.ts';
 
 export type StdoutSinkConfig = Record<string, never>;
 

@@ -4,7 +4,7 @@
  * restarts (see `source.ts`). Pipelines with the same watch share one source (`shareKey`).
  */
 import type { SourceFactory } from '../../component.ts';
-import { KubernetesSource, type KubernetesSourceConfig, sourceKey } from './source.ts';
+import { KubernetesSource, type KubernetesSourceConfig, sharedSettings, sourceKey } from './source.ts';
 
 export type { KubernetesSourceConfig } from './source.ts';
 export { KubernetesSource, sourceKey } from './source.ts';
@@ -76,7 +76,7 @@ export const kubernetesSourceSchema = {
       enum: ['emit', 'skip'],
       default: 'emit',
       description:
-        'On the very first start (no checkpoint): `emit` an added event per existing object, or `skip` them and only record them.',
+        "What this pipeline gets of the objects that exist when it first starts (no checkpoint, or one that does not know this pipeline's sinks yet): `emit` an added event per existing object, or `skip` them. Per pipeline, also when several share one watch.",
     },
     checkpoint: {
       type: 'object',
@@ -116,8 +116,9 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
   kind: 'source',
   type: 'kubernetes',
   description:
-    'Watches a Kubernetes resource (any Custom Resource or built-in type) and emits every change exactly once across restarts, relists and outages.',
+    'Watches a Kubernetes resource (any Custom Resource or built-in type) and hands on every change at least once, in order per object, across restarts, relists and outages (a duplicate carries the same event id).',
   configSchema: kubernetesSourceSchema,
   shareKey: sourceKey,
+  sharedSettings,
   create: (config, ctx) => new KubernetesSource(config, ctx),
 };

@@ -9,16 +9,17 @@
  * (`relist`); watch events are `live`.
  *
  * Ordering: deltas are pushed one at a time in observation order and each push is awaited
- * (back-pressure). Checkpoint: an object's entry advances only when the delta's `settled` promise
- * resolves (every destination acknowledged, spooled or dead-lettered); entries are flushed in
- * batches every `flushIntervalMs` and at shutdown. The checkpoint therefore never runs ahead of
- * delivery; after a crash, changes handed on but not yet flushed are emitted again with the same
- * deterministic ids (at-least-once, duplicates recognisable by id).
+ * (back-pressure). Checkpoint: an object's entry advances to a state only once that delta and
+ * every earlier delta of the same object have settled (every destination delivered, durably
+ * stored or dead-lettered them; see `commits.ts`); entries are flushed in batches every
+ * `flushIntervalMs` and at shutdown. The checkpoint therefore never runs ahead of delivery; after a
+ * crash, changes handed on but not yet committed are emitted again (as the net change since the
+ * committed state) with deterministic ids (at-least-once, duplicates recognisable by id).
  */
 
 import { createHash } from 'node:crypto';
 import { backoffDelay } from '../../backoff.ts';
-import type { ComponentStatus, Source, SourceContext } from '../../component.ts';
+import type { ComponentStatus, Source, SourceConsumer, SourceContext } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { Delta, DeltaReason, KubeObject, ResourceRef } from '../../events/delta.ts';
 import { componentMetrics } from '../../telemetry/metrics.ts';
@@ -26,6 +27,7 @@ import { FileCheckpointStore } from './checkpoint/file.ts';
 import { KubernetesCheckpointStore } from './checkpoint/kubernetes.ts';
 import type { CheckpointStore } from './checkpoint/types.ts';
 import { type KubeApi, type KubeCredentials, kubeApi, loadKubeConfig } from './client.ts';
+import { OrderedCommits } from './commits.ts';
 import { applyChange, type Change, changeFromWatch, diffListItem, listDeletions, type WatchEventType } from './diff.ts';
 import { collectionPath, discover, discoveryError, gvrString } from './discovery.ts';
 import { FailureLog, Reflector } from './reflector.ts';
@@ -59,6 +61,26 @@ export function sourceKey(c: KubernetesSourceConfig): string {
   return JSON.stringify([c.group ?? '', c.version, c.resource, ns, c.labelSelector ?? '', c.fieldSelector ?? '']);
 }
 
+/**
+ * What pipelines sharing one source must agree on (JSON pointer → value, defaults applied): how the
+ * one LIST+WATCH runs and where its one checkpoint lives. `initial` is per pipeline.
+ */
+export function sharedSettings(c: KubernetesSourceConfig): Record<string, unknown> {
+  const cp = c.checkpoint ?? {};
+  return {
+    '/pageSize': c.pageSize ?? DEFAULTS.pageSize,
+    '/watchTimeoutSeconds': c.watchTimeoutSeconds ?? DEFAULTS.watchTimeoutSeconds,
+    '/stallTimeoutSeconds': c.stallTimeoutSeconds ?? DEFAULTS.stallTimeoutSeconds,
+    '/backoffInitialMs': c.backoffInitialMs ?? DEFAULTS.backoffInitialMs,
+    '/backoffMaxMs': c.backoffMaxMs ?? DEFAULTS.backoffMaxMs,
+    '/dropFields': c.dropFields ?? DEFAULT_DROP_FIELDS,
+    '/checkpoint/backend': cp.backend ?? 'file',
+    '/checkpoint/namespace': cp.namespace ?? 'default',
+    '/checkpoint/name': cp.name ?? 'crbridge-checkpoint',
+    '/checkpoint/flushIntervalMs': cp.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
+  };
+}
+
 /** Short stable hash of a key, for names (ConfigMaps, logs). */
 export function keyHash(key: string): string {
   return createHash('sha256').update(key).digest('hex').slice(0, 12);
@@ -71,6 +93,7 @@ export interface SourceDeps {
   checkpoint?: CheckpointStore;
 }
 
+const DEFAULT_DROP_FIELDS = ['/metadata/managedFields'];
 const DEFAULTS = {
   pageSize: 500,
   watchTimeoutSeconds: 300,
@@ -91,11 +114,21 @@ export class KubernetesSource implements Source {
   private api: KubeApi | undefined;
   private store: CheckpointStore | undefined;
   private resource: ResourceRef | undefined;
-  private initialized = false;
+  /** Every consumer of this source (the runtime's list, or one named after the source). */
+  private readonly consumers: readonly SourceConsumer[];
+  /**
+   * Until the first listing is handed on: the consumers the checkpoint already knows (they get the
+   * diff against it) and the new ones (they get their `initial` treatment).
+   */
+  private known: string[] = [];
+  private fresh: SourceConsumer[] = [];
   private scopesPending = 0;
-  private seq = 0;
-  /** Per uid: settles not yet resolved and the highest committed sequence number. */
-  private readonly tracking = new Map<string, { inflight: number; committed: number }>();
+  /** Per uid, in observation order: which handed-on states may reach the checkpoint (commits.ts). */
+  private readonly commits = new OrderedCommits<KubeObject | null>((uid, object) => {
+    if (object === null) this.store?.remove(uid);
+    else this.store?.put(uid, object);
+  });
+  /** Each resolves when its delta settled and rejects when it cannot settle in this process. */
   private readonly pendingSettles = new Set<Promise<void>>();
   private runPromise: Promise<void> | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -109,7 +142,8 @@ export class KubernetesSource implements Source {
     this.ctx = ctx;
     this.deps = deps;
     this.key = sourceKey(config);
-    this.drop = parsePointers(config.dropFields ?? ['/metadata/managedFields']);
+    this.consumers = ctx.consumers ?? [{ id: ctx.id, initial: config.initial ?? 'emit' }];
+    this.drop = parsePointers(config.dropFields ?? DEFAULT_DROP_FIELDS);
     const mm = ctx.metrics;
     this.m = {
       shared: componentMetrics(mm),
@@ -205,11 +239,15 @@ export class KubernetesSource implements Source {
       try {
         const state = await store.load();
         for (const [uid, obj] of state.entries) this.cache.set(uid, obj);
-        this.initialized = state.initialized;
+        // a checkpoint from before consumers were recorded: every current consumer had its start
+        const done = new Set(state.initialized ? (state.consumers ?? this.consumers.map((c) => c.id)) : []);
+        this.known = this.consumers.filter((c) => done.has(c.id)).map((c) => c.id);
+        this.fresh = this.consumers.filter((c) => !done.has(c.id));
         this.ctx.logger.info('checkpoint loaded', {
           checkpoint: store.description,
           objects: state.entries.size,
           initialized: state.initialized,
+          ...(this.fresh.length > 0 && { newConsumers: this.fresh.map((c) => `${c.id} (initial: ${c.initial})`) }),
         });
         break;
       } catch (err) {
@@ -323,6 +361,10 @@ export class KubernetesSource implements Source {
   /**
    * One LIST of a scope, page by page: each item's addition or modification is handed on as its
    * page arrives (only one page is held), the deletions once the last page has been read.
+   *
+   * The first listing after start-up compares with the checkpoint: consumers the checkpoint knows
+   * get the differences; consumers it does not know yet (a first start, or a pipeline or sink
+   * added since) get an `added` for every existing object (`initial: emit`) or nothing (`skip`).
    */
   private async onList(
     pages: AsyncIterable<KubeObject[]>,
@@ -330,32 +372,40 @@ export class KubernetesSource implements Source {
     inScope: (o: KubeObject) => boolean,
   ): Promise<void> {
     const reason: DeltaReason = first ? 'resync' : 'relist';
-    const silent = first && !this.initialized && this.config.initial === 'skip';
+    const all = this.consumers.map((c) => c.id);
+    const known = first ? this.known : all;
+    const emitTo = first ? this.fresh.filter((c) => c.initial === 'emit').map((c) => c.id) : [];
     const seen = new Set<string>();
     let changes = 0;
-    const hand = async (ch: Change) => {
-      changes++;
-      if (silent && ch.kind === 'added') {
-        applyChange(this.cache, ch);
-        this.store?.put(ch.object.metadata.uid, ch.object);
-      } else await this.emit(ch, reason);
+    const hand = async (ch: Change | undefined, object: KubeObject | undefined) => {
+      if (ch) changes++;
+      if (ch?.kind === 'added') return this.emit(ch, reason, [...known, ...emitTo]);
+      if (ch) await this.emit(ch, reason, known);
+      // an object the new consumers have not had: an addition for them alone
+      if (object && emitTo.length > 0) await this.emit({ kind: 'added', object }, reason, emitTo);
     };
     for await (const page of pages) {
       for (let i = 0; i < page.length; i++) {
-        const ch = diffListItem(this.cache, this.normalize(page[i] as KubeObject), seen);
+        const obj = this.normalize(page[i] as KubeObject);
         page[i] = undefined as never; // the raw item (with managedFields) can go now
-        if (ch) await hand(ch);
+        if (seen.has(obj.metadata.uid)) continue;
+        await hand(diffListItem(this.cache, obj, seen), obj);
       }
       this.m.objects.set({ component: this.ctx.id }, this.cache.size);
     }
-    for (const ch of listDeletions(this.cache, seen, inScope)) await hand(ch);
+    for (const ch of listDeletions(this.cache, seen, inScope)) await hand(ch, undefined);
     this.m.objects.set({ component: this.ctx.id }, this.cache.size);
     if (first && --this.scopesPending === 0) {
       this._synced = true;
       this.m.synced.set({ component: this.ctx.id }, 1);
-      // the first complete listing is recorded once everything it produced is acknowledged
+      this.known = all;
+      this.fresh = [];
+      // the first complete listing is recorded once everything it produced is settled
       const settles = [...this.pendingSettles];
-      void Promise.allSettled(settles).then(() => this.store?.markInitialized());
+      Promise.all(settles).then(
+        () => this.store?.markInitialized(all),
+        () => {}, // not all settled: the next start gives the new consumers their start again
+      );
       this.ctx.logger.info('initial list handed on', { objects: this.cache.size, changes, reason });
     }
   }
@@ -367,11 +417,19 @@ export class KubernetesSource implements Source {
     this.m.objects.set({ component: this.ctx.id }, this.cache.size);
   }
 
-  private async emit(ch: Change, reason: DeltaReason): Promise<void> {
+  /**
+   * Applies a change to the cache and hands it on to `targets` (consumer ids; default all). With
+   * no target it is recorded only: it reaches the checkpoint in its turn, like a settled delta.
+   */
+  private async emit(ch: Change, reason: DeltaReason, targets?: readonly string[]): Promise<void> {
     const uid = ch.object.metadata.uid;
     const previous = this.cache.get(uid);
     applyChange(this.cache, ch);
-    const seq = ++this.seq;
+    const change = this.commits.track(uid, ch.kind === 'deleted' ? null : ch.object);
+    if (targets?.length === 0) {
+      change.settled();
+      return;
+    }
     const delta: Delta = {
       kind: ch.kind,
       object: ch.object,
@@ -379,43 +437,32 @@ export class KubernetesSource implements Source {
       reason,
       resource: this.resource as ResourceRef,
       observedAt: Date.now(),
+      ...(targets && targets.length < this.consumers.length && { targets }),
     };
-    let t = this.tracking.get(uid);
-    if (!t) {
-      t = { inflight: 0, committed: 0 };
-      this.tracking.set(uid, t);
-    }
-    t.inflight++;
-    const tr = t;
     let settled: Promise<void>;
     try {
       ({ settled } = await this.ctx.receiver.push(delta, this.controller.signal));
     } catch (err) {
       // not accepted: forget it, so that the replay after the reflector's retry is not a repeat
-      tr.inflight--;
+      change.forget();
       if (previous === undefined) this.cache.delete(uid);
       else this.cache.set(uid, previous);
       throw err;
     }
     this.m.deltas.inc({ component: this.ctx.id, kind: ch.kind, reason });
     const p: Promise<void> = settled.then(
-      () => {
-        tr.inflight--;
-        if (seq > tr.committed) {
-          tr.committed = seq;
-          if (ch.kind === 'deleted') this.store?.remove(uid);
-          else this.store?.put(uid, ch.object);
-        }
-        if (tr.inflight === 0) this.tracking.delete(uid);
-      },
+      () => change.settled(),
       (err: unknown) => {
-        tr.inflight--;
-        if (tr.inflight === 0 && tr.committed === 0) this.tracking.delete(uid);
-        this.error(err, 'a delta was not settled; its checkpoint entry does not advance');
+        change.failed();
+        this.error(err, 'a delta was not settled; the checkpoint entry of its object stays before it until restart');
+        throw err;
       },
     );
     this.pendingSettles.add(p);
-    void p.finally(() => this.pendingSettles.delete(p));
+    p.then(
+      () => this.pendingSettles.delete(p),
+      () => this.pendingSettles.delete(p),
+    );
   }
 
   /** Writes staged checkpoint changes; one flush at a time. */

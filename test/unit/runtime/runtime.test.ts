@@ -219,3 +219,34 @@ test('pipelines checking the same CRD share one schema validator: one start, sto
   assert.deepEqual(calls.sort(), ['stop backups/v1', 'stop backups/v2', 'stop restores/v1'], 'each stopped once');
   ac.abort();
 });
+
+test('a shared source is told every consumer with its pipeline’s initial; a targeted delta reaches only those sinks', async () => {
+  const w = world();
+  const a = pipeline('a', 'backups', ['s1', 's2']);
+  const b = pipeline('b', 'backups', ['s1']);
+  b.config.spec.source = { ...b.config.spec.source, initial: 'skip' };
+  const rt = runtime(w, [a, b]);
+  assert.deepEqual(w.sources[0]?.ctx.consumers, [
+    { id: 'a/s1', initial: 'emit' },
+    { id: 'a/s2', initial: 'emit' },
+    { id: 'b/s1', initial: 'skip' },
+  ]);
+  const ac = new AbortController();
+  await rt.start(ac.signal);
+  const receiver = w.sources[0]?.ctx.receiver;
+  assert.ok(receiver);
+  const { settled } = await receiver.push({ ...delta('added', backup({ rv: '10' })), targets: ['a/s2', 'b/s1'] });
+  await settled;
+  assert.equal(w.delivered.get('a/s1')?.length, 0, 'not a target');
+  assert.equal(w.delivered.get('a/s2')?.length, 1);
+  assert.equal(w.delivered.get('b/s1')?.length, 1);
+  const none = await receiver.push({ ...delta('added', backup({ rv: '11' })), targets: [] });
+  await none.settled;
+  assert.deepEqual(
+    ['a/s1', 'a/s2', 'b/s1'].map((k) => w.delivered.get(k)?.length),
+    [0, 1, 1],
+    'a delta for nobody settles without reaching a sink',
+  );
+  await rt.shutdown(Date.now() + 5000);
+  ac.abort();
+});

@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { DeltaReceiver, SourceContext } from '../../../src/component.ts';
+import type { DeltaReceiver, SourceConsumer, SourceContext } from '../../../src/component.ts';
 import type { Delta } from '../../../src/events/delta.ts';
 import { FileCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/file.ts';
 import { KubernetesSource, type KubernetesSourceConfig, sourceKey } from '../../../src/sources/kubernetes/source.ts';
@@ -20,9 +20,11 @@ export class Recorder implements DeltaReceiver {
   deltas: Delta[] = [];
   /** uids whose deltas never settle (a sink that never acknowledges). */
   hold = new Set<string>();
+  /** Deltas for which this is true never settle (e.g. one change of an object, not the next). */
+  holdIf: (d: Delta) => boolean = () => false;
   async push(delta: Delta) {
     this.deltas.push(delta);
-    if (this.hold.has(delta.object.metadata.uid)) return { settled: new Promise<void>(() => {}) };
+    if (this.hold.has(delta.object.metadata.uid) || this.holdIf(delta)) return { settled: new Promise<void>(() => {}) };
     return { settled: Promise.resolve() };
   }
   summary(from = 0) {
@@ -42,7 +44,12 @@ const base: KubernetesSourceConfig = {
   checkpoint: { flushIntervalMs: 20 },
 };
 
-function makeSource(cluster: FakeCluster, stateDir: string, cfg: Partial<KubernetesSourceConfig> = {}) {
+function makeSource(
+  cluster: FakeCluster,
+  stateDir: string,
+  cfg: Partial<KubernetesSourceConfig> = {},
+  consumers?: SourceConsumer[],
+) {
   const receiver = new Recorder();
   const metrics = new Metrics();
   const ctx: SourceContext = {
@@ -53,6 +60,7 @@ function makeSource(cluster: FakeCluster, stateDir: string, cfg: Partial<Kuberne
     stateDir,
     clusterName: 'test',
     receiver,
+    ...(consumers && { consumers }),
   };
   const source = new KubernetesSource({ ...base, ...cfg }, ctx, { api: cluster });
   const ac = new AbortController();
@@ -316,6 +324,35 @@ test('the checkpoint never runs ahead of delivery: an unacknowledged change is e
   await s2.stop();
 });
 
+test('the checkpoint never overtakes an older unsettled change of the same object', async () => {
+  // a spec change stuck behind a down sink, then a status change that settles at once (filtered,
+  // dead-lettered or delivered by a faster pipeline): the entry must stay before the stuck change
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  c.create('a', 'b1');
+  const state = dir();
+  const s1 = makeSource(c, state);
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  s1.receiver.holdIf = (d) => d.object.metadata.name === 'b1' && d.object.metadata.resourceVersion === '103';
+  c.update('a', 'b1', { v: 1 }); // rv 103: stuck
+  c.update('a', 'b1', { v: 2 }); // rv 104: settles at once
+  c.update('a', 'b0', { v: 1 }); // rv 105: another object is not held back
+  await until(() => s1.receiver.deltas.length === 5, 'live');
+  await new Promise((r) => setTimeout(r, 60));
+  await s1.source.flush();
+  await s1.stop();
+  const cp = await new FileCheckpointStore(state, sourceKey(base)).load();
+  assert.equal(cp.entries.get(c.objects.get('a/b1')?.metadata.uid as string)?.metadata.resourceVersion, '102');
+  assert.equal(cp.entries.get(c.objects.get('a/b0')?.metadata.uid as string)?.metadata.resourceVersion, '105');
+  const s2 = makeSource(c, state);
+  await s2.start();
+  await until(() => s2.source.synced, 'synced');
+  assert.deepEqual(s2.receiver.summary(), ['resync modified b1@104']);
+  assert.equal(s2.receiver.deltas[0]?.oldObject?.metadata.resourceVersion, '102');
+  await s2.stop();
+});
+
 test('initial: skip records existing objects without emitting; later starts diff against them', async () => {
   const c = new FakeCluster();
   c.create('a', 'b0');
@@ -366,4 +403,78 @@ test('deltas that settle after shutdown returned (while sinks drain) still reach
   release();
   await new Promise((r) => setTimeout(r, 50));
   assert.equal((await new FileCheckpointStore(state, sourceKey(base)).load()).entries.size, 1);
+});
+
+test('a consumer added later gets its own initial treatment; the ones the checkpoint knows get only the diff', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  c.create('a', 'b1');
+  const state = dir();
+  const summary = (r: Recorder) =>
+    r.deltas.map((d) => `${d.kind} ${d.object.metadata.name}@${d.object.metadata.resourceVersion} ${d.targets ?? '*'}`);
+  // first start: one pipeline with one sink
+  const s1 = makeSource(c, state, {}, [{ id: 'p1/out', initial: 'emit' }]);
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  assert.deepEqual(summary(s1.receiver), ['added b0@101 *', 'added b1@102 *']);
+  await new Promise((r) => setTimeout(r, 60));
+  await s1.stop();
+  // while down b1 changes; then a second pipeline (emit), a second sink of p1 and a skip pipeline join
+  c.update('a', 'b1', { v: 1 });
+  const consumers: SourceConsumer[] = [
+    { id: 'p1/out', initial: 'emit' },
+    { id: 'p1/audit', initial: 'emit' },
+    { id: 'p2/out', initial: 'emit' },
+    { id: 'p3/out', initial: 'skip' },
+  ];
+  const s2 = makeSource(c, state, {}, consumers);
+  await s2.start();
+  await until(() => s2.source.synced, 'synced');
+  assert.deepEqual(summary(s2.receiver), [
+    'added b0@101 p1/audit,p2/out',
+    'modified b1@103 p1/out',
+    'added b1@103 p1/audit,p2/out',
+  ]);
+  c.create('a', 'b2');
+  await until(() => s2.receiver.deltas.length === 4, 'live');
+  assert.equal(summary(s2.receiver)[3], 'added b2@104 *', 'live changes go to everyone');
+  await new Promise((r) => setTimeout(r, 60));
+  await s2.stop();
+  // a third start: everyone is known now, nothing changed, nothing is emitted
+  const s3 = makeSource(c, state, {}, consumers);
+  await s3.start();
+  await until(() => s3.source.synced, 'synced');
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(summary(s3.receiver), []);
+  await s3.stop();
+});
+
+test('a new consumer whose initial deltas did not all settle gets its start again after a restart', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  c.create('a', 'b1');
+  const state = dir();
+  const s1 = makeSource(c, state, {}, [{ id: 'p1/out', initial: 'emit' }]);
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  await new Promise((r) => setTimeout(r, 60));
+  await s1.stop();
+  const consumers: SourceConsumer[] = [
+    { id: 'p1/out', initial: 'emit' },
+    { id: 'p2/out', initial: 'emit' },
+  ];
+  const s2 = makeSource(c, state, {}, consumers);
+  s2.receiver.holdIf = (d) => d.object.metadata.name === 'b1';
+  await s2.start();
+  await until(() => s2.receiver.deltas.length === 2, 'initial for p2');
+  await new Promise((r) => setTimeout(r, 60));
+  await s2.stop();
+  const s3 = makeSource(c, state, {}, consumers);
+  await s3.start();
+  await until(() => s3.source.synced, 'synced');
+  assert.deepEqual(
+    s3.receiver.deltas.map((d) => `${d.kind} ${d.object.metadata.name} ${d.targets}`),
+    ['added b0 p2/out', 'added b1 p2/out'],
+  );
+  await s3.stop();
 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../../errors.ts';
 import type { KubeObject } from '../../../events/delta.ts';
-import { type CheckpointState, type CheckpointStore, Staging } from './types.ts';
+import { type CheckpointState, type CheckpointStore, parseConsumers, Staging } from './types.ts';
 
 export const CHECKPOINT_FILE = 'checkpoints.sqlite';
 
@@ -37,6 +37,8 @@ export class FileCheckpointStore implements CheckpointStore {
         PRIMARY KEY (source_key, uid)) WITHOUT ROWID`);
       db.exec(`CREATE TABLE IF NOT EXISTS checkpoint_meta (
         source_key TEXT PRIMARY KEY, initialized INTEGER NOT NULL, updated_at TEXT NOT NULL)`);
+      const cols = db.prepare('PRAGMA table_info(checkpoint_meta)').all() as { name: string }[];
+      if (!cols.some((c) => c.name === 'consumers')) db.exec('ALTER TABLE checkpoint_meta ADD COLUMN consumers TEXT'); // JSON array; NULL: written before
       this.db = db;
       return db;
     } catch (err) {
@@ -52,8 +54,8 @@ export class FileCheckpointStore implements CheckpointStore {
 
   async load(): Promise<CheckpointState> {
     const db = this.open();
-    const meta = db.prepare('SELECT initialized FROM checkpoint_meta WHERE source_key = ?').get(this.key) as
-      | { initialized: number }
+    const meta = db.prepare('SELECT initialized, consumers FROM checkpoint_meta WHERE source_key = ?').get(this.key) as
+      | { initialized: number; consumers: string | null }
       | undefined;
     const entries = new Map<string, KubeObject>();
     const rows = db.prepare('SELECT uid, object FROM checkpoint_entries WHERE source_key = ?').iterate(this.key);
@@ -64,7 +66,7 @@ export class FileCheckpointStore implements CheckpointStore {
         // a corrupt row is treated as unknown: the object is then re-announced, never lost
       }
     }
-    return { initialized: meta?.initialized === 1, entries };
+    return { initialized: meta?.initialized === 1, ...parseConsumers(meta?.consumers), entries };
   }
 
   put(uid: string, object: KubeObject): void {
@@ -73,11 +75,11 @@ export class FileCheckpointStore implements CheckpointStore {
   remove(uid: string): void {
     this.staging.remove(uid);
   }
-  markInitialized(): void {
-    this.staging.initialized = true;
+  markInitialized(consumers?: readonly string[]): void {
+    this.staging.markInitialized(consumers);
   }
   get pending(): number {
-    return this.staging.changes.size + (this.staging.initialized ? 1 : 0);
+    return this.staging.pending;
   }
 
   async flush(): Promise<void> {
@@ -98,9 +100,9 @@ export class FileCheckpointStore implements CheckpointStore {
         }
         if (taken.initialized) {
           db.prepare(
-            'INSERT INTO checkpoint_meta (source_key, initialized, updated_at) VALUES (?, 1, ?) ' +
-              'ON CONFLICT (source_key) DO UPDATE SET initialized = 1, updated_at = excluded.updated_at',
-          ).run(this.key, new Date().toISOString());
+            'INSERT INTO checkpoint_meta (source_key, initialized, updated_at, consumers) VALUES (?, 1, ?, ?) ' +
+              'ON CONFLICT (source_key) DO UPDATE SET initialized = 1, updated_at = excluded.updated_at, consumers = excluded.consumers',
+          ).run(this.key, new Date().toISOString(), JSON.stringify(taken.initialized));
         }
         db.exec('COMMIT');
       } catch (err) {

@@ -14,7 +14,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../../errors.ts';
 import type { KubeObject } from '../../../events/delta.ts';
 import { type KubeApi, KubeHttpError } from '../client.ts';
-import { type CheckpointState, type CheckpointStore, Staging } from './types.ts';
+import { type CheckpointState, type CheckpointStore, parseConsumers, Staging } from './types.ts';
 
 export interface KubernetesCheckpointOptions {
   namespace: string;
@@ -55,6 +55,7 @@ export class KubernetesCheckpointStore implements CheckpointStore {
   private readonly entries = new Map<string, KubeObject>();
   private buckets = 1;
   private initialized = false;
+  private consumers: string[] | undefined;
   /** ConfigMap name → last known resourceVersion (absent: does not exist). */
   private readonly versions = new Map<string, string>();
   private loaded = false;
@@ -130,6 +131,7 @@ export class KubernetesCheckpointStore implements CheckpointStore {
         }
         this.buckets = Math.max(1, Number(index.data?.buckets ?? '1') || 1);
         this.initialized = index.data?.initialized === 'true';
+        this.consumers = parseConsumers(index.data?.consumers).consumers;
         for (let i = 0; i < this.buckets; i++) {
           const cm = await this.get(`${this.base}-${i}`);
           const b64 = cm?.binaryData?.[DATA_KEY];
@@ -142,7 +144,11 @@ export class KubernetesCheckpointStore implements CheckpointStore {
         }
       }
       this.loaded = true;
-      return { initialized: this.initialized, entries: new Map(this.entries) };
+      return {
+        initialized: this.initialized,
+        ...(this.consumers && { consumers: [...this.consumers] }),
+        entries: new Map(this.entries),
+      };
     } catch (err) {
       if (err instanceof CrbridgeError) throw err;
       throw new CrbridgeError(ErrorCode.Checkpoint, `cannot read checkpoint ${this.description}: ${errorMessage(err)}`);
@@ -155,11 +161,11 @@ export class KubernetesCheckpointStore implements CheckpointStore {
   remove(uid: string): void {
     this.staging.remove(uid);
   }
-  markInitialized(): void {
-    this.staging.initialized = true;
+  markInitialized(consumers?: readonly string[]): void {
+    this.staging.markInitialized(consumers);
   }
   get pending(): number {
-    return this.staging.changes.size + (this.staging.initialized ? 1 : 0);
+    return this.staging.pending;
   }
 
   private encode(bucket: number, buckets: number): string {
@@ -192,14 +198,26 @@ export class KubernetesCheckpointStore implements CheckpointStore {
       }
       for (const [b, payload] of encoded)
         await this.write(`${this.base}-${b}`, { binaryData: { [DATA_KEY]: payload } });
-      const init = this.initialized || taken.initialized;
-      if (buckets !== this.buckets || init !== this.initialized || !this.versions.has(this.base)) {
+      const init = this.initialized || taken.initialized !== undefined;
+      const consumers = taken.initialized ?? this.consumers;
+      if (
+        buckets !== this.buckets ||
+        init !== this.initialized ||
+        taken.initialized !== undefined ||
+        !this.versions.has(this.base)
+      ) {
         await this.write(this.base, {
-          data: { key: this.o.key, buckets: String(buckets), initialized: String(init) },
+          data: {
+            key: this.o.key,
+            buckets: String(buckets),
+            initialized: String(init),
+            ...(consumers && { consumers: JSON.stringify(consumers) }),
+          },
         });
       }
       this.buckets = buckets;
       this.initialized = init;
+      this.consumers = consumers;
     } catch (err) {
       for (const [uid, obj] of before) {
         if (obj === undefined) this.entries.delete(uid);
