@@ -129,7 +129,7 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
     host: (values['http-host'] as string | undefined) ?? '0.0.0.0',
     port,
     metrics,
-    ready: () => runtime.ready,
+    status: () => runtime.status(),
   });
   logger.info('ops endpoint listening', { port: server.port });
 

@@ -85,9 +85,35 @@ export interface DeltaReceiver {
   push(delta: Delta, signal?: AbortSignal): Promise<{ settled: Promise<void> }>;
 }
 
+/**
+ * What a component says about itself to the probes (`/readyz`, `/healthz`; docs/probes.md). A
+ * snapshot of the current state, cheap to compute (called on every probe), never "once true".
+ */
+export interface ComponentStatus {
+  /**
+   * Doing its job now: for a source, every scope has a current LIST and a running WATCH (or is
+   * within a short reconnect). False while a watched resource cannot be read (forbidden, not
+   * served, unreachable), before the initial list is handed on, and during a long reconnect.
+   */
+  ready: boolean;
+  /**
+   * Not stuck: false only when the component has made no progress for far longer than its own
+   * watchdogs allow, i.e. when only a restart can help. A failure that retrying may clear (a 403,
+   * a missing CRD, a sink that is down) leaves it live.
+   */
+  live: boolean;
+  /**
+   * One line per cause of `ready` or `live` being false, naming what (resource, namespace) and why
+   * and, where known, what to do; empty when both are true.
+   */
+  reasons: string[];
+}
+
 export interface Source extends Lifecycle {
   /** True once the initial list (and checkpoint catch-up) has been handed on. */
   readonly synced: boolean;
+  /** The current state for the probes; see {@link ComponentStatus}. */
+  status(): ComponentStatus;
 }
 
 // ---------------------------------------------------------------------------------------------

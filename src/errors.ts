@@ -14,6 +14,12 @@ export const ErrorCode = {
   KubeAuth: 'CRB_KUBE_AUTH',
   /** The watched resource is not served by the API server (CRD missing). */
   ResourceNotFound: 'CRB_RESOURCE_NOT_FOUND',
+  /** The API server refused a request for lack of permission (HTTP 403: an RBAC grant is missing). */
+  Forbidden: 'CRB_FORBIDDEN',
+  /** The API server refused the credentials (HTTP 401: an expired, revoked or wrong token or certificate). */
+  Unauthorized: 'CRB_UNAUTHORIZED',
+  /** A Kubernetes API request failed in a way that may pass on retry (network, timeout, HTTP 429 or 5xx). */
+  KubeApi: 'CRB_KUBE_API',
   /** An event failed CloudEvents envelope or data validation. */
   EventInvalid: 'CRB_EVENT_INVALID',
   /** A sink refused an event permanently. */

@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import type {
   ComponentContext,
+  ComponentStatus,
   SinkFactory,
   Source,
   SourceConsumer,
@@ -72,7 +73,7 @@ function sharedCrdSchemas(v: CrdSchemaValidator): () => CrdSchemaHandle {
 
 export class Runtime {
   readonly pipelines: PipelineRunner[] = [];
-  readonly sources: { key: string; source: Source; pipelines: string[] }[] = [];
+  readonly sources: { key: string; id: string; source: Source; pipelines: string[] }[] = [];
   private readonly opts: RuntimeOptions;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -183,13 +184,26 @@ export class Runtime {
         redact: [...redact].sort(),
         consumers,
       };
-      this.sources.push({ key, source: factory.create(config, ctx), pipelines: names });
+      this.sources.push({ key, id: label, source: factory.create(config, ctx), pipelines: names });
     }
   }
 
-  /** True when every source has handed on its initial state. */
-  get ready(): boolean {
-    return this.sources.every((s) => s.source.synced);
+  /**
+   * The sources' state now: ready when every source is ready, live when every source is live;
+   * each reason is prefixed with the source's component id (and its pipelines when shared).
+   */
+  status(): ComponentStatus {
+    let ready = true;
+    let live = true;
+    const reasons: string[] = [];
+    for (const { id, source, pipelines } of this.sources) {
+      const st = source.status();
+      ready &&= st.ready;
+      live &&= st.live;
+      const who = pipelines.length > 1 ? `${id} (pipelines ${pipelines.join(', ')})` : id;
+      for (const r of st.reasons) reasons.push(`${who}: ${r}`);
+    }
+    return { ready, live, reasons };
   }
 
   /** Starts sinks (via the pipelines) and then sources; returns quickly. */

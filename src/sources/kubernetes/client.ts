@@ -269,14 +269,17 @@ export interface KubeApi {
   ): Promise<unknown>;
   /**
    * Opens a WATCH (`watch=true` is added). `onEvent` gets each event in stream order (including
-   * BOOKMARK and ERROR); `onDone` is called once when the stream ends (`null` on a clean close),
-   * never after `abort()`.
+   * BOOKMARK and ERROR) and the length in bytes of its JSON line (what buffering it costs; a fake
+   * may omit it); `onOpen` is called once when the server accepted the watch (HTTP 200), before
+   * any event; `onDone` is called once when the stream ends (`null` on a clean close), never
+   * after `abort()`.
    */
   watch(
     path: string,
     query: Query,
-    onEvent: (type: string, object: unknown) => void,
+    onEvent: (type: string, object: unknown, bytes?: number) => void,
     onDone: (err: unknown) => void,
+    onOpen?: () => void,
   ): Promise<WatchHandle>;
 }
 
@@ -397,7 +400,7 @@ export function kubeApi(
         req.end();
       });
     },
-    async watch(path, query, onEvent, onDone) {
+    async watch(path, query, onEvent, onDone, onOpen) {
       const url = withQuery(server, path, { ...query, watch: true });
       const { options, mod } = await prepare('GET', url);
       let done = false;
@@ -415,7 +418,7 @@ export function kubeApi(
         } catch {
           return; // not JSON: ignored, as client-node's Watch did
         }
-        if (typeof ev?.type === 'string') onEvent(ev.type, ev.object);
+        if (typeof ev?.type === 'string') onEvent(ev.type, ev.object, line.length);
       });
       const req = mod.request(url, options, (res) => {
         const status = res.statusCode ?? 0;
@@ -428,6 +431,7 @@ export function kubeApi(
         }
         // connected: from here on the timeout is an inactivity timeout
         req.setTimeout(idleMs, () => req.destroy(new Error(`WATCH ${url.pathname}: no data for ${idleMs} ms`)));
+        if (!done) onOpen?.();
         res.on('data', (c: Buffer) => lines.push(c));
         res.on('end', () => {
           lines.flush();

@@ -15,14 +15,22 @@
  *
  * Ordering: events are handed to the handler strictly in stream order, one at a time, each awaited
  * (back-pressure); the resume point advances only after the handler accepted the event. When more
- * than `maxQueued` events are waiting, the stream is closed and later reopened from the resume
- * point, so memory stays bounded without losing anything.
+ * than `maxQueued` events, or more than `maxQueuedBytes` of their JSON, are waiting, the stream is
+ * closed and later reopened from the resume point, so memory stays bounded without losing anything.
+ *
+ * Failures are reported once per cause (a {@link FailureLog}: the first LIST/WATCH refused with 403
+ * logs what to grant, the retries log at debug level, the first success logs the recovery), each
+ * failed attempt is counted through `onError`, and {@link Reflector.status} says whether the scope
+ * is readable now (`ready`) and whether the loop is still getting anywhere (`live`).
  */
 import { backoffDelay } from '../../backoff.ts';
+import type { ComponentStatus } from '../../component.ts';
+import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { KubeObject } from '../../events/delta.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from './client.ts';
 import type { WatchEventType } from './diff.ts';
+import { accessError, describeScope, type GroupVersionResource, type Scope } from './discovery.ts';
 
 /** The pages of one LIST, and the resourceVersion it was read at. */
 export interface ListPages extends AsyncIterable<KubeObject[]> {
@@ -59,13 +67,81 @@ export interface ReflectorOptions {
   backoffMaxMs: number;
   /** Most watch events buffered ahead of the handler before the stream is closed and resumed. */
   maxQueued?: number;
+  /** Most bytes (of the events' JSON lines) buffered ahead of the handler, likewise. Default 16 MiB. */
+  maxQueuedBytes?: number;
+  /** What `path` reads: named in messages and status reasons. */
+  target: { resource: GroupVersionResource; scope: Scope };
+  /**
+   * How long the watch may be down (reconnecting after an error or a stall, relisting after 410)
+   * before the scope counts as not ready. Default 10 s.
+   */
+  reconnectGraceMs?: number;
+  /**
+   * How long the loop may go without progress (an answer of the API server: a LIST page, an open
+   * watch, an event, a bookmark, an HTTP error) before it counts as not live; time spent waiting
+   * for the handler (back-pressure) or for the resource to be served does not count.
+   * Default max(3 × stallTimeoutMs, 60 s): the stall watchdog reconnects long before.
+   */
+  progressTimeoutMs?: number;
   handler: ReflectorHandler;
   logger: Logger;
   /** Called on every watch (re)start with why the previous stream ended. */
   onRestart?: (reason: RestartReason) => void;
   /** Called on every LIST after the first, with why. */
   onRelist?: (reason: RestartReason) => void;
+  /** Called on every failed LIST or WATCH attempt (each retry too) with the error's stable code. */
+  onError?: (code: ErrorCode) => void;
   random?: () => number;
+}
+
+/**
+ * The failures of one retried operation, logged once per cause: the first failure of each cause
+ * in an episode (a run of failures without a success between them) is logged with its message
+ * (error for 401/403, warn otherwise), repeats at debug level; `recover` ends the episode and, if
+ * anything was logged, logs the recovery once. `current` is the latest failure of the episode.
+ */
+export class FailureLog {
+  private readonly logger: Logger;
+  private readonly what: string;
+  private readonly seen = new Set<string>();
+  private since: number | undefined;
+  private failures = 0;
+  current: CrbridgeError | undefined;
+
+  constructor(logger: Logger, what: string) {
+    this.logger = logger;
+    this.what = what;
+  }
+
+  fail(err: CrbridgeError, fields: Record<string, unknown> = {}): void {
+    this.since ??= Date.now();
+    this.failures++;
+    this.current = err;
+    const { cause, ...details } = err.details;
+    const key = `${err.code}:${String(cause ?? '')}`;
+    const f = { code: err.code, ...details, ...fields };
+    if (this.seen.has(key)) {
+      this.logger.debug(`${this.what} failed again; retrying`, { error: err.message, ...f });
+      return;
+    }
+    this.seen.add(key);
+    const level = err.code === ErrorCode.Forbidden || err.code === ErrorCode.Unauthorized ? 'error' : 'warn';
+    this.logger[level](err.message, f);
+  }
+
+  /** Ends the episode; logs once that it recovered if a failure was logged. */
+  recover(): void {
+    if (this.since === undefined) return;
+    this.logger.info(`${this.what}: recovered`, {
+      afterMs: Date.now() - this.since,
+      failedAttempts: this.failures,
+      codes: [...new Set([...this.seen].map((k) => k.split(':')[0]))],
+    });
+    this.seen.clear();
+    this.since = undefined;
+    this.failures = 0;
+    this.current = undefined;
+  }
 }
 
 type Outcome =
@@ -104,9 +180,97 @@ export class Reflector {
   /** The resume point: resourceVersion of the last list, event or bookmark handed on. */
   resourceVersion: string | undefined;
   private listed = false;
+  /** `backups.example.com/v1 in namespace "a"`: names the scope in messages. */
+  private readonly target: string;
+  private readonly failures: FailureLog;
+  /** Errors that came from the API server or the network (not from the handler). */
+  private readonly apiErrors = new WeakSet<object>();
+  /** Since when the watch is down (after an error, a stall, a 410), and why; undefined while it runs. */
+  private downSince: number | undefined;
+  private downWhy = '';
+  private notServed = false;
+  private lastProgress = Date.now();
+  /** >0 while waiting for the handler or for the resource: not a lack of progress. */
+  private waiting = 0;
 
   constructor(opts: ReflectorOptions) {
     this.o = opts;
+    this.target = describeScope(opts.target.resource, opts.target.scope);
+    this.failures = new FailureLog(opts.logger, `list/watch of ${this.target}`);
+  }
+
+  /**
+   * The scope's state now. Ready: the first LIST was handed on and the watch is running, or down
+   * for less than `reconnectGraceMs`. Live: progress (see `progressTimeoutMs`) within the timeout.
+   * Reasons name the scope and the cause (a failure's message says what to do).
+   */
+  status(now = Date.now()): ComponentStatus {
+    const reasons: string[] = [];
+    const grace = this.o.reconnectGraceMs ?? 10_000;
+    const problem = this.failures.current?.message;
+    let ready = true;
+    if (this.notServed) {
+      ready = false;
+      reasons.push(`${this.target}: the resource is no longer served (CRD deleted?); waiting for it to return`);
+    } else if (!this.listed) {
+      ready = false;
+      reasons.push(problem ?? `${this.target}: the first LIST is not handed on yet`);
+    } else if (this.downSince !== undefined && now - this.downSince >= grace) {
+      ready = false;
+      reasons.push(problem ?? `${this.target}: ${this.downWhy} for ${Math.round((now - this.downSince) / 1000)} s`);
+    }
+    const limit = this.o.progressTimeoutMs ?? Math.max(3 * this.o.stallTimeoutMs, 60_000);
+    const live = this.waiting > 0 || now - this.lastProgress <= limit;
+    if (!live)
+      reasons.push(
+        `${this.target}: stuck: no answer from the API server for ${Math.round((now - this.lastProgress) / 1000)} s ` +
+          `(the stall watchdog reconnects after ${Math.round(this.o.stallTimeoutMs / 1000)} s)${problem ? `; last failure: ${problem}` : ''}`,
+      );
+    return { ready, live, reasons };
+  }
+
+  private progress(): void {
+    this.lastProgress = Date.now();
+  }
+
+  /** The watch is down from now (unless it already was). */
+  private down(why: string): void {
+    if (this.downSince === undefined) {
+      this.downSince = Date.now();
+      this.downWhy = why;
+    }
+  }
+
+  /** The scope is readable again: a LIST completed or a watch opened. */
+  private up(): void {
+    this.progress();
+    this.downSince = undefined;
+    this.failures.recover();
+  }
+
+  private async waitFor<T>(p: () => Promise<T>): Promise<T> {
+    this.waiting++;
+    try {
+      return await p();
+    } finally {
+      this.waiting--;
+      this.progress();
+    }
+  }
+
+  private markApi(err: unknown): unknown {
+    if (typeof err === 'object' && err !== null) this.apiErrors.add(err);
+    return err;
+  }
+
+  /** The error to report for a failed attempt (`verb`: what the loop was doing). */
+  private failure(err: unknown, verb: 'list' | 'watch'): CrbridgeError {
+    const fromApi = typeof err !== 'object' || err === null || this.apiErrors.has(err);
+    if (fromApi) return accessError(err, verb, this.o.target.resource, this.o.target.scope);
+    const code = err instanceof CrbridgeError ? err.code : ErrorCode.Internal;
+    return new CrbridgeError(code, `${this.target}: handing a change on failed: ${errorMessage(err)}; retrying`, {
+      cause: `handler:${code}`,
+    });
   }
 
   /** Runs until `signal` aborts; never throws. */
@@ -125,23 +289,41 @@ export class Reflector {
           this.resourceVersion = resourceVersion;
           needList = false;
           attempt = 0;
+          this.up();
         }
         const out = await this.watchOnce(signal);
         if (out.kind === 'aborted') break;
         if (out.kind === 'error') throw out.error;
         this.o.onRestart?.(out.kind === 'closed' ? 'timeout' : out.kind);
         if (out.kind === 'gone') {
+          this.progress();
           logger.info('watch resourceVersion expired (410 Gone); relisting', { resourceVersion: this.resourceVersion });
           needList = true;
           relistReason = 'gone';
+          this.down('relisting after 410 Gone');
         }
-        if (out.kind === 'stall') logger.warn('watch stream stalled; reconnecting', { stallMs: this.o.stallTimeoutMs });
+        if (out.kind === 'stall') {
+          this.down('reconnecting after a stalled watch');
+          this.failures.fail(
+            new CrbridgeError(
+              ErrorCode.KubeApi,
+              `watch of ${this.target} stalled (no event or bookmark for ${this.o.stallTimeoutMs / 1000} s); reconnecting`,
+              { verb: 'watch', cause: 'watch:stall' },
+            ),
+            { stallMs: this.o.stallTimeoutMs },
+          );
+        }
+        if (out.kind === 'closed' || out.kind === 'overflow') this.progress();
       } catch (err) {
         if (signal.aborted) break;
         const status = statusOf(err);
+        if (status !== undefined) this.progress(); // an answer, if not the one wanted
         if (status === 404) {
           this.o.onRestart?.('not_found');
-          await this.o.handler.waitForResource(signal);
+          this.down('waiting for the resource to be served again');
+          this.notServed = true;
+          await this.waitFor(() => this.o.handler.waitForResource(signal));
+          this.notServed = false;
           needList = true;
           relistReason = 'not_found';
           attempt = 0;
@@ -152,19 +334,17 @@ export class Reflector {
           needList = true;
           relistReason = 'gone';
           this.o.onRestart?.('gone');
+          this.down('relisting after 410 Gone');
           continue;
         }
         attempt++;
         this.o.onRestart?.('error');
         if (!needList) relistReason = 'error';
         const delay = backoffDelay(attempt, this.o.backoffInitialMs, this.o.backoffMaxMs, this.o.random);
-        logger.warn('list/watch failed; retrying', {
-          error: err instanceof Error ? err.message : String(err),
-          status,
-          attempt,
-          delayMs: delay,
-          phase: needList ? 'list' : 'watch',
-        });
+        const failure = this.failure(err, needList ? 'list' : 'watch');
+        this.o.onError?.(failure.code);
+        this.down(needList ? 'retrying the LIST' : 'reconnecting the watch');
+        this.failures.fail(failure, { attempt, delayMs: delay, phase: needList ? 'list' : 'watch' });
         await sleep(delay, signal);
       }
     }
@@ -182,11 +362,25 @@ export class Reflector {
       fieldSelector: this.o.fieldSelector,
     });
     const path = this.o.path;
+    // while the handler reads, the loop waits for it, except during the page requests themselves
+    let handing = false;
+    const fetchPage = async (cont: string | undefined): Promise<ListResponse> => {
+      if (handing) this.waiting--;
+      try {
+        const page = (await api.request('GET', path, query(cont), undefined, signal)) as ListResponse;
+        this.progress();
+        return page;
+      } catch (err) {
+        throw this.markApi(err);
+      } finally {
+        if (handing) this.waiting++;
+      }
+    };
     async function* pages(): AsyncGenerator<KubeObject[]> {
       let cont: string | undefined;
       do {
         if (signal.aborted) throw new Error('list aborted');
-        const page = (await api.request('GET', path, query(cont), undefined, signal)) as ListResponse;
+        const page = await fetchPage(cont);
         if (signal.aborted) throw new Error('list aborted');
         cont = page.metadata?.continue || undefined;
         rv = page.metadata?.resourceVersion ?? rv;
@@ -195,15 +389,22 @@ export class Reflector {
       complete = true;
     }
     const it = pages();
-    await handler.onList(
-      {
-        [Symbol.asyncIterator]: () => it,
-        get resourceVersion() {
-          return rv;
-        },
-      },
-      !this.listed,
-    );
+    await this.waitFor(async () => {
+      handing = true;
+      try {
+        await handler.onList(
+          {
+            [Symbol.asyncIterator]: () => it,
+            get resourceVersion() {
+              return rv;
+            },
+          },
+          !this.listed,
+        );
+      } finally {
+        handing = false;
+      }
+    });
     // pages the handler did not read are still fetched: the resume point is the last page's
     for await (const _ of it) {
     }
@@ -214,13 +415,16 @@ export class Reflector {
   private watchOnce(signal: AbortSignal): Promise<Outcome> {
     const { api, handler } = this.o;
     const maxQueued = this.o.maxQueued ?? 10_000;
+    const maxBytes = this.o.maxQueuedBytes ?? 16 * 1024 * 1024;
     return new Promise<Outcome>((resolve) => {
-      const queue: { type: WatchEventType | 'BOOKMARK'; obj: KubeObject }[] = [];
+      const queue: { type: WatchEventType | 'BOOKMARK'; obj: KubeObject; bytes: number }[] = [];
+      let queuedBytes = 0;
       let ended: Outcome | undefined;
       let processing = false;
       let handle: WatchHandle | undefined;
       let stallTimer: NodeJS.Timeout | undefined;
       let resolved = false;
+      let opened = false;
       const settle = () => {
         if (ended && !processing && queue.length === 0 && !resolved) {
           resolved = true;
@@ -239,16 +443,25 @@ export class Reflector {
         stallTimer = setTimeout(() => finish({ kind: 'stall' }), this.o.stallTimeoutMs);
       };
       const onAbort = () => finish({ kind: 'aborted' });
+      const onOpen = () => {
+        if (ended || opened) return;
+        opened = true;
+        this.up();
+      };
       const pump = async () => {
         if (processing) return;
         processing = true;
         try {
           for (let e = queue.shift(); e; e = queue.shift()) {
+            queuedBytes -= e.bytes;
             if (ended?.kind === 'aborted') {
               queue.length = 0;
               break;
             }
-            if (e.type !== 'BOOKMARK') await handler.onEvent(e.type, e.obj);
+            if (e.type !== 'BOOKMARK') {
+              const { type, obj } = e;
+              await this.waitFor(() => handler.onEvent(type, obj));
+            }
             const rv = e.obj?.metadata?.resourceVersion;
             if (rv) this.resourceVersion = rv;
           }
@@ -256,28 +469,35 @@ export class Reflector {
           queue.length = 0;
           finish({ kind: 'error', error: err });
         } finally {
+          queuedBytes = queue.length === 0 ? 0 : queuedBytes;
           processing = false;
           settle();
         }
       };
-      const onEvent = (type: string, raw: unknown) => {
+      const onEvent = (type: string, raw: unknown, bytes = 0) => {
         if (ended) return;
         arm();
+        onOpen(); // an event proves the stream open (for an API without onOpen)
+        this.progress();
         const obj = raw as KubeObject;
         switch (type) {
           case 'ADDED':
           case 'MODIFIED':
           case 'DELETED':
             if (!obj?.metadata?.uid) return;
-            queue.push({ type, obj });
-            if (queue.length > maxQueued) finish({ kind: 'overflow' });
+            queue.push({ type, obj, bytes });
+            queuedBytes += bytes;
+            if (queue.length > maxQueued || queuedBytes > maxBytes) finish({ kind: 'overflow' });
             void pump();
             return;
           case 'BOOKMARK': {
             const rv = obj?.metadata?.resourceVersion;
             // a bookmark is ordered after everything before it: apply it once they are handed on
             if (rv && queue.length === 0 && !processing) this.resourceVersion = rv;
-            else if (rv) queue.push({ type: 'BOOKMARK', obj });
+            else if (rv) {
+              queue.push({ type: 'BOOKMARK', obj, bytes });
+              queuedBytes += bytes;
+            }
             return;
           }
           case 'ERROR': {
@@ -286,7 +506,9 @@ export class Reflector {
             else
               finish({
                 kind: 'error',
-                error: new KubeHttpError(st?.code ?? 500, st?.reason ?? '', `watch ERROR event: ${st?.message ?? ''}`),
+                error: this.markApi(
+                  new KubeHttpError(st?.code ?? 500, st?.reason ?? '', `watch ERROR event: ${st?.message ?? ''}`),
+                ),
               });
             return;
           }
@@ -299,7 +521,7 @@ export class Reflector {
         if (!err) return finish({ kind: 'closed' });
         const status = statusOf(err);
         if (status === 410) return finish({ kind: 'gone' });
-        finish({ kind: 'error', error: err });
+        finish({ kind: 'error', error: this.markApi(err) });
       };
       if (signal.aborted) return finish({ kind: 'aborted' });
       signal.addEventListener('abort', onAbort, { once: true });
@@ -311,7 +533,7 @@ export class Reflector {
         labelSelector: this.o.labelSelector,
         fieldSelector: this.o.fieldSelector,
       };
-      api.watch(this.o.path, q, onEvent, onDone).then(
+      api.watch(this.o.path, q, onEvent, onDone, onOpen).then(
         (h) => {
           handle = h;
           if (ended) h.abort();

@@ -19,7 +19,7 @@
 
 import { createHash } from 'node:crypto';
 import { backoffDelay } from '../../backoff.ts';
-import type { Source, SourceConsumer, SourceContext } from '../../component.ts';
+import type { ComponentStatus, Source, SourceConsumer, SourceContext } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { Delta, DeltaReason, KubeObject, ResourceRef } from '../../events/delta.ts';
 import { componentMetrics } from '../../telemetry/metrics.ts';
@@ -37,8 +37,8 @@ import {
   listDeletions,
   type WatchEventType,
 } from './diff.ts';
-import { collectionPath, discover, gvrString } from './discovery.ts';
-import { type ListPages, Reflector } from './reflector.ts';
+import { collectionPath, discover, discoveryError, gvrString } from './discovery.ts';
+import { FailureLog, type ListPages, Reflector } from './reflector.ts';
 import { compileSelection, escapeFieldValue, type Selection } from './selector.ts';
 import { parsePointers, stripFields } from './strip.ts';
 
@@ -170,6 +170,38 @@ export class KubernetesSource implements Source {
     return this._synced;
   }
 
+  // Probes: the reflectors' states, and discovery's while there are none (or the resource is gone).
+  private readonly reflectors: Reflector[] = [];
+  /** Discovery failures, logged once per cause. */
+  private discoveryLog: FailureLog | undefined;
+  /** Set while discovery finds the resource not served. */
+  private notServed: string | undefined;
+
+  /** Ready when every scope's reflector is; reasons name the resource, namespace and cause. */
+  status(): ComponentStatus {
+    const problem = this.discoveryLog?.current?.message;
+    if (this.reflectors.length === 0) {
+      const what = gvrString({
+        group: this.config.group ?? '',
+        version: this.config.version,
+        resource: this.config.resource,
+      });
+      const why = problem ?? this.notServed ?? `${what}: starting (loading the checkpoint, discovering the resource)`;
+      return { ready: false, live: true, reasons: [why] };
+    }
+    const all = this.reflectors.map((r) => r.status());
+    const reasons = all.flatMap((st) => st.reasons);
+    if (problem) reasons.unshift(problem);
+    return { ready: !problem && all.every((st) => st.ready), live: all.every((st) => st.live), reasons };
+  }
+
+  private discoveryFailed(err: unknown, gvr: { group: string; version: string; resource: string }): void {
+    const e = discoveryError(err, gvr);
+    this.m.shared.errors.inc({ component: this.ctx.id, code: e.code });
+    this.discoveryLog ??= new FailureLog(this.ctx.logger, `discovery of ${gvrString(gvr)}`);
+    this.discoveryLog.fail(e);
+  }
+
   /** The resource once discovered (tests, diagnostics). */
   get resourceRef(): ResourceRef | undefined {
     return this.resource;
@@ -265,9 +297,11 @@ export class KubernetesSource implements Source {
           stallTimeoutMs: (c.stallTimeoutSeconds ?? DEFAULTS.stallTimeoutSeconds) * 1000,
           backoffInitialMs: c.backoffInitialMs ?? DEFAULTS.backoffInitialMs,
           backoffMaxMs: c.backoffMaxMs ?? DEFAULTS.backoffMaxMs,
+          target: { resource: ref, scope: { namespace: ns, namespaced: ref.namespaced } },
           logger: this.ctx.logger.child(ns === null ? {} : { namespace: ns }),
           onRestart: (reason) => this.m.restarts.inc({ component: this.ctx.id, reason }),
           onRelist: (reason) => this.m.relists.inc({ component: this.ctx.id, reason }),
+          onError: (code) => this.m.shared.errors.inc({ component: this.ctx.id, code }),
           handler: {
             onList: (items, first) => this.onList(items, first, inScope),
             onEvent: (type, obj) => this.onEvent(type, obj),
@@ -280,6 +314,7 @@ export class KubernetesSource implements Source {
             },
           },
         });
+        this.reflectors.push(r);
         return r.run(signal);
       }),
     );
@@ -298,6 +333,8 @@ export class KubernetesSource implements Source {
             });
           }
           this.resource ??= ref;
+          this.notServed = undefined;
+          this.discoveryLog?.recover();
           this.m.resourceServed.set({ component: this.ctx.id }, 1);
           if (warned) this.ctx.logger.info('watched resource is served', { resource: gvrString(gvr) });
           return;
@@ -311,9 +348,12 @@ export class KubernetesSource implements Source {
           this.m.shared.errors.inc({ component: this.ctx.id, code: err.code });
           this.ctx.logger.warn(err.message, { code: err.code, resource: gvrString(gvr) });
           warned = true;
+          this.notServed = err.message;
         }
+        this.discoveryLog?.recover();
       } catch (err) {
-        this.error(err, `discovery of ${gvrString(gvr)} failed; retrying`);
+        if (signal.aborted) return;
+        this.discoveryFailed(err, gvr);
       }
       await sleep(Math.min(backoffDelay(attempt, 1000, 10_000), 10_000), signal);
     }

@@ -45,6 +45,7 @@ function fakeRegistry(w: World): Registry {
       const id = ctx.id;
       return {
         synced: true,
+        status: () => ({ ready: true, live: true, reasons: [] }),
         start: async () => {
           w.log.push(`start source ${id}`);
         },

@@ -6,6 +6,7 @@
  * kube-apiserver does: an object entering the selection is ADDED, one leaving it is DELETED with
  * its previous content and the resourceVersion of the change; a LIST with
  * `resourceVersionMatch=Exact` reads the objects as they were at that resourceVersion.
+ * `forbid` answers 403 like kube-apiserver's RBAC to the verbs it holds.
  */
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { type KubeApi, KubeHttpError, type Query, type WatchHandle } from '../../../src/sources/kubernetes/client.ts';
@@ -42,7 +43,7 @@ function filtered(ev: Ev, inside: Inside): { type: Ev['type']; object: KubeObjec
 interface Watcher {
   inside: Inside;
   ns: string | null;
-  onEvent: (type: string, obj: unknown) => void;
+  onEvent: (type: string, obj: unknown, bytes?: number) => void;
   onDone: (err: unknown) => void;
   stalled: boolean;
   closed: boolean;
@@ -70,6 +71,10 @@ export class FakeCluster implements KubeApi {
   failContinuePages = 0;
   /** When set, new watches deliver nothing (a stalled proxy). */
   stallNewWatches = false;
+  /** Verbs answered with 403 Forbidden (as for a user without RBAC bindings). */
+  forbid = new Set<'discovery' | 'list' | 'watch'>();
+  /** 403 answers given so far. */
+  forbidden = 0;
   private uidSeq = 0;
 
   private k(ns: string, name: string) {
@@ -162,7 +167,19 @@ export class FakeCluster implements KubeApi {
   private send(w: Watcher, ev: Ev): void {
     if (w.ns !== null && ev.object.metadata.namespace !== w.ns) return;
     const out = filtered(ev, w.inside);
-    if (out) w.onEvent(out.type, structuredClone(out.object));
+    if (!out) return;
+    const object = structuredClone(out.object);
+    w.onEvent(out.type, object, Buffer.byteLength(JSON.stringify({ type: out.type, object })));
+  }
+
+  private deny(verb: 'discovery' | 'list' | 'watch', path: string): KubeHttpError {
+    this.forbidden++;
+    const ns = this.nsOf(path);
+    const what =
+      verb === 'discovery'
+        ? `forbidden: User "crbridge-restricted" cannot get path "${path}"`
+        : `backups.example.com is forbidden: User "crbridge-restricted" cannot ${verb} resource "backups" in API group "example.com" ${ns === null ? 'at the cluster scope' : `in the namespace "${ns}"`}`;
+    return new KubeHttpError(403, 'Forbidden', `GET ${path}: HTTP 403: ${what}`);
   }
 
   private nsOf(path: string): string | null {
@@ -173,12 +190,14 @@ export class FakeCluster implements KubeApi {
   async request(method: string, path: string, query: Query = {}, body?: unknown): Promise<unknown> {
     await Promise.resolve();
     if (path === '/apis/example.com/v1') {
+      if (this.forbid.has('discovery')) throw this.deny('discovery', path);
       if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
       return { resources: [{ name: 'backups', kind: 'Backup', namespaced: true }] };
     }
     if (path.startsWith('/api/v1/namespaces/') && path.includes('/configmaps')) return this.cm(method, path, body);
     if (path.endsWith('/backups')) {
       if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');
+      if (this.forbid.has('list')) throw this.deny('list', path);
       if (query.limit === undefined) {
         this.lookups++;
         if (this.failLookups > 0) {
@@ -242,12 +261,18 @@ export class FakeCluster implements KubeApi {
   async watch(
     path: string,
     query: Query,
-    onEvent: (type: string, object: unknown) => void,
+    onEvent: (type: string, object: unknown, bytes?: number) => void,
     onDone: (err: unknown) => void,
+    onOpen?: () => void,
   ): Promise<WatchHandle> {
     await Promise.resolve();
     if (!this.served) {
       onDone(Object.assign(new Error('Not Found'), { statusCode: 404 }));
+      return { abort() {} };
+    }
+    if (this.forbid.has('watch')) {
+      const err = this.deny('watch', path);
+      queueMicrotask(() => onDone(err));
       return { abort() {} };
     }
     this.watches++;
@@ -261,6 +286,7 @@ export class FakeCluster implements KubeApi {
       stalled: this.stallNewWatches,
       closed: false,
     };
+    if (!w.stalled) onOpen?.(); // a stalled proxy never answers
     if (from < this.compactedRv) {
       queueMicrotask(() => {
         onEvent('ERROR', { kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version' });
@@ -278,3 +304,5 @@ export class FakeCluster implements KubeApi {
     };
   }
 }
+
+/** Hands an event to a watcher with the length of its JSON line, as the real client does. */
