@@ -4,6 +4,8 @@
  * restarts (see `source.ts`). Pipelines with the same watch share one source (`shareKey`).
  */
 import type { SourceFactory } from '../../component.ts';
+import { errorMessage } from '../../errors.ts';
+import { parseFieldSelector, parseLabelSelector } from './selector.ts';
 import { KubernetesSource, type KubernetesSourceConfig, sharedSettings, sourceKey } from './source.ts';
 
 export type { KubernetesSourceConfig } from './source.ts';
@@ -120,5 +122,22 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
   configSchema: kubernetesSourceSchema,
   shareKey: sourceKey,
   sharedSettings,
+  check(config) {
+    // the API server would refuse a malformed selector with a 400 on every retry: say it up front
+    const out: { pointer: string; message: string }[] = [];
+    for (const [field, parse, example] of [
+      ['labelSelector', parseLabelSelector, 'tier=prod,app!=test, env in (a,b), !legacy'],
+      ['fieldSelector', parseFieldSelector, 'metadata.name=orders,metadata.namespace!=kube-system'],
+    ] as const) {
+      const value = config[field];
+      if (!value) continue;
+      try {
+        parse(value);
+      } catch (err) {
+        out.push({ pointer: `/${field}`, message: `not a valid ${field}: ${errorMessage(err)} (e.g. ${example})` });
+      }
+    }
+    return out;
+  },
   create: (config, ctx) => new KubernetesSource(config, ctx),
 };

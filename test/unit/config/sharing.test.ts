@@ -64,3 +64,19 @@ test('a different initial, or a default written out, is not a disagreement; othe
     ['a', 'b', 'c'],
   );
 });
+
+test('a malformed label or field selector is refused at validation, located by line and pointer', () => {
+  const bad = pipeline('bad-selectors', '    labelSelector: "tier in (prod"\n    fieldSelector: "metadata.name"\n');
+  let err: unknown;
+  try {
+    loadPipelines([bad], validator());
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof ConfigError);
+  assert.deepEqual(
+    err.issues.map((i) => `${i.line} ${i.pointer}`),
+    ['11 /spec/source/labelSelector', '12 /spec/source/fieldSelector'],
+  );
+  assert.match(err.issues[0]?.message ?? '', /not a valid labelSelector: .*\(e\.g\. tier=prod/);
+});
