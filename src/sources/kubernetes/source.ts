@@ -268,7 +268,7 @@ export class KubernetesSource implements Source {
     }
     this.m.objects.set({ component: this.ctx.id }, this.cache.size);
     this.flushTimer = setInterval(
-      () => void this.flush(),
+      () => void this.flush(this.controller.signal),
       this.config.checkpoint?.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
     );
     this.flushTimer.unref();
@@ -537,18 +537,33 @@ export class KubernetesSource implements Source {
     );
   }
 
-  /** Writes staged checkpoint changes; one flush at a time. */
-  flush(): Promise<void> {
+  /**
+   * Writes staged checkpoint changes; one flush at a time. `signal` aborts its requests (what it
+   * took stays staged for the next flush). A failing flush is counted every time and logged once
+   * per cause and time window, not every interval.
+   */
+  flush(signal?: AbortSignal): Promise<void> {
     if (this.flushing) return this.flushing;
     const store = this.store;
     if (!store || store.pending === 0) return Promise.resolve();
     this.flushing = store
-      .flush()
+      .flush(signal)
       .then(
         () => this.m.checkpointWrites.inc({ component: this.ctx.id, result: 'ok' }),
         (err: unknown) => {
           this.m.checkpointWrites.inc({ component: this.ctx.id, result: 'error' });
-          this.error(err, 'checkpoint flush failed; will retry');
+          const code = err instanceof CrbridgeError ? err.code : ErrorCode.Checkpoint;
+          this.m.shared.errors.inc({ component: this.ctx.id, code });
+          const error = errorMessage(err);
+          this.ctx.logger.once(
+            'error',
+            `${this.ctx.id}:checkpoint:${error.slice(0, 160)}`,
+            'checkpoint flush failed; will retry',
+            {
+              code,
+              error,
+            },
+          );
         },
       )
       .finally(() => {
@@ -575,8 +590,10 @@ export class KubernetesSource implements Source {
       await Promise.race([Promise.allSettled([...this.pendingSettles]), sleep(half, stop.signal)]);
       stop.abort();
       clearInterval(this.flushTimer);
+      // the periodic flush was aborted with the watches; the final ones get until just past the deadline
+      const flushBy = () => AbortSignal.timeout(Math.max(100, deadline + 500 - Date.now()));
       await this.flushing;
-      await this.flush();
+      await this.flush(flushBy());
       if (this.pendingSettles.size === 0) {
         await this.store?.close();
         return;
@@ -585,7 +602,7 @@ export class KubernetesSource implements Source {
       const final = async () => {
         late.abort();
         await this.flushing;
-        await this.flush();
+        await this.flush(flushBy());
         await this.store?.close();
       };
       void Promise.race([

@@ -69,6 +69,8 @@ export class FakeCluster implements KubeApi {
   lastWatchQuery: Query = {};
   /** LIST requests of a continuation page (not the first page) that fail with HTTP 500 before one succeeds. */
   failContinuePages = 0;
+  /** When set, ConfigMap writes never answer (until the request's signal aborts). */
+  hangConfigMapWrites = false;
   /** When set, new watches deliver nothing (a stalled proxy). */
   stallNewWatches = false;
   /** Verbs answered with 403 Forbidden (as for a user without RBAC bindings). */
@@ -187,8 +189,19 @@ export class FakeCluster implements KubeApi {
     return m ? (m[1] as string) : null;
   }
 
-  async request(method: string, path: string, query: Query = {}, body?: unknown): Promise<unknown> {
+  async request(
+    method: string,
+    path: string,
+    query: Query = {},
+    body?: unknown,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
     await Promise.resolve();
+    if (this.hangConfigMapWrites && method !== 'GET' && path.includes('/configmaps'))
+      return new Promise((_, reject) => {
+        // a wedged API server: only the caller's signal ends the request
+        signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+      });
     if (path === '/apis/example.com/v1') {
       if (this.forbid.has('discovery')) throw this.deny('discovery', path);
       if (!this.served) throw new KubeHttpError(404, 'NotFound', 'not found');

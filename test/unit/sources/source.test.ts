@@ -683,3 +683,28 @@ test('a failed look-up is not guessed: the DELETED is handled again once the loo
   );
   await s.stop();
 });
+
+test('shutdown honours its deadline with the ConfigMap checkpoint wedged; what was not written is emitted again', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  const cp = { backend: 'kubernetes' as const, namespace: 'crb', flushIntervalMs: 20 };
+  const s1 = makeSource(c, dir(), { checkpoint: cp });
+  await s1.start();
+  await until(() => s1.source.synced, 'synced');
+  await new Promise((r) => setTimeout(r, 80)); // the initial state is written
+  c.hangConfigMapWrites = true;
+  c.update('a', 'b0', { v: 1 });
+  await until(() => s1.receiver.deltas.length === 2, 'live');
+  await new Promise((r) => setTimeout(r, 80)); // a flush is now hanging
+  const t0 = Date.now();
+  await s1.source.shutdown(Date.now() + 300);
+  const took = Date.now() - t0;
+  assert.ok(took < 1500, `shutdown took ${took} ms with a 300 ms deadline`);
+  c.hangConfigMapWrites = false;
+  const s2 = makeSource(c, dir(), { checkpoint: cp });
+  await s2.start();
+  await until(() => s2.source.synced, 'synced');
+  const rv = c.objects.get('a/b0')?.metadata.resourceVersion;
+  assert.deepEqual(s2.receiver.summary(), [`resync modified b0@${rv}`], 'the unwritten change comes again');
+  await s2.stop();
+});

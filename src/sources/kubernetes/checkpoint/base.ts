@@ -40,6 +40,8 @@ export interface StoredEntry {
 export interface Batch {
   changes: ReadonlyMap<string, StoredEntry | null>;
   initialized: readonly string[] | undefined;
+  /** Aborts the write's requests (the shutdown deadline): the batch then stays staged. */
+  signal?: AbortSignal;
 }
 
 /** kubectl apply's copy of every applied field (see `LAST_APPLIED_POINTER` of the redaction). */
@@ -172,10 +174,10 @@ export abstract class StagedCheckpointStore implements CheckpointStore {
     return this.staged.size + (this.stagedInitialized ? 1 : 0);
   }
 
-  flush(): Promise<void> {
+  flush(signal?: AbortSignal): Promise<void> {
     const prev = this.flushing;
     // with none running, what is staged is taken right away (changes staged after this call go to the next)
-    const p = prev ? prev.then(noop, noop).then(() => this.flushNow()) : this.flushNow();
+    const p = prev ? prev.then(noop, noop).then(() => this.flushNow(signal)) : this.flushNow(signal);
     this.flushing = p;
     const clear = () => {
       if (this.flushing === p) this.flushing = undefined;
@@ -184,7 +186,7 @@ export abstract class StagedCheckpointStore implements CheckpointStore {
     return p;
   }
 
-  private async flushNow(): Promise<void> {
+  private async flushNow(signal?: AbortSignal): Promise<void> {
     if (this.pending === 0) return;
     const taken = this.staged;
     const initialized = this.stagedInitialized;
@@ -193,7 +195,7 @@ export abstract class StagedCheckpointStore implements CheckpointStore {
     try {
       const changes = new Map<string, StoredEntry | null>();
       for (const [uid, obj] of taken) changes.set(uid, obj === null ? null : this.codec.encode(obj));
-      await this.write({ changes, initialized });
+      await this.write({ changes, initialized, ...(signal && { signal }) });
     } catch (err) {
       for (const [uid, v] of taken) if (!this.staged.has(uid)) this.staged.set(uid, v);
       this.stagedInitialized ??= initialized;

@@ -75,6 +75,8 @@ export class KubernetesCheckpointStore extends StagedCheckpointStore {
   private buckets = 1;
   private initialized = false;
   private consumers: readonly string[] | undefined;
+  /** The signal of the write in progress: every request of a flush takes it. */
+  private signal: AbortSignal | undefined;
   /** Buckets holding leftovers of an interrupted growth: rewritten by the next flush. */
   private readonly stale = new Set<number>();
   /** ConfigMap name → last known resourceVersion (absent: does not exist). */
@@ -104,7 +106,7 @@ export class KubernetesCheckpointStore extends StagedCheckpointStore {
 
   private async get(name: string): Promise<ConfigMap | undefined> {
     try {
-      const cm = (await this.api.request('GET', this.path(name))) as ConfigMap;
+      const cm = (await this.api.request('GET', this.path(name), undefined, undefined, this.signal)) as ConfigMap;
       if (cm.metadata.resourceVersion) this.versions.set(name, cm.metadata.resourceVersion);
       return cm;
     } catch (err) {
@@ -133,8 +135,8 @@ export class KubernetesCheckpointStore extends StagedCheckpointStore {
     try {
       const out = (
         rv === undefined
-          ? await this.api.request('POST', this.path(), undefined, cm)
-          : await this.api.request('PUT', this.path(name), undefined, cm)
+          ? await this.api.request('POST', this.path(), undefined, cm, this.signal)
+          : await this.api.request('PUT', this.path(name), undefined, cm, this.signal)
       ) as ConfigMap;
       if (out?.metadata?.resourceVersion) this.versions.set(name, out.metadata.resourceVersion);
     } catch (err) {
@@ -229,6 +231,15 @@ export class KubernetesCheckpointStore extends StagedCheckpointStore {
   }
 
   protected async write(batch: Batch): Promise<void> {
+    this.signal = batch.signal;
+    try {
+      await this.writeBatch(batch);
+    } finally {
+      this.signal = undefined;
+    }
+  }
+
+  private async writeBatch(batch: Batch): Promise<void> {
     if (!this.loaded) await this.load();
     const before = new Map<string, KubeObject | undefined>();
     const dirty = new Set(this.stale);

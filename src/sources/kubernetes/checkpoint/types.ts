@@ -40,7 +40,8 @@ export interface CheckpointStore {
   markInitialized(consumers?: readonly string[]): void;
   /** Number of staged, unwritten changes. */
   readonly pending: number;
-  flush(): Promise<void>;
+  /** `signal` aborts the write (e.g. at the shutdown deadline); what it took then stays staged. */
+  flush(signal?: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
 
