@@ -106,7 +106,7 @@ describe('ConfigMap checkpoint with redaction and an oversized object (crbridge 
     const run1 = fileEvents(sink(1)) as unknown as Ev[];
     assert.deepEqual(
       run1.map((e) => e.id).sort(),
-      [large, ...normal.values()].map((o) => `${o.metadata.uid}.created`).sort(),
+      [large, ...normal.values()].map((o) => `${o.metadata.uid}.${o.metadata.resourceVersion}`).sort(),
     );
 
     // the checkpoint ConfigMaps, as kubectl shows them: no secret; the large object stored reduced
@@ -151,7 +151,7 @@ describe('ConfigMap checkpoint with redaction and an oversized object (crbridge 
         `${uid('a')}.${a2.metadata.resourceVersion}`,
         `${large.metadata.uid}.${large2.metadata.resourceVersion}`,
         `${uid('c')}.deleted`,
-        `${e1.metadata.uid}.created`,
+        `${e1.metadata.uid}.${e1.metadata.resourceVersion}`,
       ].sort(),
       'exactly the changes made while down; nothing for b and d',
     );
