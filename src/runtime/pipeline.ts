@@ -288,6 +288,19 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
       });
   }
 
+  /** What is still in flight: per sink queue events and bytes, and dead letters being written. */
+  pendingReport(): {
+    pipeline: string;
+    queues: { sink: string; events: number; bytes: number }[];
+    deadLetters: number;
+  } {
+    return {
+      pipeline: this.name,
+      queues: this.parts.sinks.map((s) => ({ sink: s.id, events: s.queue.depth, bytes: s.queue.bytes })),
+      deadLetters: this.dead.pending,
+    };
+  }
+
   /** Drains the sinks' queues, then lets pending dead letters finish until `deadline` and closes the file. */
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
