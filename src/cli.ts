@@ -185,7 +185,8 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // Everything has drained; do not let a straggling client socket keep the process alive.
-    setTimeout(() => process.exit(code), exitBy === undefined ? 2000 : Math.max(0, exitBy - Date.now())).unref();
+    const wait = exitBy === undefined ? 2000 : Math.min(2000, Math.max(0, exitBy - Date.now()));
+    setTimeout(() => process.exit(code), wait).unref();
   },
   (err: unknown) => {
     if (err instanceof ConfigError) {
