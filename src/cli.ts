@@ -142,18 +142,51 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
   await runtime.start(abort.signal);
   const sig = await stopped;
   logger.info('shutting down', { signal: sig, drainSeconds: drainSecs });
-  await runtime.shutdown(Date.now() + drainSecs * 1000);
+  const deadline = Date.now() + drainSecs * 1000;
+  exitBy = deadline + EXIT_GRACE_MS;
+  // Every component honours the deadline; should one not, exit 0 anyway, saying what was left
+  // (what is undelivered keeps its checkpoint behind it, so a restart delivers it).
+  if (!(await settlesBy(runtime.shutdown(deadline), deadline + SHUTDOWN_SAFETY_MS)))
+    logger.warn('shutdown did not finish by the deadline; exiting anyway', {
+      code: ErrorCode.Shutdown,
+      pending: runtime.pipelines.map((p) => p.pendingReport()),
+    });
   abort.abort();
-  await server.close();
+  await settlesBy(server.close(), Date.now() + 200);
   logger.info('stopped');
   return 0;
+}
+
+/** After the shutdown deadline: how long `run` waits for the runtime, and when the process exits. */
+const SHUTDOWN_SAFETY_MS = 500;
+const EXIT_GRACE_MS = 900;
+/** When `run` was asked to stop: exit by then even if a socket lingers (`--shutdown-timeout` + 1 s). */
+let exitBy: number | undefined;
+
+/** True once `p` settled, false if `until` came first. */
+async function settlesBy(p: Promise<unknown>, until: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), Math.max(0, until - Date.now()));
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // Everything has drained; do not let a straggling client socket keep the process alive.
-    setTimeout(() => process.exit(code), 2000).unref();
+    const wait = exitBy === undefined ? 2000 : Math.min(2000, Math.max(0, exitBy - Date.now()));
+    setTimeout(() => process.exit(code), wait).unref();
   },
   (err: unknown) => {
     if (err instanceof ConfigError) {

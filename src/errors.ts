@@ -26,6 +26,18 @@ export const ErrorCode = {
   DeliveryPermanent: 'CRB_DELIVERY_PERMANENT',
   /** A sink failed in a way that may succeed later. */
   DeliveryRetryable: 'CRB_DELIVERY_RETRYABLE',
+  /**
+   * A sink's destination refuses every event because of how it is configured (not authorized,
+   * authentication failed, the topic does not exist): retried until fixed, never dead-lettered.
+   */
+  DeliveryConfig: 'CRB_DELIVERY_CONFIG',
+  /** A dead letter could not be written; retried with backoff, the event stays unsettled meanwhile. */
+  DeadLetterWrite: 'CRB_DEAD_LETTER_WRITE',
+  /**
+   * The shutdown deadline passed before an event was delivered or dead-lettered: its `settled`
+   * rejects with this code, and the source keeps its checkpoint before it.
+   */
+  Shutdown: 'CRB_SHUTDOWN',
   /** The checkpoint store could not be read or written. */
   Checkpoint: 'CRB_CHECKPOINT',
   /** A stage's CEL expression failed for one event (a missing field, a value of the wrong type). */

@@ -1,7 +1,8 @@
 /**
- * The `delivery:` block every sink config may carry: queue size, batch size and the retry policy
- * (exponential backoff with jitter, like the OpenTelemetry Collector's `retry_on_failure`). The
- * schema here is the single source of validation, defaults and docs for it.
+ * The `delivery:` block every sink config may carry: queue bounds (events and bytes, like the
+ * OpenTelemetry Collector's `sending_queue` with its items and bytes sizers, blocking on overflow),
+ * batch size and the retry policy (exponential backoff with jitter, like its `retry_on_failure`).
+ * The schema here is the single source of validation, defaults and docs for it.
  */
 import type { JsonSchema } from '../component.ts';
 
@@ -22,6 +23,11 @@ export interface RetryConfig {
 export interface DeliveryConfig {
   /** Most events waiting in the queue; `enqueue` waits for room beyond that (back-pressure). */
   queueCapacity: number;
+  /**
+   * Most bytes (structured-JSON size) of the events waiting in the queue; `enqueue` waits for room
+   * beyond that. One event larger than this is still admitted into an empty queue.
+   */
+  queueBytes: number;
   /** Most events in one `send` (also bounded by the sink's own `maxBatch`). */
   maxBatch: number;
   retry: RetryConfig;
@@ -29,6 +35,7 @@ export interface DeliveryConfig {
 
 export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
   queueCapacity: 10_000,
+  queueBytes: 64 * 1024 * 1024,
   maxBatch: 500,
   retry: Object.freeze({
     initialIntervalMs: 500,
@@ -54,6 +61,13 @@ export const deliveryConfigSchema: JsonSchema = {
       default: d.queueCapacity,
       description:
         'Most events waiting for this sink. When full, the pipeline waits (back-pressure reaches the source, whose checkpoint then stops advancing).',
+    },
+    queueBytes: {
+      type: 'integer',
+      minimum: 1024,
+      default: d.queueBytes,
+      description:
+        "Most bytes (the events' structured JSON size) waiting for this sink; 64 MiB by default. When reached, the pipeline waits as when queueCapacity is reached. One event larger than this still enters an empty queue.",
     },
     maxBatch: {
       type: 'integer',
@@ -107,6 +121,7 @@ export const deliveryConfigSchema: JsonSchema = {
 /** A partial `delivery:` block as written in a pipeline file. */
 export interface PartialDeliveryConfig {
   queueCapacity?: number;
+  queueBytes?: number;
   maxBatch?: number;
   retry?: Partial<RetryConfig>;
 }
@@ -115,6 +130,7 @@ export interface PartialDeliveryConfig {
 export function resolveDeliveryConfig(partial: PartialDeliveryConfig = {}): DeliveryConfig {
   return {
     queueCapacity: partial.queueCapacity ?? d.queueCapacity,
+    queueBytes: partial.queueBytes ?? d.queueBytes,
     maxBatch: partial.maxBatch ?? d.maxBatch,
     retry: { ...d.retry, ...stripUndefined(partial.retry ?? {}) },
   };

@@ -3,12 +3,21 @@
  * their retries, or that failed validation. `fileDeadLetter` appends one JSON object per line;
  * writes that arrive while a flush is running are coalesced into the next append + fsync, so a
  * burst of failures costs one fsync per batch, not per event.
+ *
+ * `DurableDeadLetter` is the one place that makes a dead letter stick: a write that fails (disk
+ * full, folder gone, read-only volume) is retried with backoff until it is written, counted and
+ * logged once per cause; the event it carries is settled only then. The delivery queues and the
+ * pipeline runner both write through it.
  */
 
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { backoffDelay } from '../backoff.ts';
+import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 
 /** One dead-lettered event with why it was given up. */
 export interface DeadLetterEntry {
@@ -88,4 +97,163 @@ export function fileDeadLetter(path: string): DeadLetter {
       await h?.close();
     },
   };
+}
+
+export interface DurableDeadLetterOptions {
+  /** `<pipeline>/<name>`: the `component` label of the failure counter. */
+  id: string;
+  logger: Logger;
+  metrics: Metrics;
+  /** Backoff between attempts (`src/backoff.ts`): the first wait and the longest. */
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+}
+
+export const DEAD_LETTER_RETRY_INITIAL_MS = 200;
+export const DEAD_LETTER_RETRY_MAX_MS = 30_000;
+
+/**
+ * Writes dead letters until they are durably stored.
+ *
+ * Ordering: concurrent writes reach the underlying destination in call order on their first
+ * attempt; a retried entry may land after entries written meanwhile.
+ * Idempotency: a retried entry may be stored twice (when the append succeeded but the fsync
+ * failed); readers tell copies apart by `event.id`.
+ */
+export class DurableDeadLetter {
+  private readonly inner: DeadLetter;
+  private readonly opts: Required<DurableDeadLetterOptions>;
+  private readonly m: ReturnType<typeof componentMetrics>;
+  /** Aborted at the `close` deadline: pending writes stop retrying and reject. */
+  private readonly stop = new AbortController();
+  private inFlight = 0;
+  /** A failure streak is on (for the one "recovered" line). */
+  private failing = false;
+  private closePromise: Promise<void> | undefined;
+
+  constructor(inner: DeadLetter, opts: DurableDeadLetterOptions) {
+    this.inner = inner;
+    this.opts = {
+      retryInitialMs: DEAD_LETTER_RETRY_INITIAL_MS,
+      retryMaxMs: DEAD_LETTER_RETRY_MAX_MS,
+      ...opts,
+    };
+    this.m = componentMetrics(opts.metrics);
+  }
+
+  /** Writes not yet stored. */
+  get pending(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * Resolves once `entry` is durably stored, retrying a failed write with backoff for as long as
+   * it takes. Rejects only with a {@link CrbridgeError} of code CRB_SHUTDOWN, when `signal` aborts
+   * or the `close` deadline passes first: the entry is then not (known to be) stored.
+   */
+  async write(entry: DeadLetterEntry, signal?: AbortSignal): Promise<void> {
+    const stop = signal ? AbortSignal.any([signal, this.stop.signal]) : this.stop.signal;
+    this.inFlight++;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        if (stop.aborted) throw this.shutdownError(entry);
+        try {
+          await untilAborted(this.inner.write(entry), stop);
+          if (this.failing) {
+            this.failing = false;
+            this.opts.logger.info('dead letters are written again', { attempts: attempt });
+          }
+          return;
+        } catch (err) {
+          if (stop.aborted) throw this.shutdownError(entry);
+          this.failed(err);
+          await sleep(backoffDelay(attempt, this.opts.retryInitialMs, this.opts.retryMaxMs), stop);
+        }
+      }
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /**
+   * Lets pending writes retry until `deadline`, then rejects them (CRB_SHUTDOWN) and closes the
+   * underlying destination, never waiting past the deadline. Idempotent. Writes after the deadline
+   * reject at once.
+   */
+  close(deadline: number): Promise<void> {
+    this.closePromise ??= (async () => {
+      const timer = setTimeout(() => this.stop.abort(), Math.max(0, deadline - Date.now()));
+      try {
+        while (this.inFlight > 0 && !this.stop.signal.aborted) await sleep(20, this.stop.signal);
+        await untilAborted(this.inner.close(), this.stop.signal).catch((err: unknown) => {
+          if (!this.stop.signal.aborted)
+            this.opts.logger.error('could not close the dead-letter destination', {
+              code: ErrorCode.DeadLetterWrite,
+              error: err,
+            });
+        });
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+    return this.closePromise;
+  }
+
+  private failed(err: unknown): void {
+    this.failing = true;
+    this.m.deadLetterWriteFailures.inc({ component: this.opts.id });
+    this.m.errors.inc({ component: this.opts.id, code: ErrorCode.DeadLetterWrite });
+    const code = (err as { code?: unknown })?.code;
+    const cause = typeof code === 'string' ? code : errorMessage(err).slice(0, 120);
+    this.opts.logger.once(
+      'error',
+      `dead-letter:${this.opts.id}:${cause}`,
+      'cannot write a dead letter; retrying with backoff, the event stays unsettled until it is written',
+      { code: ErrorCode.DeadLetterWrite, error: err instanceof Error ? err : errorMessage(err) },
+    );
+  }
+
+  private shutdownError(entry: DeadLetterEntry): CrbridgeError {
+    return new CrbridgeError(
+      ErrorCode.Shutdown,
+      `${this.opts.id}: shut down before the dead letter of ${entry.event.id} was written`,
+      { id: entry.event.id },
+    );
+  }
+}
+
+/** `p`, or a rejection as soon as `signal` aborts (p keeps running; its outcome is ignored). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    p.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** Resolves after `ms` or as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

@@ -316,6 +316,27 @@ export function eventBytes(e: CloudEvent): number {
   return Buffer.byteLength(JSON.stringify({ ...e, data: skeleton }), 'utf8') + extra;
 }
 
+/**
+ * The structured-JSON size of each built event, keyed by its `data` (stage copies of an event share
+ * it): measured by the size policy anyway, so queues bound their bytes without measuring again.
+ */
+const builtBytes = new WeakMap<object, number>();
+
+/**
+ * The structured-JSON size of `e` in bytes as the builder measured it (extension attributes a
+ * stage added later are not counted); an event the builder did not make is measured once here.
+ */
+export function approxEventBytes(e: CloudEvent): number {
+  const d = e.data as unknown;
+  if (d === null || typeof d !== 'object') return eventBytes(e);
+  let n = builtBytes.get(d);
+  if (n === undefined) {
+    n = eventBytes(e);
+    builtBytes.set(d, n);
+  }
+  return n;
+}
+
 /** Changed top-level paths (e.g. `/spec`) from a patch, in first-seen order. */
 export function topLevelPaths(patch: readonly PatchOp[]): string[] {
   const seen: string[] = [];
@@ -415,14 +436,17 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
  */
 function enforceSize(event: CloudEvent, maxBytes: number): void {
   const originalBytes = eventBytes(event);
-  if (originalBytes <= maxBytes) return;
   const data = event.data;
+  builtBytes.set(data, originalBytes);
+  if (originalBytes <= maxBytes) return;
   const tr: Truncation = { dropped: [], originalBytes, maxBytes };
   data.truncated = tr;
   for (const field of ['oldObject', 'object', 'patch'] as const) {
     if (data[field] === undefined) continue;
     delete (data as Record<string, unknown>)[field];
     tr.dropped.push(field);
-    if (eventBytes(event) <= maxBytes) return;
+    const bytes = eventBytes(event);
+    builtBytes.set(data, bytes);
+    if (bytes <= maxBytes) return;
   }
 }

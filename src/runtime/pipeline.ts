@@ -1,7 +1,8 @@
 /**
  * One running pipeline: turns each delta into a CloudEvent, validates it, runs the stages in
  * order and enqueues the result on every sink's delivery queue. Invalid events and stage errors
- * are dead-lettered, counted and logged once per kind; the pipeline goes on.
+ * are dead-lettered, counted and logged once per kind; the pipeline goes on. A dead letter is
+ * written durably (retried until stored, `DurableDeadLetter`): the delta settles only then.
  *
  * Level-3 validation (`spec.validation.crdSchema`): the runner starts the CRD schema validator
  * (fetch + watch of the CRD, see `crdSchemaFor`) with its sinks and holds the first delta until the
@@ -11,7 +12,7 @@
  * object's events in the order they happened. A delta with `targets` goes to those sinks only.
  */
 import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
-import type { DeadLetter } from '../delivery/dead-letter.ts';
+import { type DeadLetter, DurableDeadLetter } from '../delivery/dead-letter.ts';
 import type { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { buildEvent, type EventOptions } from '../events/build.ts';
@@ -41,11 +42,18 @@ export interface PipelineParts {
    * objects with it): started with the pipeline, stopped at shutdown.
    */
   crdSchema?: Pick<CrdSchemaValidator, 'start' | 'stop'>;
+  /** Backoff of failed dead-letter writes (first and longest wait); defaults in `dead-letter.ts`. */
+  deadLetterRetry?: { initialMs: number; maxMs: number };
 }
 
 const settledNow = Promise.resolve();
 /** How long the first delta waits for the first CRD fetch before going on without level 3. */
 export const CRD_FIRST_FETCH_WAIT_MS = 10_000;
+/**
+ * Most of the pipeline's own dead letters (invalid events, stage errors) being written at once;
+ * while the destination fails and this many wait, `push` waits too (back-pressure).
+ */
+export const MAX_PENDING_DEAD_LETTERS = 1000;
 
 /**
  * The level-3 validator of a pipeline's Custom Resource: reads CRD `<resource>.<group>` through
@@ -95,10 +103,26 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
   private shutdownPromise: Promise<void> | undefined;
   /** Until the first CRD fetch finished (or `CRD_FIRST_FETCH_WAIT_MS` passed). */
   private crdReady: Promise<void> | undefined;
+  private readonly dead: DurableDeadLetter;
+  /**
+   * The pipeline's own dead letters not yet written. Every delta pushed meanwhile settles only after
+   * them, so deltas settle in push order (a checkpoint never passes an unwritten dead letter).
+   */
+  private readonly pendingDeadLetters = new Set<Promise<void>>();
+  private readonly deadLetterRoom: (() => void)[] = [];
 
   constructor(parts: PipelineParts) {
     this.parts = parts;
     this.name = parts.name;
+    this.dead = new DurableDeadLetter(parts.deadLetter, {
+      id: parts.name,
+      logger: parts.logger,
+      metrics: parts.metrics,
+      ...(parts.deadLetterRetry && {
+        retryInitialMs: parts.deadLetterRetry.initialMs,
+        retryMaxMs: parts.deadLetterRetry.maxMs,
+      }),
+    });
     this.m = componentMetrics(parts.metrics);
     this.invalid = parts.metrics.counter(
       'crbridge_events_invalid_total',
@@ -144,6 +168,7 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
         object: `${delta.object.metadata?.namespace ?? ''}/${delta.object.metadata?.name ?? ''}`,
       });
       await this.deadLetter(
+        signal,
         {
           specversion: '1.0',
           id: `unbuilt-${delta.object.metadata?.uid}`,
@@ -155,7 +180,7 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
         ErrorCode.EventInvalid,
         [errorMessage(err)],
       );
-      return { settled: settledNow };
+      return { settled: this.settledAfter([]) };
     }
     const verdict = this.parts.validator.validate(event);
     if (!verdict.ok) {
@@ -172,11 +197,12 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
         id: event.id,
       });
       await this.deadLetter(
+        signal,
         event,
         ErrorCode.EventInvalid,
         verdict.errors.map((e) => `${verdict.level}: ${e}`),
       );
-      return { settled: settledNow };
+      return { settled: this.settledAfter([]) };
     }
     let events: CloudEvent[] = [event];
     for (const { id: stageId, stage } of this.parts.stages) {
@@ -199,7 +225,7 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
             'stage failed; event dead-lettered',
             { code, stage: stageId, error: errorMessage(err), subject: e.subject, id: e.id },
           );
-          await this.deadLetter(e, code, [`stage ${stageId}: ${errorMessage(err)}`]);
+          await this.deadLetter(signal, e, code, [`stage ${stageId}: ${errorMessage(err)}`]);
         }
       }
       this.m.sent.inc({ component: stageId }, next.length);
@@ -210,30 +236,79 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
       for (const s of sinks) settled.push((await s.queue.enqueue(e, signal)).settled);
     }
     this.m.sent.inc({ component: id }, events.length);
-    return { settled: settled.length === 0 ? settledNow : Promise.all(settled).then(() => undefined) };
+    return { settled: this.settledAfter(settled) };
   }
 
-  private async deadLetter(event: CloudEvent, code: string, errors: string[]): Promise<void> {
-    try {
-      await this.parts.deadLetter.write({
-        event,
-        component: this.name,
-        code,
-        errors,
-        time: new Date().toISOString(),
-        attempts: 0,
+  /**
+   * Settles once `own` and every dead letter of this pipeline still being written have; rejects
+   * (CRB_SHUTDOWN) when one of them could not be finished before the shutdown deadline.
+   */
+  private settledAfter(own: Promise<void>[]): Promise<void> {
+    const all = this.pendingDeadLetters.size === 0 ? own : [...own, ...this.pendingDeadLetters];
+    if (all.length === 0) return settledNow;
+    const settled = Promise.all(all).then(() => undefined);
+    settled.catch(() => {}); // the source handles it; a dropped one must not become unhandled
+    return settled;
+  }
+
+  /**
+   * Starts writing a dead letter (durably: retried until stored) and counts it once written; the
+   * delta being pushed settles only after it. Waits first while too many are still being written
+   * (`signal` aborts that wait: the push then rejects and the delta counts as not handed on).
+   */
+  private async deadLetter(
+    signal: AbortSignal | undefined,
+    event: CloudEvent,
+    code: string,
+    errors: string[],
+  ): Promise<void> {
+    while (this.pendingDeadLetters.size >= MAX_PENDING_DEAD_LETTERS) {
+      signal?.throwIfAborted();
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          signal?.removeEventListener('abort', done);
+          const i = this.deadLetterRoom.indexOf(done);
+          if (i >= 0) this.deadLetterRoom.splice(i, 1);
+          resolve();
+        };
+        this.deadLetterRoom.push(done);
+        signal?.addEventListener('abort', done, { once: true });
       });
-      this.m.deadLettered.inc({ component: this.name });
-    } catch (err) {
-      this.parts.logger.error('could not write a dead letter', { error: errorMessage(err), id: event.id });
     }
+    const written = this.dead
+      .write(
+        { event, component: this.name, code, errors, time: new Date().toISOString(), attempts: 0 },
+        undefined, // retried until the shutdown deadline (`close`), not cut short by the source stopping
+      )
+      .then(() => this.m.deadLettered.inc({ component: this.name }));
+    this.pendingDeadLetters.add(written);
+    written
+      .catch(() => {})
+      .finally(() => {
+        this.pendingDeadLetters.delete(written);
+        this.deadLetterRoom.shift()?.();
+      });
   }
 
+  /** What is still in flight: per sink queue events and bytes, and dead letters being written. */
+  pendingReport(): {
+    pipeline: string;
+    queues: { sink: string; events: number; bytes: number }[];
+    deadLetters: number;
+  } {
+    return {
+      pipeline: this.name,
+      queues: this.parts.sinks.map((s) => ({ sink: s.id, events: s.queue.depth, bytes: s.queue.bytes })),
+      deadLetters: this.dead.pending,
+    };
+  }
+
+  /** Drains the sinks' queues, then lets pending dead letters finish until `deadline` and closes the file. */
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
       this.parts.crdSchema?.stop();
       await Promise.all(this.parts.sinks.map((s) => s.queue.shutdown(deadline)));
-      await this.parts.deadLetter.close();
+      await this.dead.close(deadline);
     })();
     return this.shutdownPromise;
   }

@@ -129,6 +129,14 @@ export function componentMetrics(m: Metrics) {
       'Events sent to the dead-letter destination.',
     ),
     queueDepth: m.gauge('crbridge_component_queue_depth', 'Events waiting in a sink queue.'),
+    queueBytes: m.gauge(
+      'crbridge_component_queue_bytes',
+      'Approximate bytes (structured JSON size) of the events waiting in a sink queue.',
+    ),
+    deadLetterWriteFailures: m.counter(
+      'crbridge_dead_letter_write_failures_total',
+      'Failed attempts to write a dead letter (each is retried; the event stays unsettled until written).',
+    ),
     sendDuration: m.histogram('crbridge_component_send_duration_seconds', 'Duration of one sink send call.'),
   };
 }

@@ -7,11 +7,14 @@
  * delivery layer is the one place that retries. The producer connects lazily inside `send`, so
  * `start` returns at once even when Kafka is down; a failed connect makes every event of the
  * batch retryable and the delivery queue backs off. After any send error the producer is dropped
- * and a fresh one (new idempotent producer id) connects on the next attempt.
+ * and a fresh one (new idempotent producer id) connects on the next attempt. Errors that refuse
+ * every event alike (not authorized, bad credentials, a missing topic) are retried, never
+ * dead-lettered, and logged once per cause with what to check. Connects, sends and the shutdown's
+ * disconnect all give up at the abort signal or deadline: a broker that is away never holds them.
  */
 import { CompressionTypes, Kafka, logLevel, type Message, Partitioners, type Producer } from 'kafkajs';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
-import { errorMessage } from '../../errors.ts';
+import { ErrorCode, errorMessage } from '../../errors.ts';
 import { toKafkaRecord, tombstoneFor } from '../../events/bindings/kafka.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 
@@ -37,18 +40,40 @@ export function splitBrokers(brokers: readonly string[]): string[] {
     .filter((b) => b !== '');
 }
 
-/** Kafka error types after which the same record will never be accepted. */
-const PERMANENT_TYPES = new Set([
-  'MESSAGE_TOO_LARGE',
-  'RECORD_LIST_TOO_LARGE',
-  'INVALID_RECORD',
-  'INVALID_TOPIC_EXCEPTION',
-  'TOPIC_AUTHORIZATION_FAILED',
-  'CLUSTER_AUTHORIZATION_FAILED',
-  'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
-  'UNSUPPORTED_FOR_MESSAGE_FORMAT',
-  'INVALID_REQUIRED_ACKS',
-]);
+/** Kafka error types after which the same record will never be accepted (the others may be). */
+const PERMANENT_TYPES = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE']);
+
+/**
+ * Kafka error types that refuse every event alike because of how crbridge or the cluster is set
+ * up, with what to check. They are retried (nothing is dead-lettered one event at a time) until
+ * an operator fixes the cause, and logged once per cause.
+ */
+const CONFIGURATION_TYPES: Record<string, (topic: string) => string> = {
+  TOPIC_AUTHORIZATION_FAILED: (t) =>
+    `the Kafka principal crbridge connects as may not write to topic "${t}": grant it WRITE and DESCRIBE on the topic (ACLs), or check the topic name`,
+  CLUSTER_AUTHORIZATION_FAILED: () =>
+    'the Kafka principal crbridge connects as lacks a cluster permission: the idempotent producer needs IDEMPOTENT_WRITE on the cluster on older brokers; grant it, or set idempotent: false',
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED: () =>
+    'the Kafka principal crbridge connects as may not use its transactional id: check the ACLs',
+  SASL_AUTHENTICATION_FAILED: () =>
+    'the brokers refused the SASL credentials: check the mechanism, user name and password crbridge uses',
+  UNSUPPORTED_SASL_MECHANISM: () =>
+    'the brokers do not offer the SASL mechanism crbridge uses: check sasl.enabled.mechanisms on the brokers',
+  ILLEGAL_SASL_STATE: () => 'the SASL handshake failed: check the SASL settings on both sides',
+  UNKNOWN_TOPIC_OR_PARTITION: (t) =>
+    `topic "${t}" does not exist and the brokers do not create topics on first use (auto.create.topics.enable=false): create the topic or fix the topic name`,
+  INVALID_TOPIC_EXCEPTION: (t) =>
+    `"${t}" is not a valid Kafka topic name (letters, digits, ".", "_", "-"; at most 249): fix the sink's topic`,
+  INVALID_REQUIRED_ACKS: () => 'the brokers refuse the acks setting: use acks -1 or 1',
+  UNSUPPORTED_FOR_MESSAGE_FORMAT: (t) =>
+    `the message format of topic "${t}" is too old for this producer: raise the topic's message.format.version`,
+  POLICY_VIOLATION: (t) => `a broker policy refuses records for topic "${t}": check the cluster's policies`,
+};
+
+/** Error class names (kafkajs) that mean the same as a configuration type above. */
+const CONFIGURATION_NAMES: Record<string, string> = {
+  KafkaJSSASLAuthenticationError: 'SASL_AUTHENTICATION_FAILED',
+};
 
 function errorChain(err: unknown): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
@@ -64,11 +89,29 @@ function errorChain(err: unknown): Record<string, unknown>[] {
   return out;
 }
 
+/** The configuration problem behind `err` (its Kafka error type and what to check), if it is one. */
+export function kafkaConfigurationProblem(err: unknown, topic: string): { type: string; check: string } | undefined {
+  for (const e of errorChain(err)) {
+    const type =
+      typeof e.type === 'string' && e.type in CONFIGURATION_TYPES
+        ? e.type
+        : typeof e.name === 'string'
+          ? CONFIGURATION_NAMES[e.name]
+          : undefined;
+    const hint = type ? CONFIGURATION_TYPES[type] : undefined;
+    if (type && hint) return { type, check: hint(topic) };
+  }
+  return undefined;
+}
+
 /**
- * Retryable unless Kafka said the record or the topic can never be accepted (too large, invalid,
- * not authorized): connection errors, timeouts, leader changes and unknown errors all may pass later.
+ * `configuration` when Kafka refuses every event because of the setup (not authorized, bad
+ * credentials, missing topic — see {@link kafkaConfigurationProblem}): retried, never dead-lettered;
+ * `permanent` when it said this record can never be accepted (too large, invalid); `retryable`
+ * otherwise (connection errors, timeouts, leader changes and unknown errors all may pass later).
  */
-export function classifyKafkaError(err: unknown): 'retryable' | 'permanent' {
+export function classifyKafkaError(err: unknown): 'retryable' | 'permanent' | 'configuration' {
+  if (kafkaConfigurationProblem(err, '')) return 'configuration';
   for (const e of errorChain(err)) if (typeof e.type === 'string' && PERMANENT_TYPES.has(e.type)) return 'permanent';
   return 'retryable';
 }
@@ -100,6 +143,9 @@ function logCreator(logger: Logger) {
       else if (level === logLevel.WARN) logger.once('warn', `kafkajs:${message}`, `kafkajs: ${message}`, fields);
     };
 }
+
+/** How long a producer dropped after an error is waited for while it disconnects. */
+const DISCONNECT_WAIT_MS = 1000;
 
 class KafkaSink implements Sink {
   readonly maxBatch = 500;
@@ -146,8 +192,8 @@ class KafkaSink implements Sink {
       });
   }
 
-  /** Connects a producer, bounded by connection + request timeout. */
-  private async connect(): Promise<Producer> {
+  /** Connects a producer, bounded by connection + request timeout and by `signal`. */
+  private async connect(signal: AbortSignal): Promise<Producer> {
     if (this.producer && this.connected) return this.producer;
     const producer = this.kafka.producer({
       idempotent: this.idempotent,
@@ -160,29 +206,46 @@ class KafkaSink implements Sink {
     this.producer = producer;
     const bound = this.config.connectionTimeoutMs + this.config.requestTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
     try {
       await Promise.race([
         producer.connect(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`connecting to Kafka timed out after ${bound} ms`)), bound);
+          onAbort = () => reject(new Error('aborted at shutdown'));
+          if (signal.aborted) onAbort();
+          else signal.addEventListener('abort', onAbort, { once: true });
         }),
       ]);
       this.connected = true;
       return producer;
     } catch (err) {
-      await this.drop();
+      await this.drop(signal.aborted ? Date.now() : undefined);
       throw err;
     } finally {
       clearTimeout(timer);
+      if (onAbort) signal.removeEventListener('abort', onAbort);
     }
   }
 
-  /** Forgets the producer (after an error): the next send connects a fresh one. */
-  private async drop(): Promise<void> {
+  /**
+   * Forgets the producer (after an error): the next send connects a fresh one. Waits for its
+   * disconnect until `until` at most (a broker that is away may never answer); the disconnect goes
+   * on in the background after that.
+   */
+  private async drop(until = Date.now() + DISCONNECT_WAIT_MS): Promise<void> {
     const p = this.producer;
     this.producer = undefined;
     this.connected = false;
-    await p?.disconnect().catch(() => {});
+    if (!p) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      p.disconnect().catch(() => {}),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, Math.max(0, until - Date.now()));
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /**
@@ -256,7 +319,7 @@ class KafkaSink implements Sink {
   private async produce(messages: Message[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
     if (signal.aborted) return { status: 'retryable', error: 'aborted at shutdown' };
     try {
-      const producer = await this.connect();
+      const producer = await this.connect(signal);
       let onAbort: (() => void) | undefined;
       await Promise.race([
         producer.send({
@@ -274,14 +337,33 @@ class KafkaSink implements Sink {
       });
       return undefined;
     } catch (err) {
-      await this.drop();
-      const error = `kafka ${this.config.topic}: ${describe(err)}`;
-      return classifyKafkaError(err) === 'permanent' ? { status: 'permanent', error } : { status: 'retryable', error };
+      await this.drop(signal.aborted ? Date.now() : undefined);
+      const topic = this.config.topic;
+      const kind = classifyKafkaError(err);
+      if (kind === 'configuration') {
+        const problem = kafkaConfigurationProblem(err, topic) as { type: string; check: string };
+        this.logger.once(
+          'error',
+          `kafka-configuration:${topic}:${problem.type}`,
+          `Kafka refuses every event for topic "${topic}" (${problem.type}); retrying until the configuration is fixed`,
+          {
+            code: ErrorCode.DeliveryConfig,
+            topic,
+            kafkaError: problem.type,
+            check: problem.check,
+            error: describe(err),
+          },
+        );
+        return { status: 'retryable', error: `kafka ${topic}: ${problem.type}: ${problem.check}` };
+      }
+      const error = `kafka ${topic}: ${describe(err)}`;
+      return kind === 'permanent' ? { status: 'permanent', error } : { status: 'retryable', error };
     }
   }
 
-  shutdown(_deadline: number): Promise<void> {
-    this.shutdownPromise ??= this.drop();
+  /** Disconnects the producer, waiting no later than `deadline` (Kafka may be away). Idempotent. */
+  shutdown(deadline: number): Promise<void> {
+    this.shutdownPromise ??= this.drop(deadline);
     return this.shutdownPromise;
   }
 }

@@ -258,10 +258,10 @@ describe('DeliveryQueue', () => {
     await assert.rejects(queue.enqueue(ev('late')), /shut down/);
   });
 
-  test('at the shutdown deadline undelivered events are reported and stay unsettled', async () => {
+  test('at the shutdown deadline undelivered events are reported and their settled rejects with CRB_SHUTDOWN', async () => {
     const sink = new FakeSink(10, (b) => b.map(() => ({ status: 'retryable', error: 'down' })));
     const { logger, lines } = captureLogger();
-    const { queue, abort } = setup(sink, fast({ initialIntervalMs: 10_000 }), logger);
+    const { queue, m, abort } = setup(sink, fast({ initialIntervalMs: 10_000 }), logger);
     await queue.start(abort.signal);
     const s = [];
     for (let i = 0; i < 4; i++) s.push((await queue.enqueue(ev(`e${i}`))).settled);
@@ -272,7 +272,15 @@ describe('DeliveryQueue', () => {
     assert.ok(took >= 90 && took < 1000, `shutdown took ${took} ms`);
     const report = lines.find((l) => l.msg === 'shutdown deadline reached with events undelivered');
     assert.equal(report?.undelivered, 4);
-    assert.equal(await settlesWithin(Promise.race(s), 20), false);
+    assert.equal(report?.code, 'CRB_SHUTDOWN');
+    const outcomes = await Promise.allSettled(s);
+    for (const o of outcomes) {
+      assert.equal(o.status, 'rejected');
+      assert.equal((o as PromiseRejectedResult).reason.code, 'CRB_SHUTDOWN');
+    }
+    assert.equal(queue.depth, 0);
+    assert.equal(m.queueDepth.get(L), 0);
+    assert.equal(m.queueBytes.get(L), 0);
     assert.equal(sink.shutdowns, 1);
   });
 
@@ -290,26 +298,207 @@ describe('DeliveryQueue', () => {
     assert.match(await waiting, /shut down/);
   });
 
-  test('a dead-letter write failure leaves the event unsettled and is counted', async () => {
-    const sink = new FakeSink(10, (b) => b.map(() => ({ status: 'permanent', error: 'nope' })));
+  test('a failing dead-letter write blocks the worker and is retried until written; only then the event settles', async () => {
+    const sink = new FakeSink(10, (b) =>
+      b.map((o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'nope' } : { status: 'ok' })),
+    );
     const metrics = new Metrics();
-    const queue = new DeliveryQueue(sink, fast(), {
+    const { logger, lines } = captureLogger();
+    const written: string[] = [];
+    let diskFull = true;
+    let attempts = 0;
+    const queue = new DeliveryQueue(sink, fast({}, { queueCapacity: 3 }), {
       id: 'p/s',
-      logger: silentLogger,
+      logger,
       metrics,
+      deadLetterRetry: { initialMs: 10, maxMs: 40 },
       deadLetter: {
-        write: async () => {
-          throw new Error('ENOSPC');
+        write: async (entry) => {
+          attempts++;
+          if (diskFull) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+          written.push(entry.event.id);
         },
         close: async () => {},
       },
     });
     await queue.start(new AbortController().signal);
-    const { settled } = await queue.enqueue(ev('a'));
-    assert.equal(await settlesWithin(settled, 50), false);
-    assert.equal(componentMetrics(metrics).errors.get({ ...L, code: 'CRB_INTERNAL' }), 1);
-    assert.equal(queue.depth, 0);
+    const bad = (await queue.enqueue(ev('bad'))).settled;
+    await tick(20);
+    const after = [];
+    for (const id of ['b', 'c']) after.push((await queue.enqueue(ev(id))).settled);
+    const full = queue.enqueue(ev('d'));
+    assert.equal(await settlesWithin(bad, 150), false, 'not settled while its dead letter cannot be written');
+    assert.equal(await settlesWithin(full, 0), false, 'the queue stays full: back-pressure');
+    assert.deepEqual(sink.sentIds, ['bad'], 'the worker sends nothing else meanwhile');
+    assert.equal(queue.depth, 3, 'the dead item is still queued');
+    assert.ok(attempts >= 4, `retried: ${attempts} attempts`);
+    const failures = componentMetrics(metrics).deadLetterWriteFailures.get(L);
+    assert.equal(failures, attempts, 'every failed attempt is counted');
+    assert.equal(componentMetrics(metrics).errors.get({ ...L, code: 'CRB_DEAD_LETTER_WRITE' }), attempts);
+    const errs = lines.filter((l) => l.code === 'CRB_DEAD_LETTER_WRITE');
+    assert.equal(errs.length, 1, 'logged once per cause, not per retry');
+    const logged = errs[0]?.error as { code?: string } | undefined;
+    assert.equal(logged?.code, 'ENOSPC');
+    diskFull = false;
+    await bad;
+    assert.deepEqual(written, ['bad']);
+    assert.equal(componentMetrics(metrics).deadLettered.get(L), 1);
+    const { settled: d } = await full;
+    await Promise.all([...after, d]);
+    assert.deepEqual(sink.sentIds, ['bad', 'b', 'c', 'd']);
+    assert.equal(lines.filter((l) => l.msg === 'dead letters are written again').length, 1);
     await queue.shutdown(Date.now() + 100);
+  });
+
+  test('events delivered behind a dead one settle only after its dead letter is written', async () => {
+    const sink = new FakeSink(10, (b) =>
+      b.map((o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'nope' } : { status: 'ok' })),
+    );
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const order: string[] = [];
+    const queue = new DeliveryQueue(sink, fast(), {
+      id: 'p/s',
+      logger: silentLogger,
+      metrics: new Metrics(),
+      deadLetter: { write: () => gate, close: async () => {} },
+    });
+    const s = [];
+    for (const id of ['a', 'bad', 'c']) {
+      const { settled } = await queue.enqueue(ev(id));
+      s.push(settled.then(() => order.push(id)));
+    }
+    await queue.start(new AbortController().signal);
+    await tick(30);
+    assert.deepEqual(order, ['a'], 'c waits for the dead letter of bad');
+    release();
+    await Promise.all(s);
+    assert.deepEqual(order, ['a', 'bad', 'c']);
+    await queue.shutdown(Date.now() + 100);
+  });
+
+  test('a dead letter still failing at the shutdown deadline: its settled and those behind it reject', async () => {
+    const sink = new FakeSink(10, (b) =>
+      b.map((o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'nope' } : { status: 'ok' })),
+    );
+    const queue = new DeliveryQueue(sink, fast(), {
+      id: 'p/s',
+      logger: silentLogger,
+      metrics: new Metrics(),
+      deadLetterRetry: { initialMs: 10, maxMs: 20 },
+      deadLetter: {
+        write: async () => {
+          throw new Error('EROFS: read-only file system');
+        },
+        close: async () => {},
+      },
+    });
+    const s = [];
+    for (const id of ['a', 'bad', 'c']) s.push((await queue.enqueue(ev(id))).settled);
+    await queue.start(new AbortController().signal);
+    await tick(50);
+    const t0 = Date.now();
+    await queue.shutdown(Date.now() + 100);
+    assert.ok(Date.now() - t0 < 400, `shutdown took ${Date.now() - t0} ms`);
+    const [a, bad, c] = await Promise.allSettled(s);
+    assert.equal(a?.status, 'fulfilled', 'a was delivered before bad');
+    assert.equal(bad?.status, 'rejected');
+    assert.equal((bad as PromiseRejectedResult).reason.code, 'CRB_SHUTDOWN');
+    assert.equal(c?.status, 'rejected');
+    assert.equal(queue.depth, 0);
+  });
+
+  test('no settled promise leaks: a sink that never returns from send, and never shuts down, still lets shutdown finish', async () => {
+    const sink = new FakeSink(2, () => new Promise<DeliveryResult[]>(() => {}));
+    sink.shutdown = () => new Promise<void>(() => {});
+    const { logger, lines } = captureLogger();
+    const { queue, abort } = setup(sink, fast(), logger);
+    await queue.start(abort.signal);
+    const s = [];
+    for (let i = 0; i < 5; i++) s.push((await queue.enqueue(ev(`e${i}`))).settled);
+    const t0 = Date.now();
+    await queue.shutdown(Date.now() + 150);
+    const took = Date.now() - t0;
+    assert.ok(took >= 140 && took < 600, `shutdown took ${took} ms`);
+    const outcomes = await Promise.allSettled(s);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['rejected', 'rejected', 'rejected', 'rejected', 'rejected'],
+    );
+    assert.ok(lines.some((l) => l.msg === 'the sink did not shut down by the deadline; going on without it'));
+  });
+
+  test('enqueue waiting for room rejects with the reason when its signal aborts, and leaves the queue as it was', async () => {
+    const sink = new FakeSink(1, (b) => b.map(() => ({ status: 'retryable', error: 'down' })));
+    const { queue, abort } = setup(sink, fast({ initialIntervalMs: 10_000 }, { queueCapacity: 1 }));
+    await queue.start(abort.signal);
+    await queue.enqueue(ev('a'));
+    const ac = new AbortController();
+    const waiting = queue.enqueue(ev('b'), ac.signal);
+    assert.equal(await settlesWithin(waiting, 20), false);
+    ac.abort(new Error('source stopping'));
+    await assert.rejects(waiting, /source stopping/);
+    assert.equal(queue.depth, 1);
+    await queue.shutdown(Date.now() + 50);
+  });
+
+  test('the queue is bounded by bytes too: enqueue waits at queueBytes; the bytes gauge follows', async () => {
+    let release!: () => void;
+    let gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const sink = new FakeSink(10, async (b) => {
+      await gate;
+      return b.map(() => ({ status: 'ok' }));
+    });
+    const metrics = new Metrics();
+    const m = componentMetrics(metrics);
+    const sizes: Record<string, number> = { a: 400, b: 400, c: 400, huge: 5000 };
+    const queue = new DeliveryQueue(sink, fast({}, { queueCapacity: 100, queueBytes: 1024 }), {
+      id: 'p/s',
+      logger: silentLogger,
+      metrics,
+      deadLetter: new MemoryDeadLetter(),
+      sizeOf: (e) => sizes[e.id] ?? 0,
+    });
+    await queue.start(new AbortController().signal);
+    const a = (await queue.enqueue(ev('a'))).settled;
+    const b = (await queue.enqueue(ev('b'))).settled;
+    assert.equal(m.queueBytes.get(L), 800);
+    assert.equal(queue.bytes, 800);
+    const c = queue.enqueue(ev('c'));
+    assert.equal(await settlesWithin(c, 30), false, '400 more bytes would pass 1024: waits');
+    release();
+    await Promise.all([a, b]);
+    await (await c).settled;
+    assert.equal(m.queueBytes.get(L), 0);
+    // one event larger than the bound enters an empty queue (no deadlock) and then holds the rest back
+    gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const huge = (await queue.enqueue(ev('huge'))).settled;
+    assert.equal(m.queueBytes.get(L), 5000);
+    const next = queue.enqueue(ev('a'));
+    assert.equal(await settlesWithin(next, 30), false);
+    release();
+    await huge;
+    await (await next).settled;
+    assert.deepEqual(sink.sentIds, ['a', 'b', 'c', 'huge', 'a']);
+    assert.equal(m.queueBytes.get(L), 0);
+    await queue.shutdown(Date.now() + 100);
+  });
+
+  test('by default an event counts its structured-JSON size as the builder measured it', async () => {
+    const sink = new FakeSink(10, () => new Promise<DeliveryResult[]>(() => {}));
+    const { queue, m, abort } = setup(sink, fast());
+    await queue.start(abort.signal);
+    const e = ev('sized');
+    await queue.enqueue(e);
+    const exact = Buffer.byteLength(JSON.stringify(e));
+    assert.equal(m.queueBytes.get(L), exact);
+    await queue.shutdown(Date.now() + 20);
   });
 });
 
