@@ -35,7 +35,7 @@ export interface DeliveryConfig {
 
 export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
   queueCapacity: 10_000,
-  queueBytes: 64 * 1024 * 1024,
+  queueBytes: 16 * 1024 * 1024,
   maxBatch: 500,
   retry: Object.freeze({
     initialIntervalMs: 500,
@@ -67,7 +67,7 @@ export const deliveryConfigSchema: JsonSchema = {
       minimum: 1024,
       default: d.queueBytes,
       description:
-        "Most bytes (the events' structured JSON size) waiting for this sink; 64 MiB by default. When reached, the pipeline waits as when queueCapacity is reached. One event larger than this still enters an empty queue.",
+        `Most bytes (the events' structured JSON size) waiting for this sink; ${d.queueBytes / 2 ** 20} MiB by default. When reached, the pipeline waits as when queueCapacity is reached. One event larger than this still enters an empty queue.`,
     },
     maxBatch: {
       type: 'integer',
