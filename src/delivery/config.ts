@@ -66,8 +66,7 @@ export const deliveryConfigSchema: JsonSchema = {
       type: 'integer',
       minimum: 1024,
       default: d.queueBytes,
-      description:
-        `Most bytes (the events' structured JSON size) waiting for this sink; ${d.queueBytes / 2 ** 20} MiB by default. When reached, the pipeline waits as when queueCapacity is reached. One event larger than this still enters an empty queue.`,
+      description: `Most bytes (the events' structured JSON size) waiting for this sink; ${d.queueBytes / 2 ** 20} MiB by default. When reached, the pipeline waits as when queueCapacity is reached. One event larger than this still enters an empty queue.`,
     },
     maxBatch: {
       type: 'integer',

@@ -13,7 +13,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { backoffDelay } from '../backoff.ts';
+import { backoffDelay, sleep } from '../backoff.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -241,19 +241,5 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
         reject(e);
       },
     );
-  });
-}
-
-/** Resolves after `ms` or as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
   });
 }

@@ -7,6 +7,7 @@
  * Collector's exporterhelper sending_queue + retry_on_failure and Vector's sinks/util). A durable
  * spool will slot in behind the same interface later.
  */
+import { backoffDelay, sleep } from '../backoff.ts';
 import type { DeliveryResult, Lifecycle, OutboundEvent, Sink } from '../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { approxEventBytes } from '../events/build.ts';
@@ -53,11 +54,13 @@ const SHUTDOWN_GRACE_MS = 100;
  * The wait before retry number `streak` (1-based) of a failure streak: exponential growth capped
  * at maxIntervalMs, jittered by ± randomizationFactor, and never shorter than `retryAfterMs`.
  */
-export function backoffDelay(retry: RetryConfig, streak: number, retryAfterMs = 0, random = Math.random): number {
-  const base = Math.min(retry.maxIntervalMs, retry.initialIntervalMs * retry.multiplier ** Math.max(0, streak - 1));
+export function retryDelay(retry: RetryConfig, streak: number, retryAfterMs = 0, random = Math.random): number {
   const rf = retry.randomizationFactor;
-  const jittered = base * (1 - rf + 2 * rf * random());
-  return Math.max(Math.round(jittered), retryAfterMs);
+  const wait = backoffDelay(streak, retry.initialIntervalMs, retry.maxIntervalMs, random, retry.multiplier, [
+    1 - rf,
+    1 + rf,
+  ]);
+  return Math.max(wait, retryAfterMs);
 }
 
 /**
@@ -398,7 +401,7 @@ export class DeliveryQueue implements Lifecycle {
   private async backoff(retry: { failed: number; error: string; retryAfterMs: number }): Promise<void> {
     this.streak++;
     this.m.retries.inc(this.labels, retry.failed);
-    const wait = backoffDelay(this.config.retry, this.streak, retry.retryAfterMs);
+    const wait = retryDelay(this.config.retry, this.streak, retry.retryAfterMs);
     if (this.streak === 1) {
       this.streakStart = Date.now();
       this.ctx.logger.warn('delivery failing; retrying with backoff', {
@@ -431,18 +434,4 @@ async function within(p: Promise<unknown>, until: number): Promise<boolean> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Resolves after `ms` or as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -23,7 +23,7 @@
  * failed attempt is counted through `onError`, and {@link Reflector.status} says whether the scope
  * is readable now (`ready`) and whether the loop is still getting anywhere (`live`).
  */
-import { backoffDelay } from '../../backoff.ts';
+import { backoffDelay, sleep } from '../../backoff.ts';
 import type { ComponentStatus } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { KubeObject } from '../../events/delta.ts';
@@ -156,18 +156,6 @@ interface ListResponse {
   metadata?: { resourceVersion?: string; continue?: string };
   items?: KubeObject[];
 }
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 
 function statusOf(err: unknown): number | undefined {
   if (err instanceof KubeHttpError) return err.status;

@@ -18,7 +18,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { backoffDelay } from '../../backoff.ts';
+import { backoffDelay, sleep } from '../../backoff.ts';
 import type { ComponentStatus, Source, SourceConsumer, SourceContext } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { Delta, DeltaReason, KubeObject, ResourceRef } from '../../events/delta.ts';
@@ -612,17 +612,4 @@ export class KubernetesSource implements Source {
     })();
     return this.shutdownPromise;
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -14,7 +14,7 @@ describe('delivery config', () => {
     const c = resolveDeliveryConfig({ maxBatch: 5, retry: { maxElapsedMs: 1000 } });
     assert.equal(c.maxBatch, 5);
     assert.equal(c.queueCapacity, DEFAULT_DELIVERY_CONFIG.queueCapacity);
-    assert.equal(c.queueBytes, 64 * 1024 * 1024, 'the byte bound defaults to 64 MiB');
+    assert.equal(c.queueBytes, DEFAULT_DELIVERY_CONFIG.queueBytes, 'an absent byte bound takes the default');
     assert.equal(resolveDeliveryConfig({ queueBytes: 4096 }).queueBytes, 4096);
     assert.deepEqual(c.retry, { ...DEFAULT_DELIVERY_CONFIG.retry, maxElapsedMs: 1000 });
   });

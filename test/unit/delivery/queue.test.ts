@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { DeliveryResult } from '../../../src/component.ts';
 import { type DeliveryConfig, resolveDeliveryConfig } from '../../../src/delivery/config.ts';
-import { backoffDelay, DeliveryQueue } from '../../../src/delivery/queue.ts';
+import { DeliveryQueue, retryDelay } from '../../../src/delivery/queue.ts';
 import { silentLogger } from '../../../src/telemetry/logger.ts';
 import { componentMetrics, Metrics } from '../../../src/telemetry/metrics.ts';
 import { captureLogger, ev, FakeSink, MemoryDeadLetter, settlesWithin, tick } from './helpers.ts';
@@ -502,7 +502,7 @@ describe('DeliveryQueue', () => {
   });
 });
 
-describe('backoffDelay', () => {
+describe('retryDelay', () => {
   const retry = {
     initialIntervalMs: 100,
     maxIntervalMs: 1000,
@@ -513,31 +513,31 @@ describe('backoffDelay', () => {
   test('grows exponentially and is capped at maxIntervalMs', () => {
     const mid = () => 0.5;
     assert.deepEqual(
-      [1, 2, 3, 4, 5, 6].map((n) => backoffDelay(retry, n, 0, mid)),
+      [1, 2, 3, 4, 5, 6].map((n) => retryDelay(retry, n, 0, mid)),
       [100, 200, 400, 800, 1000, 1000],
     );
   });
   test('jitter stays within ± randomizationFactor', () => {
     assert.equal(
-      backoffDelay(retry, 2, 0, () => 0),
+      retryDelay(retry, 2, 0, () => 0),
       100,
     );
     assert.equal(
-      backoffDelay(retry, 2, 0, () => 0.999999),
+      retryDelay(retry, 2, 0, () => 0.999999),
       300,
     );
     for (let i = 0; i < 200; i++) {
-      const d = backoffDelay(retry, 3, 0);
+      const d = retryDelay(retry, 3, 0);
       assert.ok(d >= 200 && d <= 600, String(d));
     }
   });
   test('Retry-After wins when longer, even past maxIntervalMs', () => {
     assert.equal(
-      backoffDelay(retry, 1, 5000, () => 0.5),
+      retryDelay(retry, 1, 5000, () => 0.5),
       5000,
     );
     assert.equal(
-      backoffDelay(retry, 1, 10, () => 0.5),
+      retryDelay(retry, 1, 10, () => 0.5),
       100,
     );
   });
