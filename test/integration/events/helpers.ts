@@ -2,9 +2,11 @@
  * Helpers of the event-contract tests on the real stack: kubectl shortcuts, crbridge's JSON logs
  * and metrics; the published-schema check and the Kafka reader live in test/support/events.ts.
  */
+import { join } from 'node:path';
+import { after, before } from 'node:test';
 import type { KubeObject } from '../../../src/events/delta.ts';
 import type { RunningCrbridge } from '../../support/crbridge.ts';
-import { kubectl } from '../../support/stack.ts';
+import { kubectl, repoRoot } from '../../support/stack.ts';
 
 export { fileEvents, type KafkaSeen, publishedSchemas, readTopic } from '../../support/events.ts';
 
@@ -65,4 +67,18 @@ export async function metric(port: number, name: string, labels: Record<string, 
     if (want.every((w) => parts.includes(w))) return Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return 0;
+}
+
+/** Before the file's tests: the Backup CRD installed and Established, and `ns` created; after: `ns` deleted. */
+export function withBackupNamespace(ns: string): void {
+  before(() => {
+    kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
+    kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+    kubectl(['create', 'namespace', ns]);
+  });
+  after(() => {
+    try {
+      kubectl(['delete', 'namespace', ns, '--wait=false']);
+    } catch {}
+  });
 }

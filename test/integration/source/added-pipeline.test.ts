@@ -10,12 +10,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { cliPath, runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { fileEvents } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
-import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
-import { create, patch } from '../events/helpers.ts';
+import { waitFor as eventually, loadStackEnv } from '../../support/stack.ts';
+import { create, patch, withBackupNamespace } from '../events/helpers.ts';
 
 const env = loadStackEnv();
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
@@ -52,16 +52,7 @@ const summary = (path: string) =>
     (e) => `${String(e.type).split('.').slice(-2).join('.')} ${e.k8sname} ${(e.data as { reason: string }).reason}`,
   );
 
-before(() => {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-  kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${RES}`]);
-  kubectl(['create', 'namespace', ns]);
-});
-after(() => {
-  try {
-    kubectl(['delete', 'namespace', ns, '--wait=false']);
-  } catch {}
-});
+withBackupNamespace(ns);
 
 test('a pipeline added later gets the existing objects (or skips them); the known one only what changed', async (t) => {
   const a = pipelineFile('known');

@@ -10,12 +10,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { readTopic } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
-import { waitFor as eventually, kubectl, loadStackEnv, repoRoot, stackCtl } from '../../support/stack.ts';
-import { create, patch } from '../events/helpers.ts';
+import { waitFor as eventually, loadStackEnv, stackCtl } from '../../support/stack.ts';
+import { create, patch, withBackupNamespace } from '../events/helpers.ts';
 
 const env = loadStackEnv();
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
@@ -24,16 +24,7 @@ const ns = `cpo-${suffix}`;
 const topic = `cp-order-${suffix}`;
 const dir = mkdtempSync(join(tmpdir(), 'crb-cp-order-'));
 
-before(() => {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-  kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${RES}`]);
-  kubectl(['create', 'namespace', ns]);
-});
-after(() => {
-  try {
-    kubectl(['delete', 'namespace', ns, '--wait=false']);
-  } catch {}
-});
+withBackupNamespace(ns);
 
 test('a filtered status change does not move the checkpoint past a spec change stuck behind a down Kafka', async (t) => {
   const file = join(dir, 'order.yaml');

@@ -11,12 +11,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { cliPath, runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { readTopic } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
-import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
-import { create, metric, patch } from '../events/helpers.ts';
+import { waitFor as eventually, kubectl, loadStackEnv } from '../../support/stack.ts';
+import { create, metric, patch, withBackupNamespace } from '../events/helpers.ts';
 
 const env = loadStackEnv();
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
@@ -51,16 +51,7 @@ function createBackup(name: string, labels: Record<string, string>, phase?: stri
   if (phase) patch(RES, ns, name, { status: { phase } }, true);
 }
 
-before(() => {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-  kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${RES}`]);
-  kubectl(['create', 'namespace', ns]);
-});
-after(() => {
-  try {
-    kubectl(['delete', 'namespace', ns, '--wait=false']);
-  } catch {}
-});
+withBackupNamespace(ns);
 
 test('only failed or deleted Backups reach Kafka, tagged by enrich; a failing expression dead-letters', async (t) => {
   const file = join(dir, 'stages.yaml');
