@@ -142,12 +142,15 @@ export function subjectFor(obj: KubeObject): string {
  * - `deleted`: `<uid>.deleted`. An object is deleted once per uid, and a delete found on catch-up
  *   (whose deletion resourceVersion is unknown) gets the id the live delete had.
  * - `deleted` with `selector: 'left'` (the object still exists but left the selector):
- *   `<uid>.<resourceVersion>.left` of the last state handed on before it left, `obj` here. That
- *   state is what the cache, the relist and the checkpoint all know, and it is left once.
+ *   `<uid>.<leftAt>.left`, `leftAt` being the resourceVersion of the write that took it out (the
+ *   object as it is outside; `obj`'s own when unknown). The live DELETED event carries it, and the
+ *   look-up a relist or a resume makes reads it back, so a departure repeated after a crash (the
+ *   checkpoint behind delivery) keeps its id; one write takes an object out once.
  */
-export function eventId(kind: Delta['kind'], obj: KubeObject, selector?: Delta['selector']): string {
+export function eventId(kind: Delta['kind'], obj: KubeObject, selector?: Delta['selector'], leftAt?: string): string {
   const uid = obj.metadata.uid;
-  if (kind === 'deleted') return selector === 'left' ? `${uid}.${obj.metadata.resourceVersion}.left` : `${uid}.deleted`;
+  if (kind === 'deleted')
+    return selector === 'left' ? `${uid}.${leftAt ?? obj.metadata.resourceVersion}.left` : `${uid}.deleted`;
   return `${uid}.${obj.metadata.resourceVersion}`;
 }
 
@@ -399,7 +402,7 @@ export function buildEvent(delta: Delta, opts: EventOptions): CloudEvent {
   // `data` is set last so it comes last in the JSON form (attributes first, for readers).
   const event = {
     specversion: '1.0',
-    id: eventId(delta.kind, object, delta.selector),
+    id: eventId(delta.kind, object, delta.selector, delta.leftAt),
     source: sourceFor(c.cluster, r),
     type: `${c.prefix}.${groupName(r.group)}.${r.kind.toLowerCase()}.${changeType(delta, changedPaths)}`,
     subject: subjectFor(object),

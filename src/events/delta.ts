@@ -87,6 +87,12 @@ export interface Delta {
    * cannot tell an entry from a creation.
    */
   selector?: SelectorChange;
+  /**
+   * With `selector: 'left'`: the resourceVersion of the write that took the object out of the
+   * selector (the object as it is outside). The departure's id is made from it, so the live event,
+   * a relist and a resume after a crash give the same departure the same id.
+   */
+  leftAt?: string;
   resource: ResourceRef;
   /** When crbridge observed the change (epoch ms). */
   observedAt: number;

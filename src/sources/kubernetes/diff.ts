@@ -23,6 +23,8 @@ export interface Change {
   oldObject?: KubeObject;
   /** `left` on a `deleted` change of an object that still exists outside the selector. */
   selector?: SelectorChange;
+  /** With `left`: the resourceVersion of the object outside the selector (the write that took it out). */
+  leftAt?: string;
 }
 
 /** Optional restriction of the comparison to part of the known set (one namespace of several). */
@@ -101,7 +103,7 @@ export function changeFromWatch(
   const old = known.get(obj.metadata.uid);
   if (type === 'DELETED') {
     if (old === undefined) return undefined;
-    if (inside?.(obj) === false) return departure(old);
+    if (inside?.(obj) === false) return departure(old, obj.metadata.resourceVersion);
     return { kind: 'deleted', object: obj, oldObject: old };
   }
   if (old === undefined) return { kind: 'added', object: obj };
@@ -109,9 +111,12 @@ export function changeFromWatch(
   return { kind: 'modified', object: obj, oldObject: old };
 }
 
-/** The departure from the selector of an object whose last handed-on state is `last`. */
-export function departure(last: KubeObject): Change {
-  return { kind: 'deleted', object: last, selector: 'left' };
+/**
+ * The departure from the selector of an object whose last handed-on state is `last`, taken out by
+ * the write `leftAt` (the resourceVersion of the object outside the selector).
+ */
+export function departure(last: KubeObject, leftAt: string): Change {
+  return { kind: 'deleted', object: last, selector: 'left', leftAt };
 }
 
 /**
@@ -123,7 +128,7 @@ export function departure(last: KubeObject): Change {
 export function leftOrDeleted(ch: Change, current: KubeObject | undefined): Change {
   if (ch.kind !== 'deleted' || ch.selector !== undefined) return ch;
   const last = ch.oldObject ?? ch.object;
-  return current?.metadata?.uid === last.metadata.uid ? departure(last) : ch;
+  return current?.metadata?.uid === last.metadata.uid ? departure(last, current.metadata.resourceVersion) : ch;
 }
 
 /** Applies a change to a uid-keyed map (the cache or a model of it). */

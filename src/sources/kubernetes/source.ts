@@ -506,6 +506,7 @@ export class KubernetesSource implements Source {
       object: ch.object,
       ...(ch.oldObject !== undefined && { oldObject: ch.oldObject }),
       ...(ch.selector !== undefined && { selector: ch.selector }),
+      ...(ch.leftAt !== undefined && { leftAt: ch.leftAt }),
       reason,
       resource: this.resource as ResourceRef,
       observedAt: Date.now(),

@@ -187,7 +187,7 @@ describe('the event contract on the real stack', () => {
     const payroll = backup(nsSel, 'payroll', { databaseName: 'payroll', schedule: '0 4 * * *' });
     create({ ...payroll, metadata: { ...payroll.metadata, labels: { app: 'payroll', tier: 'prod' } } });
     const payrollIn = getObject(RES, nsSel, 'payroll');
-    patch(RES, nsSel, 'payroll', { metadata: { labels: { tier: 'dev' } } });
+    const payrollOut = patch(RES, nsSel, 'payroll', { metadata: { labels: { tier: 'dev' } } });
 
     await inFile(
       file,
@@ -238,7 +238,7 @@ describe('the event contract on the real stack', () => {
     const pid = payrollIn.metadata.uid;
     assert.deepEqual(
       selEvents.map((e) => e.id),
-      [`${pid}.${payrollIn.metadata.resourceVersion}`, `${pid}.${payrollIn.metadata.resourceVersion}.left`],
+      [`${pid}.${payrollIn.metadata.resourceVersion}`, `${pid}.${payrollOut.metadata.resourceVersion}.left`],
       'entered (created), then left the selector: its own id, not the one of a deletion',
     );
 
@@ -419,7 +419,7 @@ describe('the event contract on the real stack', () => {
         },
         {
           title: 'deleted (left the label selector)',
-          note: 'A pipeline with `labelSelector: tier=prod`; the Backup was relabelled `tier=dev`: it still exists, so the event says `selector: "left"`, its `object` is the last state inside and its `id` is `<uid>.<that resourceVersion>.left`.',
+          note: 'A pipeline with `labelSelector: tier=prod`; the Backup was relabelled `tier=dev`: it still exists, so the event says `selector: "left"`, its `object` is the last state inside and its `id` is `<uid>.<resourceVersion of the relabelling>.left`.',
           json: left,
         },
         {

@@ -100,7 +100,7 @@ test('a Backup leaving and entering the label selector: departures and entries w
     live.map((e) => e.id),
     [
       `${uid}.${born.metadata.resourceVersion}`,
-      `${uid}.${born.metadata.resourceVersion}.left`,
+      `${uid}.${out.metadata.resourceVersion}.left`, // the write that took it out
       `${uid}.${back.metadata.resourceVersion}`,
       `${uid}.deleted`,
     ],
@@ -112,11 +112,15 @@ test('a Backup leaving and entering the label selector: departures and entries w
   const keep = await create('users', 'prod');
   await until(5, 'users created');
   assert.equal(await proc.stop('SIGTERM'), 0, `exit code; stderr:\n${proc.stderr().slice(-2000)}`);
-  await label('users', 'dev');
+  const usersOut = await label('users', 'dev');
   proc = await run();
   await until(6, 'the departure found on the resync');
   const left = events()[5] as Ev;
-  assert.equal(left.id, `${keep.metadata.uid}.${keep.metadata.resourceVersion}.left`, 'the id of the live departure');
+  assert.equal(
+    left.id,
+    `${keep.metadata.uid}.${usersOut.metadata.resourceVersion}.left`,
+    'the id a live departure has',
+  );
   assert.equal(left.type, `${TYPE}.deleted`);
   assert.equal(left.data.reason, 'resync');
   assert.equal(left.data.selector, 'left');

@@ -96,6 +96,7 @@ test('a DELETED that the selector shows outside is a departure with the last han
     kind: 'deleted',
     object: inCache,
     selector: 'left',
+    leftAt: '5',
   });
   assert.equal(changeFromWatch(known, 'DELETED', outside)?.selector, undefined, 'no selector, no departure');
 });
@@ -106,7 +107,7 @@ test('leftOrDeleted: the same uid still there is a departure; 404 or a reused na
   const listed: Change = { kind: 'deleted', object: last };
   const now = obj('u1', 9, 'a', 'orders');
   for (const ch of [live, listed]) {
-    assert.deepEqual(leftOrDeleted(ch, now), { kind: 'deleted', object: last, selector: 'left' });
+    assert.deepEqual(leftOrDeleted(ch, now), { kind: 'deleted', object: last, selector: 'left', leftAt: '9' });
     assert.equal(leftOrDeleted(ch, undefined), ch);
     assert.equal(leftOrDeleted(ch, obj('u2', 9, 'a', 'orders')), ch, 'deleted and recreated under the same name');
   }
@@ -297,7 +298,7 @@ class SelModel {
   }
 }
 
-const idOf = (c: Change) => eventId(c.kind, c.object, c.selector);
+const idOf = (c: Change) => eventId(c.kind, c.object, c.selector, c.leftAt);
 
 /** A watch event through the cache; a deletion is checked with a GET of the model as it is now. */
 function live(m: SelModel, cache: Map<string, KubeObject>, type: WatchEventType, o: KubeObject): Change | undefined {

@@ -500,6 +500,12 @@ const IN_OUT_IN_DELETE: Step[] = [
   (c) => c.label('a', 'b0', { tier: 'prod' }),
   (c) => c.delete('a', 'b0'),
 ];
+/** b0 created inside, updated, relabelled out: uid-1 at 101, 102, 103 (left at 103). */
+const IN_UPDATE_OUT: Step[] = [
+  (c) => c.create('a', 'b0', {}, { tier: 'prod' }),
+  (c) => c.update('a', 'b0', { v: 1 }),
+  (c) => c.label('a', 'b0', { tier: 'dev' }),
+];
 /** b0 created, updated, deleted (no selector): uid-1 at 101, 102, 103. */
 const CREATE_UPDATE_DELETE: Step[] = [
   (c) => c.create('a', 'b0'),
@@ -568,7 +574,7 @@ test('label selector: leave, re-enter, delete live: a departure, an entry and a 
   ]);
   assert.deepEqual(idsOf(s.receiver.deltas), [
     'uid-1.101',
-    'uid-1.101.left',
+    'uid-1.103.left', // the write that took it out
     'uid-1.105',
     'uid-1.106',
     'uid-1.deleted',
@@ -583,7 +589,7 @@ test('label selector: leave, re-enter, delete live: a departure, an entry and a 
 
 test('label selector: each change has the same id live, on the resync after a restart and on the relist after 410', async () => {
   const all = await observe(IN_OUT_IN_DELETE, ['live', 'live', 'live', 'live'], PROD);
-  const want = ['uid-1.101', 'uid-1.101.left', 'uid-1.103', 'uid-1.deleted'];
+  const want = ['uid-1.101', 'uid-1.102.left', 'uid-1.103', 'uid-1.deleted'];
   assert.deepEqual(idsOf(all.deltas), want);
   const liveEvents = all.deltas.map((d) => buildEvent(d, { clusterName: 'test' }));
   for (const how of ['down', 'gone'] as const) {
@@ -627,6 +633,7 @@ test('a crash with the checkpoint behind delivery: the restart repeats changes w
   const sequences: [string, Step[], Partial<KubernetesSourceConfig>][] = [
     ['create, update, delete', CREATE_UPDATE_DELETE, {}],
     ['in, out, in, delete', IN_OUT_IN_DELETE, PROD],
+    ['in, update, out', IN_UPDATE_OUT, PROD],
   ];
   for (const [name, steps, cfg] of sequences) {
     for (let from = 0; from < steps.length; from++) {
