@@ -98,15 +98,21 @@ export function attributeProblems(e: Record<string, unknown>): string[] {
   return out;
 }
 
-/** Creates a validator; levels 1 and 2 are compiled once per process and shared. */
-export function createEventValidator(opts: EventValidatorOptions = {}): { validate(e: CloudEvent): ValidationResult } {
+/**
+ * Creates a validator; levels 1 and 2 are compiled once per process and shared. `envelopeOnly`
+ * checks level 1 alone (an event whose data is known to be unchanged since a full check).
+ */
+export function createEventValidator(opts: EventValidatorOptions = {}): {
+  validate(e: CloudEvent, envelopeOnly?: boolean): ValidationResult;
+} {
   const { envelope, data } = compiled();
   return {
-    validate(e) {
+    validate(e, envelopeOnly = false) {
       if (e === null || typeof e !== 'object') return { ok: false, level: 'envelope', errors: ['/ must be object'] };
       if (!envelope(e)) return { ok: false, level: 'envelope', errors: formatAjvErrors(envelope.errors) };
       const rules = attributeProblems(e);
       if (rules.length > 0) return { ok: false, level: 'envelope', errors: rules };
+      if (envelopeOnly) return { ok: true };
       if (!opts.skipData && !data(e.data))
         return { ok: false, level: 'data', errors: formatAjvErrors(data.errors, '/data') };
       // Level 3 checks the new state of living objects only: oldObject may predate a schema change,

@@ -1,7 +1,8 @@
 /**
  * One running pipeline: turns each delta into a CloudEvent, validates it, runs the stages in
- * order and enqueues the result on every sink's delivery queue. Invalid events and stage errors
- * are dead-lettered, counted and logged once per kind; the pipeline goes on. A dead letter is
+ * order and enqueues the result on every sink's delivery queue. An event a stage changed is
+ * checked again before any sink sees it (envelope, data when replaced, size). Invalid events and
+ * stage errors are dead-lettered, counted and logged once per kind; the pipeline goes on. A dead letter is
  * written durably (retried until stored, `DurableDeadLetter`): the delta settles only then.
  *
  * Level-3 validation (`spec.validation.crdSchema`): the runner starts the CRD schema validator
@@ -15,7 +16,7 @@ import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
 import { type DeadLetter, DurableDeadLetter } from '../delivery/dead-letter.ts';
 import type { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
-import { buildEvent, type EventOptions } from '../events/build.ts';
+import { approxEventBytes, buildEvent, DEFAULT_MAX_BYTES, type EventOptions } from '../events/build.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
 import { type CrdSchemaValidator, crdFromApi, crdNameFor, createCrdSchemaValidator } from '../events/crd-schema.ts';
 import type { Delta } from '../events/delta.ts';
@@ -25,7 +26,8 @@ import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 
 export interface EventValidator {
-  validate(e: CloudEvent): { ok: true } | { ok: false; level: string; errors: string[] };
+  /** Checks every level, or only the envelope when `envelopeOnly` (the data is unchanged since a full check). */
+  validate(e: CloudEvent, envelopeOnly?: boolean): { ok: true } | { ok: false; level: string; errors: string[] };
 }
 
 export interface PipelineParts {
@@ -182,28 +184,8 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
       );
       return { settled: this.settledAfter([]) };
     }
-    const verdict = this.parts.validator.validate(event);
-    if (!verdict.ok) {
-      this.m.errors.inc({ component: id, code: ErrorCode.EventInvalid });
-      this.invalid.inc({ component: id, level: verdict.level });
-      // once per kind of error: array indices in the pointer do not make a new kind
-      const kind = errorKind(verdict.errors[0] ?? '');
-      logger.once('warn', `invalid:${id}:${verdict.level}:${kind}`, 'event failed validation; dead-lettered', {
-        code: ErrorCode.EventInvalid,
-        validationLevel: verdict.level, // not `level`: that is the log record's own
-        kind,
-        errors: verdict.errors.slice(0, 5),
-        subject: event.subject,
-        id: event.id,
-      });
-      await this.deadLetter(
-        signal,
-        event,
-        ErrorCode.EventInvalid,
-        verdict.errors.map((e) => `${verdict.level}: ${e}`),
-      );
+    if (!(await this.valid(event, this.parts.validator.validate(event), '', signal)))
       return { settled: this.settledAfter([]) };
-    }
     let events: CloudEvent[] = [event];
     for (const { id: stageId, stage } of this.parts.stages) {
       if (events.length === 0) break;
@@ -232,11 +214,62 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
       events = next;
     }
     const settled: Promise<void>[] = [];
+    let handed = 0;
     for (const e of events) {
+      // what a stage changed is checked again before any sink sees it: the envelope (a new
+      // attribute), the data when it was replaced, and the size
+      if (e !== event && !(await this.valid(e, this.afterStages(e, event), ' after the stages', signal))) continue;
       for (const s of sinks) settled.push((await s.queue.enqueue(e, signal)).settled);
+      handed++;
     }
-    this.m.sent.inc({ component: id }, events.length);
+    this.m.sent.inc({ component: id }, handed);
     return { settled: this.settledAfter(settled) };
+  }
+
+  /** The verdict on an event a stage produced from `built`: envelope, data if replaced, size. */
+  private afterStages(e: CloudEvent, built: CloudEvent): ReturnType<EventValidator['validate']> {
+    const verdict = this.parts.validator.validate(e, e.data === built.data);
+    if (!verdict.ok) return verdict;
+    const max = this.parts.eventOptions.maxBytes ?? DEFAULT_MAX_BYTES;
+    const bytes = e.data === built.data ? approxEventBytes(built) : approxEventBytes(e);
+    if (bytes > max)
+      return { ok: false, level: 'size', errors: [`the event is ${bytes} bytes, over events.maxBytes (${max})`] };
+    return verdict;
+  }
+
+  /** True when `verdict` is ok; else counts, logs once per kind and dead-letters the event. */
+  private async valid(
+    event: CloudEvent,
+    verdict: ReturnType<EventValidator['validate']>,
+    where: string,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
+    if (verdict.ok) return true;
+    const id = this.name;
+    this.m.errors.inc({ component: id, code: ErrorCode.EventInvalid });
+    this.invalid.inc({ component: id, level: verdict.level });
+    // once per kind of error: array indices in the pointer do not make a new kind
+    const kind = errorKind(verdict.errors[0] ?? '');
+    this.parts.logger.once(
+      'warn',
+      `invalid:${id}:${verdict.level}${where}:${kind}`,
+      `event failed validation${where}; dead-lettered`,
+      {
+        code: ErrorCode.EventInvalid,
+        validationLevel: verdict.level, // not `level`: that is the log record's own
+        kind,
+        errors: verdict.errors.slice(0, 5),
+        subject: event.subject,
+        id: event.id,
+      },
+    );
+    await this.deadLetter(
+      signal,
+      event,
+      ErrorCode.EventInvalid,
+      verdict.errors.map((e) => `${verdict.level}${where}: ${e}`),
+    );
+    return false;
   }
 
   /**

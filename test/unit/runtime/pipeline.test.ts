@@ -6,10 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { Stage } from '../../../src/component.ts';
 import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
 import type { DeadLetter, DeadLetterEntry } from '../../../src/delivery/dead-letter.ts';
 import { DeliveryQueue } from '../../../src/delivery/queue.ts';
 import type { CloudEvent } from '../../../src/events/cloudevent.ts';
+import { createEventValidator } from '../../../src/events/validate.ts';
 import { type EventValidator, PipelineRunner } from '../../../src/runtime/pipeline.ts';
 import { componentMetrics, Metrics } from '../../../src/telemetry/metrics.ts';
 import { captureLogger, FakeSink, settlesWithin, tick } from '../delivery/helpers.ts';
@@ -62,6 +64,7 @@ describe('PipelineRunner dead letters', () => {
     await runner.start(new AbortController().signal);
     const { settled: bad } = await runner.push(delta('added', backup({ rv: '1', schedule: 'invalid' })));
     assert.equal(await settlesWithin(bad, 150), false, 'not settled while the dead letter fails');
+    for (let i = 0; i < 300 && deadLetter.attempts < 3; i++) await tick(10); // however loaded the machine
     assert.ok(deadLetter.attempts >= 3, `${deadLetter.attempts} attempts`);
     assert.equal(m.deadLetterWriteFailures.get({ component: 'p' }), deadLetter.attempts);
     assert.equal(lines.filter((l) => l.code === 'CRB_DEAD_LETTER_WRITE').length, 1, 'logged once per cause');
@@ -107,5 +110,57 @@ describe('PipelineRunner dead letters', () => {
     assert.ok(took >= 140 && took < 500, `shutdown took ${took} ms`);
     assert.equal(await outcome, 'CRB_SHUTDOWN');
     assert.equal(deadLetter.entries.length, 0);
+  });
+});
+
+describe('PipelineRunner checks what the stages produced', () => {
+  test('an event a stage broke (envelope, replaced data, size) is dead-lettered; the others are delivered', async () => {
+    const metrics = new Metrics();
+    const { logger } = captureLogger();
+    const deadLetter = new FlakyDeadLetter();
+    deadLetter.broken = false;
+    const sink = new FakeSink(10);
+    const queue = new DeliveryQueue(sink, resolveDeliveryConfig(), { id: 'p/out', logger, metrics, deadLetter });
+    const breaker: Stage = {
+      process(e) {
+        const name = (e.data as { object: { metadata: { name: string } } }).object.metadata.name;
+        if (name === 'attr') return [{ ...e, BadName: 'x' } as CloudEvent];
+        if (name === 'data') return [{ ...e, data: { reason: 42 } } as unknown as CloudEvent];
+        if (name === 'huge') return [{ ...e, data: { ...e.data, note: 'x'.repeat(5000) } } as CloudEvent];
+        if (name === 'tag') return [{ ...e, team: 'payments' } as CloudEvent];
+        return [e];
+      },
+    };
+    const runner = new PipelineRunner({
+      name: 'p',
+      eventOptions: { clusterName: 'unit', maxBytes: 4000 },
+      validator: createEventValidator(),
+      stages: [{ id: 'p/breaker', stage: breaker }],
+      sinks: [{ id: 'p/out', queue }],
+      deadLetter,
+      logger,
+      metrics,
+    });
+    await runner.start(new AbortController().signal);
+    for (const name of ['attr', 'data', 'huge', 'tag', 'plain']) {
+      const b = backup({ rv: '1' });
+      const obj = { ...b, metadata: { ...b.metadata, name, uid: `uid-${name}` } };
+      const { settled } = await runner.push(delta('added', obj));
+      await settled;
+    }
+    assert.deepEqual(
+      sink.sentIds.map((i) => i.split('.')[0]),
+      ['uid-tag', 'uid-plain'],
+      'what the stages left valid is delivered',
+    );
+    assert.deepEqual(
+      deadLetter.entries.map((d) => [d.event.id.split('.')[0], d.errors[0]?.split(':')[0]]),
+      [
+        ['uid-attr', 'envelope after the stages'],
+        ['uid-data', 'data after the stages'],
+        ['uid-huge', 'size after the stages'],
+      ],
+    );
+    await runner.shutdown(Date.now() + 500);
   });
 });
