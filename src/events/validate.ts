@@ -77,12 +77,16 @@ export function errorKind(error: string): string {
   return ptr.replace(/\/(0|[1-9][0-9]*)(?=\/|$)/g, '/*') + (sp === -1 ? '' : error.slice(sp));
 }
 
-/** crbridge's envelope rules beyond the official schema. */
-export function attributeProblems(e: Record<string, unknown>): string[] {
+/**
+ * crbridge's envelope rules beyond the official schema. With `unchangedFrom`, attributes whose
+ * value is the same as there (an event that already passed) are not checked again.
+ */
+export function attributeProblems(e: Record<string, unknown>, unchangedFrom?: Record<string, unknown>): string[] {
   const out: string[] = [];
   if (e.specversion !== '1.0') out.push('/specversion must be "1.0"');
   for (const k in e) {
     if (!Object.hasOwn(e, k) || k === 'data' || k === 'data_base64') continue;
+    if (unchangedFrom !== undefined && e[k] === unchangedFrom[k]) continue;
     if (!EXTENSION_NAME.test(k)) {
       out.push(`/${k} attribute name must be lowercase alphanumeric, at most 20 characters`);
       continue;
@@ -98,15 +102,30 @@ export function attributeProblems(e: Record<string, unknown>): string[] {
   return out;
 }
 
-/**
- * Creates a validator; levels 1 and 2 are compiled once per process and shared. `envelopeOnly`
- * checks level 1 alone (an event whose data is known to be unchanged since a full check).
- */
-export function createEventValidator(opts: EventValidatorOptions = {}): {
+/** Validates events; see {@link createEventValidator}. */
+export interface EventValidator {
+  /** Every level, or level 1 alone with `envelopeOnly` (the data unchanged since a full check). */
   validate(e: CloudEvent, envelopeOnly?: boolean): ValidationResult;
-} {
+  /**
+   * An event a stage made from `checked` (which passed `validate`): only what changed is checked
+   * again — extension attributes alone when the core attributes and the data are the same objects,
+   * the envelope when only the data is, everything otherwise.
+   */
+  validateChanged(e: CloudEvent, checked: CloudEvent): ValidationResult;
+}
+
+/** Creates a validator; levels 1 and 2 are compiled once per process and shared. */
+export function createEventValidator(opts: EventValidatorOptions = {}): EventValidator {
   const { envelope, data } = compiled();
-  return {
+  const self: EventValidator = {
+    validateChanged(e, checked) {
+      if (e.data !== checked.data) return self.validate(e);
+      for (const k of CORE)
+        if ((e as Record<string, unknown>)[k] !== (checked as Record<string, unknown>)[k])
+          return self.validate(e, true);
+      const rules = attributeProblems(e as Record<string, unknown>, checked as Record<string, unknown>);
+      return rules.length > 0 ? { ok: false, level: 'envelope', errors: rules } : { ok: true };
+    },
     validate(e, envelopeOnly = false) {
       if (e === null || typeof e !== 'object') return { ok: false, level: 'envelope', errors: ['/ must be object'] };
       if (!envelope(e)) return { ok: false, level: 'envelope', errors: formatAjvErrors(envelope.errors) };
@@ -132,4 +151,5 @@ export function createEventValidator(opts: EventValidatorOptions = {}): {
       return { ok: true };
     },
   };
+  return self;
 }

@@ -26,8 +26,9 @@ import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 
 export interface EventValidator {
-  /** Checks every level, or only the envelope when `envelopeOnly` (the data is unchanged since a full check). */
-  validate(e: CloudEvent, envelopeOnly?: boolean): { ok: true } | { ok: false; level: string; errors: string[] };
+  validate(e: CloudEvent): { ok: true } | { ok: false; level: string; errors: string[] };
+  /** What a stage changed in an event that passed `validate` (see events/validate.ts); default: `validate`. */
+  validateChanged?(e: CloudEvent, checked: CloudEvent): { ok: true } | { ok: false; level: string; errors: string[] };
 }
 
 export interface PipelineParts {
@@ -228,7 +229,8 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
 
   /** The verdict on an event a stage produced from `built`: envelope, data if replaced, size. */
   private afterStages(e: CloudEvent, built: CloudEvent): ReturnType<EventValidator['validate']> {
-    const verdict = this.parts.validator.validate(e, e.data === built.data);
+    const { validator } = this.parts;
+    const verdict = validator.validateChanged ? validator.validateChanged(e, built) : validator.validate(e);
     if (!verdict.ok) return verdict;
     const max = this.parts.eventOptions.maxBytes ?? DEFAULT_MAX_BYTES;
     const bytes = e.data === built.data ? approxEventBytes(built) : approxEventBytes(e);
