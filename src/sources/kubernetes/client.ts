@@ -1,238 +1,24 @@
 /**
- * Kubernetes access for the source: loading credentials (explicit path, `KUBECONFIG`, in-cluster
- * service account, `~/.kube/config`), plain requests (LIST pages, discovery, ConfigMaps) and WATCH
- * streams, on Node's own `https`. Everything the reflector needs is behind {@link KubeApi} so unit
- * tests can use a fake API server.
- *
- * Memory: `@kubernetes/client-node` is not imported for the common credential kinds (client
- * certificates, bearer tokens and token files, basic auth, the in-cluster service account): its
- * entry point loads the whole generated API and undici, ~80 MB of RSS for a process that needs a
- * few headers and TLS options. Only a kubeconfig whose user has an `exec` plugin or an
- * `auth-provider`, or whose cluster has a `proxy-url`, loads it (lazily, on the first request) and
- * lets its KubeConfig apply the credentials, exactly as before.
+ * The Kubernetes transport for the source: plain requests (LIST pages, discovery, ConfigMaps) and
+ * WATCH streams split into lines, on Node's own `http`/`https`, with the credentials loaded by
+ * `kubeconfig.ts` (re-exported here) and the proxy a cluster's `proxy-url` names or, else, the
+ * proxy environment (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`; loopback servers are never proxied,
+ * as in client-go). Everything the reflector needs is behind {@link KubeApi} so unit tests can use
+ * a fake API server.
  */
-import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { isIPv6 } from 'node:net';
-import { homedir } from 'node:os';
-import { delimiter, dirname, isAbsolute, join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
-import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
+import type { KubeCredentials } from './kubeconfig.ts';
 
-const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
-const SA_TOKEN = `${SA_DIR}/token`;
-const SA_CA = `${SA_DIR}/ca.crt`;
-/** Token, certificate and key files are re-read at most this often (rotated service-account tokens). */
-const FILE_REFRESH_MS = 60_000;
-
-/** Loaded credentials for one API server: where requests go and how they authenticate. */
-export interface KubeCredentials {
-  /** API server URL without a trailing slash. */
-  readonly server: string;
-  /** Where the credentials came from (logs, errors). */
-  readonly origin: string;
-  /** Adds TLS material and authentication headers (refreshing tokens when due) to request options. */
-  apply(options: https.RequestOptions): Promise<void>;
-}
-
-interface KubeconfigCluster {
-  server?: string;
-  'certificate-authority'?: string;
-  'certificate-authority-data'?: string;
-  'insecure-skip-tls-verify'?: boolean;
-  'tls-server-name'?: string;
-  'proxy-url'?: string;
-}
-
-interface KubeconfigUser {
-  token?: string;
-  tokenFile?: string;
-  'token-file'?: string;
-  'client-certificate'?: string;
-  'client-certificate-data'?: string;
-  'client-key'?: string;
-  'client-key-data'?: string;
-  username?: string;
-  password?: string;
-  as?: string;
-  exec?: unknown;
-  'auth-provider'?: unknown;
-}
-
-interface Kubeconfig {
-  'current-context'?: string;
-  contexts?: { name?: string; context?: { cluster?: string; user?: string } }[];
-  clusters?: { name?: string; cluster?: KubeconfigCluster }[];
-  users?: { name?: string; user?: KubeconfigUser }[];
-}
-
-/** A file read again once `FILE_REFRESH_MS` passed since the last read. */
-function refreshingFile(path: string): () => Buffer {
-  let data: Buffer | undefined;
-  let readAt = 0;
-  return () => {
-    const now = Date.now();
-    if (!data || now - readAt >= FILE_REFRESH_MS) {
-      data = readFileSync(path);
-      readAt = now;
-    }
-    return data;
-  };
-}
-
-/** `file` (re-read when due) or base64 `data`, whichever is given. */
-function material(root: string, file: string | undefined, data: string | undefined): (() => Buffer) | undefined {
-  if (file) return refreshingFile(isAbsolute(file) ? file : join(root, file));
-  if (data) {
-    const b = Buffer.from(data, 'base64');
-    return () => b;
-  }
-  return undefined;
-}
-
-interface Parts {
-  server: string;
-  origin: string;
-  ca?: () => Buffer;
-  cert?: () => Buffer;
-  key?: () => Buffer;
-  token?: () => string;
-  basic?: string;
-  impersonate?: string;
-  insecure?: boolean;
-  servername?: string;
-}
-
-function credentials(p: Parts): KubeCredentials {
-  return {
-    server: p.server,
-    origin: p.origin,
-    async apply(o) {
-      const ca = p.ca?.();
-      if (ca) o.ca = ca;
-      const cert = p.cert?.();
-      if (cert) o.cert = cert;
-      const key = p.key?.();
-      if (key) o.key = key;
-      if (p.insecure) o.rejectUnauthorized = false;
-      if (p.servername) o.servername = p.servername;
-      const headers = { ...(o.headers as Record<string, string> | undefined) };
-      if (p.impersonate) headers['Impersonate-User'] = p.impersonate;
-      const token = p.token?.();
-      if (token) headers.Authorization = `Bearer ${token}`;
-      else if (p.basic) o.auth = p.basic;
-      o.headers = headers;
-    },
-  };
-}
-
-/**
- * Credentials that client-node's KubeConfig applies (exec plugins, auth providers, proxies): the
- * package is imported on the first request only.
- */
-function viaClientNode(file: string, server: string): KubeCredentials {
-  let kc: Promise<{ applyToHTTPSOptions(o: https.RequestOptions): Promise<void> }> | undefined;
-  return {
-    server,
-    origin: file,
-    async apply(o) {
-      kc ??= import('@kubernetes/client-node').then((m) => {
-        const k = new m.KubeConfig();
-        k.loadFromFile(file);
-        return k;
-      });
-      await (await kc).applyToHTTPSOptions(o);
-    },
-  };
-}
-
-/** Parses a kubeconfig file's current context. Throws a plain Error saying what is wrong. */
-export function parseKubeconfig(file: string): KubeCredentials {
-  const doc = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Kubeconfig;
-  if (typeof doc !== 'object') throw new Error('not a kubeconfig (no mapping at the top level)');
-  const ctxName = doc['current-context'];
-  if (!ctxName) throw new Error('has no current context/cluster');
-  const ctx = doc.contexts?.find((c) => c?.name === ctxName)?.context;
-  if (!ctx) throw new Error(`has no context named ${JSON.stringify(ctxName)} (current-context)`);
-  const cluster = doc.clusters?.find((c) => c?.name === ctx.cluster)?.cluster;
-  if (!cluster?.server) throw new Error(`has no current context/cluster (cluster ${JSON.stringify(ctx.cluster)})`);
-  const server = cluster.server.replace(/\/+$/, '');
-  const user: KubeconfigUser = doc.users?.find((u) => u?.name === ctx.user)?.user ?? {};
-  if (user.exec || user['auth-provider'] || cluster['proxy-url']) return viaClientNode(file, server);
-  const root = dirname(file);
-  const tokenFile = user.tokenFile ?? user['token-file'];
-  const tf = tokenFile ? refreshingFile(isAbsolute(tokenFile) ? tokenFile : join(root, tokenFile)) : undefined;
-  return credentials({
-    server,
-    origin: file,
-    ca: material(root, cluster['certificate-authority'], cluster['certificate-authority-data']),
-    cert: material(root, user['client-certificate'], user['client-certificate-data']),
-    key: material(root, user['client-key'], user['client-key-data']),
-    token: user.token ? () => user.token as string : tf ? () => tf().toString('utf8').trim() : undefined,
-    basic: user.username ? `${user.username}:${user.password ?? ''}` : undefined,
-    impersonate: user.as,
-    insecure: cluster['insecure-skip-tls-verify'] === true,
-    servername: cluster['tls-server-name'],
-  });
-}
-
-/** The pod's service account: `KUBERNETES_SERVICE_HOST/PORT`, its CA and its (rotated) token. */
-function inCluster(): KubeCredentials {
-  const host = process.env.KUBERNETES_SERVICE_HOST as string;
-  const port = process.env.KUBERNETES_SERVICE_PORT ?? '443';
-  const scheme = port === '80' || port === '8080' || port === '8001' ? 'http' : 'https';
-  const token = refreshingFile(SA_TOKEN);
-  token(); // an unreadable token fails here, at start-up, not on the first request
-  return credentials({
-    server: `${scheme}://${isIPv6(host) ? `[${host}]` : host}:${port}`,
-    origin: 'in-cluster service account',
-    ca: existsSync(SA_CA) ? refreshingFile(SA_CA) : undefined,
-    token: () => token().toString('utf8').trim(),
-  });
-}
-
-/**
- * Loads credentials: `path` if given, else the first existing file of `KUBECONFIG`, else the
- * in-cluster service account when running in a pod, else `~/.kube/config`. Throws
- * `CrbridgeError(KubeAuth)` naming what was tried when none works.
- */
-export function loadKubeConfig(path?: string): KubeCredentials {
-  const tried: string[] = [];
-  const fromFile = (file: string, why: string): KubeCredentials => {
-    try {
-      return parseKubeconfig(file);
-    } catch (err) {
-      throw new CrbridgeError(ErrorCode.KubeAuth, `cannot load kubeconfig ${file} (${why}): ${errorMessage(err)}`, {
-        file,
-      });
-    }
-  };
-  if (path) return fromFile(path, 'explicit path');
-  const env = process.env.KUBECONFIG;
-  if (env) {
-    for (const f of env.split(delimiter).filter(Boolean)) {
-      if (existsSync(f)) return fromFile(f, 'KUBECONFIG');
-      tried.push(f);
-    }
-  }
-  if (process.env.KUBERNETES_SERVICE_HOST && existsSync(SA_TOKEN)) {
-    try {
-      return inCluster();
-    } catch (err) {
-      throw new CrbridgeError(ErrorCode.KubeAuth, `cannot load in-cluster credentials: ${errorMessage(err)}`);
-    }
-  }
-  tried.push('in-cluster service account (not in a pod)');
-  const home = join(homedir(), '.kube', 'config');
-  if (existsSync(home)) return fromFile(home, '~/.kube/config');
-  tried.push(home);
-  throw new CrbridgeError(
-    ErrorCode.KubeAuth,
-    `no Kubernetes credentials found (tried ${tried.join(', ')}); pass --kubeconfig or set KUBECONFIG`,
-    { tried },
-  );
-}
+export {
+  FILE_REFRESH_MS,
+  inClusterCredentials,
+  type KubeCredentials,
+  type LoadOptions,
+  loadKubeConfig,
+  parseKubeconfig,
+  SERVICE_ACCOUNT_DIR,
+} from './kubeconfig.ts';
 
 /** A non-2xx answer of the API server, with the Status `reason` when it sent one. */
 export class KubeHttpError extends Error {
@@ -345,21 +131,68 @@ export class LineSplitter {
   }
 }
 
+/** The proxy settings Node's agents take (`proxyEnv`), from the usual variables in either case. */
+function proxyEnvOf(env: NodeJS.ProcessEnv): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  for (const name of ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY']) {
+    const v = env[name] ?? env[name.toLowerCase()];
+    if (v) out[name] = v;
+  }
+  return out.HTTPS_PROXY || out.HTTP_PROXY ? out : undefined;
+}
+
+function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\./.test(h);
+}
+
+/**
+ * The agent that sends a request through the proxy (HTTPS tunnelled with CONNECT), or undefined
+ * for a direct connection: the cluster's `proxy-url` for every request, else the proxy environment
+ * (with `NO_PROXY`; a loopback server is reached directly, as Go's ProxyFromEnvironment does).
+ */
+function proxyAgents(creds: KubeCredentials, env: NodeJS.ProcessEnv): (url: URL) => http.Agent | undefined {
+  const fixed = creds.proxyUrl;
+  const proxyEnv = fixed ? { HTTPS_PROXY: fixed, HTTP_PROXY: fixed } : proxyEnvOf(env);
+  if (!proxyEnv) return () => undefined;
+  let agents: { http: http.Agent; https: https.Agent } | undefined;
+  return (url) => {
+    if (!fixed && isLoopback(url.hostname)) return undefined;
+    agents ??= {
+      http: new http.Agent({ keepAlive: false, proxyEnv } as http.AgentOptions),
+      https: new https.Agent({ keepAlive: false, proxyEnv } as https.AgentOptions),
+    };
+    return url.protocol === 'http:' ? agents.http : agents.https;
+  };
+}
+
 /** The real API for loaded credentials. */
 export function kubeApi(
   creds: KubeCredentials,
-  opts: { requestTimeoutMs?: number; watchIdleTimeoutMs?: number } = {},
+  opts: {
+    requestTimeoutMs?: number;
+    watchIdleTimeoutMs?: number;
+    /** The proxy environment; default `process.env`. */
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): KubeApi {
   const server = creds.server;
   const timeoutMs = opts.requestTimeoutMs ?? 60_000;
   const idleMs = opts.watchIdleTimeoutMs ?? 3_600_000;
+  const proxyAgent = proxyAgents(creds, opts.env ?? process.env);
   // One connection per request, as before: a kept-alive socket that a proxy silently stopped
-  // forwarding would hang the next LIST until its timeout.
+  // forwarding would hang the next LIST until its timeout (the proxy agents do not keep alive either).
   const prepare = async (method: string, url: URL) => {
     const options: https.RequestOptions = { method, headers: { accept: 'application/json' }, agent: false };
     const isHttp = url.protocol === 'http:';
     await creds.apply(options);
+    const agent = proxyAgent(url);
+    if (agent) options.agent = agent;
     return { options, mod: isHttp ? http : https };
+  };
+  /** A 401 may be a rotated token or certificate: the next request reads the files again. */
+  const unauthorized = (status: number) => {
+    if (status === 401) creds.refresh?.();
   };
   return {
     async request(method, path, query, body, signal) {
@@ -384,7 +217,10 @@ export function kubeApi(
             const text = Buffer.concat(chunks).toString('utf8');
             chunks.length = 0;
             const status = res.statusCode ?? 0;
-            if (status < 200 || status >= 300) return reject(httpError(method, url, status, text));
+            if (status < 200 || status >= 300) {
+              unauthorized(status);
+              return reject(httpError(method, url, status, text));
+            }
             try {
               resolve(text ? JSON.parse(text) : undefined);
             } catch {
@@ -423,6 +259,7 @@ export function kubeApi(
       const req = mod.request(url, options, (res) => {
         const status = res.statusCode ?? 0;
         if (status !== 200) {
+          unauthorized(status);
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => end(httpError('WATCH', url, status, Buffer.concat(chunks).toString('utf8'))));

@@ -4,12 +4,15 @@
  *
  * - paginated LIST (`limit`/`continue`) as a consistent read, handed to the handler page by page
  *   as it arrives (only one page is held at a time), then WATCH from the list's resourceVersion
- *   with `allowWatchBookmarks=true` and a server-side `timeoutSeconds`;
+ *   with `allowWatchBookmarks=true` and a server-side `timeoutSeconds` drawn uniformly from
+ *   [t, 2t] (t = `watchTimeoutSeconds`), so the watches of many namespaces do not reconnect in lockstep;
  * - a client-side inactivity watchdog: no event and no bookmark for `stallTimeoutMs` aborts the
  *   stream, which is reopened from the last resourceVersion (a proxy that stops forwarding without
  *   closing is otherwise never noticed);
  * - a cleanly closed stream (server timeout) is reopened at once from the last resourceVersion;
- *   errors back off exponentially with jitter; `410 Gone` (HTTP or an ERROR event) relists;
+ *   errors back off exponentially with jitter, and the backoff starts over after a LIST or a healthy
+ *   watch (one that delivered an event or stayed open `healthyWatchMs`); `410 Gone` (HTTP or an ERROR
+ *   event) relists;
  *   `404` means the resource is no longer served: the reflector reports it, waits for it to come
  *   back and relists.
  *
@@ -91,6 +94,12 @@ export interface ReflectorOptions {
   onRelist?: (reason: RestartReason) => void;
   /** Called on every failed LIST or WATCH attempt (each retry too) with the error's stable code. */
   onError?: (code: ErrorCode) => void;
+  /**
+   * A watch that stayed open this long (or delivered an event) was healthy: the reconnect backoff
+   * starts over from `backoffInitialMs` after it. Default 10 s.
+   */
+  healthyWatchMs?: number;
+  /** Random numbers in [0, 1): backoff jitter and the watch timeout spread. Default Math.random. */
   random?: () => number;
 }
 
@@ -180,6 +189,8 @@ export class Reflector {
   private lastProgress = Date.now();
   /** >0 while waiting for the handler or for the resource: not a lack of progress. */
   private waiting = 0;
+  /** Whether the latest watch was healthy (delivered an event or stayed open `healthyWatchMs`). */
+  private watchHealthy = false;
 
   constructor(opts: ReflectorOptions) {
     this.o = opts;
@@ -281,6 +292,7 @@ export class Reflector {
         }
         const out = await this.watchOnce(signal);
         if (out.kind === 'aborted') break;
+        if (this.watchHealthy) attempt = 0; // client-go resets its backoff after a good stretch too
         if (out.kind === 'error') throw out.error;
         this.o.onRestart?.(out.kind === 'closed' ? 'timeout' : out.kind);
         if (out.kind === 'gone') {
@@ -400,6 +412,12 @@ export class Reflector {
     return rv;
   }
 
+  /** The server-side timeout of the next WATCH: uniform in [t, 2t], as client-go's reflector draws it. */
+  private watchTimeoutSeconds(): number {
+    const t = this.o.watchTimeoutSeconds;
+    return Math.floor(t * ((this.o.random ?? Math.random)() + 1));
+  }
+
   private watchOnce(signal: AbortSignal): Promise<Outcome> {
     const { api, handler } = this.o;
     const maxQueued = this.o.maxQueued ?? 10_000;
@@ -413,6 +431,8 @@ export class Reflector {
       let stallTimer: NodeJS.Timeout | undefined;
       let resolved = false;
       let opened = false;
+      let healthyTimer: NodeJS.Timeout | undefined;
+      this.watchHealthy = false;
       const settle = () => {
         if (ended && !processing && queue.length === 0 && !resolved) {
           resolved = true;
@@ -423,6 +443,7 @@ export class Reflector {
       const finish = (o: Outcome) => {
         if (!ended) ended = o;
         clearTimeout(stallTimer);
+        clearTimeout(healthyTimer);
         handle?.abort();
         settle();
       };
@@ -435,6 +456,9 @@ export class Reflector {
         if (ended || opened) return;
         opened = true;
         this.up();
+        healthyTimer = setTimeout(() => {
+          this.watchHealthy = true;
+        }, this.o.healthyWatchMs ?? 10_000);
       };
       const pump = async () => {
         if (processing) return;
@@ -473,6 +497,7 @@ export class Reflector {
           case 'MODIFIED':
           case 'DELETED':
             if (!obj?.metadata?.uid) return;
+            this.watchHealthy = true;
             queue.push({ type, obj, bytes });
             queuedBytes += bytes;
             if (queue.length > maxQueued || queuedBytes > maxBytes) finish({ kind: 'overflow' });
@@ -517,7 +542,7 @@ export class Reflector {
       const q: Query = {
         resourceVersion: this.resourceVersion,
         allowWatchBookmarks: true,
-        timeoutSeconds: this.o.watchTimeoutSeconds,
+        timeoutSeconds: this.watchTimeoutSeconds(),
         labelSelector: this.o.labelSelector,
         fieldSelector: this.o.fieldSelector,
       };

@@ -67,6 +67,10 @@ export class FakeCluster implements KubeApi {
   private history: { rv: number; key: string; obj: KubeObject | undefined }[] = [];
   /** Query of the most recent WATCH request. */
   lastWatchQuery: Query = {};
+  /** Queries of every WATCH request opened, in order. */
+  watchQueries: Query[] = [];
+  /** WATCH requests that fail with HTTP 500 before one opens. */
+  failNewWatches = 0;
   /** LIST requests of a continuation page (not the first page) that fail with HTTP 500 before one succeeds. */
   failContinuePages = 0;
   /** When set, ConfigMap writes never answer (until the request's signal aborts). */
@@ -148,6 +152,15 @@ export class FakeCluster implements KubeApi {
     for (const w of this.watchers) {
       w.closed = true;
       w.onDone(null);
+    }
+    this.watchers.clear();
+  }
+
+  /** Ends every open watch with an error (a connection reset mid-stream). */
+  breakWatches(): void {
+    for (const w of this.watchers) {
+      w.closed = true;
+      w.onDone(new Error('injected reset of a watch'));
     }
     this.watchers.clear();
   }
@@ -288,8 +301,14 @@ export class FakeCluster implements KubeApi {
       queueMicrotask(() => onDone(err));
       return { abort() {} };
     }
+    if (this.failNewWatches > 0) {
+      this.failNewWatches--;
+      queueMicrotask(() => onDone(new KubeHttpError(500, 'InternalError', 'injected failure of a watch')));
+      return { abort() {} };
+    }
     this.watches++;
     this.lastWatchQuery = query;
+    this.watchQueries.push(query);
     const from = Number(query.resourceVersion ?? 0);
     const w: Watcher = {
       inside: insideOf(query),

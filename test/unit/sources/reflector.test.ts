@@ -594,3 +594,88 @@ test('accessError: core group, cluster scope, service-account subjects, 401 and 
     /^cannot list backups\.example\.com\/v1 in namespace "a": connect ECONNREFUSED .*; retrying with backoff$/,
   );
 });
+
+test('the server-side watch timeout of each WATCH is spread uniformly over [t, 2t], as client-go draws it', async () => {
+  const c = new FakeCluster();
+  const draws = [0, 0.5, 0.999, 0.25];
+  let i = 0;
+  const x = reflector(c, { watchTimeoutSeconds: 60, random: () => draws[i++ % draws.length] as number });
+  try {
+    for (let n = 1; n <= 4; n++) {
+      await until(() => c.watches === n, `watch ${n}`);
+      if (n < 4) c.closeWatches(); // a server timeout: reopened at once
+    }
+    assert.deepEqual(
+      c.watchQueries.map((q) => q.timeoutSeconds),
+      [60, 90, 119, 75],
+    );
+  } finally {
+    await x.stop();
+  }
+  // with the default random source, every timeout stays in [t, 2t] and they differ
+  const d = new FakeCluster();
+  const y = reflector(d, { watchTimeoutSeconds: 300 });
+  try {
+    for (let n = 1; n <= 20; n++) {
+      await until(() => d.watches === n, `watch ${n}`);
+      if (n < 20) d.closeWatches();
+    }
+    const ts = d.watchQueries.map((q) => Number(q.timeoutSeconds));
+    assert.ok(
+      ts.every((t) => Number.isInteger(t) && t >= 300 && t <= 600),
+      `${ts}`,
+    );
+    assert.ok(new Set(ts).size > 1, `the timeouts are spread, not all ${ts[0]}`);
+  } finally {
+    await y.stop();
+  }
+});
+
+test('the reconnect backoff starts over after a healthy watch (it delivered an event, or stayed open), not only after a LIST', async () => {
+  const c = new FakeCluster();
+  const log = capture('debug');
+  const x = reflector(c, {
+    logger: log.logger,
+    backoffInitialMs: 10,
+    backoffMaxMs: 10_000,
+    healthyWatchMs: 300,
+    random: () => 1, // no jitter: the delay is the attempt's base
+  });
+  const attempts = () => log.lines.filter((l) => l.phase === 'watch').map((l) => [l.attempt, l.delayMs]);
+  try {
+    await until(() => c.watches === 1, 'first watch');
+    // two refused reconnects, then one that opens and breaks at once (not healthy): the backoff grows
+    c.failNewWatches = 2;
+    c.breakWatches();
+    await until(() => c.watches === 2, 'second watch');
+    c.breakWatches();
+    await until(() => c.watches === 3, 'third watch');
+    assert.deepEqual(attempts(), [
+      [1, 10],
+      [2, 20],
+      [3, 40],
+      [4, 80],
+    ]);
+    // a watch that stayed open past healthyWatchMs was healthy: the next failure starts over
+    await sleep(400);
+    c.breakWatches();
+    await until(() => c.watches === 4, 'fourth watch');
+    assert.deepEqual(attempts().at(-1), [1, 10]);
+    // a watch that delivered an event was healthy too, however short
+    c.failNewWatches = 1;
+    c.breakWatches();
+    await until(() => c.watches === 5, 'fifth watch');
+    assert.deepEqual(attempts().slice(-2), [
+      [2, 20],
+      [3, 40],
+    ]);
+    c.create('a', 'x1');
+    await until(() => x.seen.includes('x1'), 'the event handed on');
+    c.breakWatches();
+    await until(() => c.watches === 6, 'sixth watch');
+    assert.deepEqual(attempts().at(-1), [1, 10]);
+    assert.equal(x.lists(), 1, 'no relist: the reset came from the watch');
+  } finally {
+    await x.stop();
+  }
+});
