@@ -123,6 +123,34 @@ export const kubernetesSourceSchema = {
   },
 } as const;
 
+/**
+ * Combinations of settings the schema cannot refuse but that would misbehave silently. `config` is
+ * the block as written (defaults not applied): a message says which value is a default and points
+ * at the field the user wrote. Fields of the wrong type are left to the schema's errors.
+ */
+function crossFieldProblems(config: KubernetesSourceConfig): { pointer: string; message: string }[] {
+  const out: { pointer: string; message: string }[] = [];
+  const num = (v: unknown, fallback: number) =>
+    v === undefined ? fallback : typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+  const note = (v: unknown) => (v === undefined ? ' by default' : '');
+  const initial = num(config.backoffInitialMs, D.backoffInitialMs);
+  const max = num(config.backoffMaxMs, D.backoffMaxMs);
+  if (initial !== undefined && max !== undefined && max < initial)
+    out.push({
+      pointer: config.backoffMaxMs !== undefined ? '/backoffMaxMs' : '/backoffInitialMs',
+      message: `backoffMaxMs (${max}${note(config.backoffMaxMs)}) is less than backoffInitialMs (${initial}${note(config.backoffInitialMs)}): every retry delay would be cut to ${max} ms; raise backoffMaxMs to at least ${initial} or lower backoffInitialMs`,
+    });
+  const cp = config.checkpoint;
+  if (cp && typeof cp === 'object' && (cp.backend ?? D.checkpoint.backend) !== 'kubernetes')
+    for (const field of ['namespace', 'name'] as const)
+      if (cp[field] !== undefined)
+        out.push({
+          pointer: `/checkpoint/${field}`,
+          message: `checkpoint.${field} applies only to checkpoint.backend kubernetes, but the backend is ${JSON.stringify(cp.backend ?? D.checkpoint.backend)}${note(cp.backend)} (the checkpoint is a file in --state-dir); set checkpoint.backend: kubernetes to keep it in ConfigMaps, or remove checkpoint.${field}`,
+        });
+  return out;
+}
+
 export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
   kind: 'source',
   type: 'kubernetes',
@@ -146,6 +174,7 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
         out.push({ pointer: `/${field}`, message: `not a valid ${field}: ${errorMessage(err)} (e.g. ${example})` });
       }
     }
+    out.push(...crossFieldProblems(config));
     return out;
   },
   create: (config, ctx) => new KubernetesSource(config, ctx),

@@ -137,7 +137,8 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
   };
   assert.deepEqual(Object.keys(resolvedRetry).sort(), Object.keys(retry).sort());
 
-  const spec = ((currentSchema() as ObjectSchema).properties?.spec as ObjectSchema).properties ?? {};
+  const pipeline = currentSchema() as ObjectSchema;
+  const spec = (pipeline.properties?.spec as ObjectSchema | undefined)?.properties ?? {};
   const events: Presence<EventsConfig> = {
     typePrefix: 'optional',
     phasePath: 'optional',
