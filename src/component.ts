@@ -186,7 +186,7 @@ export interface SourceContext extends ComponentContext {
   redact?: readonly string[];
 }
 
-export interface SourceFactory<C = any> extends ComponentFactory<C, Source, 'source', SourceContext> {
+export interface SourceFactory<C = unknown> extends ComponentFactory<C, Source, 'source', SourceContext> {
   /**
    * Pipelines whose source configs give the same key share one source instance (one LIST and one
    * WATCH); its deltas fan out to all of them.
@@ -200,6 +200,6 @@ export interface SourceFactory<C = any> extends ComponentFactory<C, Source, 'sou
    */
   sharedSettings?(config: C): Record<string, unknown>;
 }
-export type StageFactory<C = any> = ComponentFactory<C, Stage, 'stage'>;
-export type SinkFactory<C = any> = ComponentFactory<C, Sink, 'sink'>;
+export type StageFactory<C = unknown> = ComponentFactory<C, Stage, 'stage'>;
+export type SinkFactory<C = unknown> = ComponentFactory<C, Sink, 'sink'>;
 export type AnyFactory = SourceFactory | StageFactory | SinkFactory;

@@ -4,6 +4,7 @@
  * `schemas/pipeline.schema.json`, and feeds the docs.
  */
 import type { AnyFactory, JsonSchema } from '../component.ts';
+import { DEFAULT_MAX_BYTES, DEFAULT_PHASE_PATH, DEFAULT_TYPE_PREFIX } from '../events/build.ts';
 import { PIPELINE_API_VERSION } from './types.ts';
 
 export const PIPELINE_SCHEMA_ID = 'https://crbridge.io/schemas/pipeline.schema.json';
@@ -28,11 +29,15 @@ const eventsSchema: JsonSchema = {
   description: 'How changes become CloudEvents for this pipeline.',
   additionalProperties: false,
   properties: {
-    typePrefix: { type: 'string', description: 'Prefix of the CloudEvents `type` attribute.', default: 'io.crbridge' },
+    typePrefix: {
+      type: 'string',
+      description: 'Prefix of the CloudEvents `type` attribute.',
+      default: DEFAULT_TYPE_PREFIX,
+    },
     phasePath: {
       type: 'string',
       description: 'Dotted path of the phase field whose changes produce a `transition` block.',
-      default: 'status.phase',
+      default: DEFAULT_PHASE_PATH,
     },
     redact: {
       type: 'array',
@@ -43,7 +48,7 @@ const eventsSchema: JsonSchema = {
       type: 'integer',
       minimum: 1024,
       description: 'Largest serialized event; bigger ones drop oldObject, then object (keeping the patch).',
-      default: 1000000,
+      default: DEFAULT_MAX_BYTES,
     },
   },
 };

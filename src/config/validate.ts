@@ -1,10 +1,12 @@
 /**
  * Validates parsed pipeline documents against the generated schema (all errors at once) and runs
  * the checks a schema cannot express (unique sink names; `validation.crdSchema` only for Custom
- * Resources). Turns ajv errors into readable issues.
+ * Resources; each factory's `check` and each sink's `delivery` rules across fields, on the blocks
+ * as written). Turns ajv errors into readable issues.
  */
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import type { AnyFactory, JsonSchema } from '../component.ts';
+import { checkDeliveryConfig, type PartialDeliveryConfig } from '../delivery/config.ts';
 import type { ConfigIssue } from '../errors.ts';
 import { escapeToken } from '../events/patch.ts';
 import type { PositionedDocument } from './load.ts';
@@ -66,6 +68,8 @@ export function createPipelineValidator(schema: JsonSchema, factories: readonly 
   return {
     validate(value) {
       const out: SchemaError[] = [];
+      // the checks across fields see the blocks as written: ajv fills in defaults (useDefaults)
+      const written = structuredClone(value);
       if (!check(value)) {
         const seen = new Set<string>();
         for (const e of check.errors ?? []) {
@@ -95,7 +99,8 @@ export function createPipelineValidator(schema: JsonSchema, factories: readonly 
         });
       }
       out.push(...crdSchemaProblems(value));
-      out.push(...componentProblems(value, factories));
+      out.push(...componentProblems(written, factories));
+      out.push(...deliveryProblems(written));
       return out;
     },
     sharing(value) {
@@ -109,7 +114,11 @@ export function createPipelineValidator(schema: JsonSchema, factories: readonly 
   };
 }
 
-/** The `check` of every stage and sink factory on its blocks (the source's too), located by pointer. */
+/**
+ * The `check` of every stage and sink factory on its blocks (the source's too), located by pointer.
+ * `value` is the pipeline as written (no defaults filled in), so a check can tell a value the user
+ * wrote from a default and point at what to change.
+ */
 function componentProblems(value: unknown, factories: readonly AnyFactory[]): SchemaError[] {
   const spec = (value as { spec?: Record<string, unknown> })?.spec;
   if (!spec || typeof spec !== 'object') return [];
@@ -136,6 +145,20 @@ function componentProblems(value: unknown, factories: readonly AnyFactory[]): Sc
       list.forEach((b, i) => {
         run(kind, b, `/spec/${kind}s/${i}`);
       });
+  return out;
+}
+
+/** The cross-field rules of every sink's `delivery:` block (`checkDeliveryConfig`), located by pointer. */
+function deliveryProblems(value: unknown): SchemaError[] {
+  const sinks = (value as { spec?: { sinks?: unknown } })?.spec?.sinks;
+  if (!Array.isArray(sinks)) return [];
+  const out: SchemaError[] = [];
+  sinks.forEach((s: { delivery?: unknown }, i) => {
+    const block = s?.delivery;
+    if (!block || typeof block !== 'object' || Array.isArray(block)) return;
+    for (const q of checkDeliveryConfig(block as PartialDeliveryConfig))
+      out.push({ pointer: `/spec/sinks/${i}/delivery${q.pointer}`, message: q.message });
+  });
   return out;
 }
 

@@ -138,3 +138,45 @@ export function resolveDeliveryConfig(partial: PartialDeliveryConfig = {}): Deli
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
+
+/** A problem of one `delivery:` block, by JSON pointer relative to the block. */
+export interface DeliveryConfigProblem {
+  pointer: string;
+  message: string;
+}
+
+/**
+ * The rules across fields the schema cannot express, on a block as written (defaults not yet
+ * applied, so a message can say which value is a default and point at the field the user wrote).
+ * Pure; fields of the wrong type are left to the schema's errors.
+ */
+export function checkDeliveryConfig(written: PartialDeliveryConfig = {}): DeliveryConfigProblem[] {
+  const out: DeliveryConfigProblem[] = [];
+  const num = (v: unknown, fallback: number): number | undefined =>
+    v === undefined ? fallback : typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+  const note = (v: unknown) => (v === undefined ? ' by default' : '');
+
+  const retry = written.retry ?? {};
+  if (typeof retry === 'object' && retry !== null) {
+    const initial = num(retry.initialIntervalMs, d.retry.initialIntervalMs);
+    const max = num(retry.maxIntervalMs, d.retry.maxIntervalMs);
+    if (initial !== undefined && max !== undefined && max < initial)
+      out.push({
+        pointer: retry.maxIntervalMs !== undefined ? '/retry/maxIntervalMs' : '/retry/initialIntervalMs',
+        message: `retry.maxIntervalMs (${max}${note(retry.maxIntervalMs)}) is less than retry.initialIntervalMs (${initial}${note(retry.initialIntervalMs)}): every wait would be cut to ${max} ms; raise maxIntervalMs to at least ${initial} or lower initialIntervalMs`,
+      });
+  }
+
+  // a default maxBatch above a small queueCapacity is fine (batches simply hold what is queued);
+  // one written out promises batches the queue can never fill
+  if (written.maxBatch !== undefined) {
+    const batch = num(written.maxBatch, d.maxBatch);
+    const capacity = num(written.queueCapacity, d.queueCapacity);
+    if (batch !== undefined && capacity !== undefined && batch > capacity)
+      out.push({
+        pointer: '/maxBatch',
+        message: `maxBatch (${batch}) is larger than queueCapacity (${capacity}${note(written.queueCapacity)}): no batch can hold more than the queue, so at most ${capacity} events go per send; lower maxBatch to at most ${capacity} or raise queueCapacity`,
+      });
+  }
+  return out;
+}

@@ -14,6 +14,7 @@ import { EVENT_DATA_SCHEMA_ID } from './schemas/event-data.ts';
 export { LAST_APPLIED_POINTER, REDACTED, redact } from './redact.ts';
 /** URI of the published data schema (`schemas/event-data.schema.json`). */
 export { EVENT_DATA_SCHEMA_ID };
+/** The defaults of the pipeline's `events:` block: its schema (`src/config/schema.ts`) reads them too. */
 export const DEFAULT_TYPE_PREFIX = 'io.crbridge';
 export const DEFAULT_PHASE_PATH = 'status.phase';
 /** Fits Kafka's default `message.max.bytes` (1 MiB) with room for headers and key. */
@@ -31,13 +32,13 @@ export type ChangeType = (typeof ChangeType)[keyof typeof ChangeType];
 export interface EventOptions {
   /** Cluster name, used in `source` and the `k8scluster` extension, e.g. "local". */
   clusterName: string;
-  /** Prefix of `type`; default "io.crbridge". */
+  /** Prefix of `type`; default {@link DEFAULT_TYPE_PREFIX}. */
   typePrefix?: string;
-  /** JSON pointer or dotted path of the phase; default `status.phase` (fallback: the Ready condition). */
+  /** JSON pointer or dotted path of the phase; default {@link DEFAULT_PHASE_PATH} (fallback: the Ready condition). */
   phasePath?: string;
   /** JSON pointers into the object whose values are masked; a `*` token matches any key or index. */
   redact?: string[];
-  /** Largest structured-JSON size of an event in bytes; default 1_000_000. */
+  /** Largest structured-JSON size of an event in bytes; default {@link DEFAULT_MAX_BYTES}. */
   maxBytes?: number;
   /** `dataschema` attribute; default the published schema URI. */
   dataschema?: string;

@@ -32,6 +32,23 @@ export interface KafkaSinkConfig {
   maxBatchBytes?: number;
 }
 
+type KafkaSinkDefaults = Required<Omit<KafkaSinkConfig, 'brokers' | 'topic'>>;
+
+/** Default of every optional `kafka` sink setting: read by the schema (`default`) and the sink alike. */
+export const KAFKA_SINK_DEFAULTS: Readonly<KafkaSinkDefaults> = Object.freeze({
+  clientId: 'crbridge',
+  mode: 'binary',
+  tombstones: false,
+  compression: 'none',
+  acks: -1,
+  idempotent: true,
+  connectionTimeoutMs: 3000,
+  requestTimeoutMs: 10_000,
+  maxBatchBytes: 900_000,
+});
+
+const D = KAFKA_SINK_DEFAULTS;
+
 /** Broker list entries may hold several comma-separated brokers (`${env:KAFKA_BROKERS}`). */
 export function splitBrokers(brokers: readonly string[]): string[] {
   return brokers
@@ -159,15 +176,7 @@ class KafkaSink implements Sink {
 
   constructor(config: KafkaSinkConfig, ctx: ComponentContext) {
     this.config = {
-      clientId: 'crbridge',
-      mode: 'binary',
-      tombstones: false,
-      compression: 'none',
-      acks: -1,
-      idempotent: true,
-      connectionTimeoutMs: 3000,
-      requestTimeoutMs: 10_000,
-      maxBatchBytes: 900_000,
+      ...KAFKA_SINK_DEFAULTS,
       ...config,
       brokers: splitBrokers(config.brokers),
     };
@@ -371,8 +380,7 @@ class KafkaSink implements Sink {
 export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
   kind: 'sink',
   type: 'kafka',
-  description:
-    'Produces each event as a Kafka record (CloudEvents Kafka binding, binary mode by default) keyed by the object uid.',
+  description: `Produces each event as a Kafka record (CloudEvents Kafka binding, ${D.mode} mode by default) keyed by the object uid.`,
   configSchema: {
     type: 'object',
     required: ['brokers', 'topic'],
@@ -387,56 +395,56 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
       topic: { type: 'string', minLength: 1, description: 'Topic to produce to.' },
       clientId: {
         type: 'string',
-        default: 'crbridge',
+        default: D.clientId,
         description: 'Kafka client id (shows in broker logs and quotas).',
       },
       mode: {
         type: 'string',
         enum: ['binary', 'structured'],
-        default: 'binary',
+        default: D.mode,
         description:
           'CloudEvents Kafka binding mode: binary (attributes as ce_* headers, data as the value) or structured (the whole event as JSON in the value).',
       },
       tombstones: {
         type: 'boolean',
-        default: false,
+        default: D.tombstones,
         description:
           'After the event of a delete, also send a null-value record with the uid key so a compacted topic forgets the object.',
       },
       compression: {
         type: 'string',
         enum: ['none', 'gzip'],
-        default: 'none',
+        default: D.compression,
         description: 'Compression of record batches.',
       },
       acks: {
         type: 'integer',
         enum: [-1, 1],
-        default: -1,
+        default: D.acks,
         description:
           'Acknowledgements required: -1 = all in-sync replicas (needed for idempotence), 1 = the leader only.',
       },
       idempotent: {
         type: 'boolean',
-        default: true,
+        default: D.idempotent,
         description: 'Use the idempotent producer (no duplicates from internal resends; needs acks -1).',
       },
       connectionTimeoutMs: {
         type: 'integer',
         minimum: 1,
-        default: 3000,
+        default: D.connectionTimeoutMs,
         description: 'Milliseconds to wait for a TCP/TLS connection to a broker.',
       },
       requestTimeoutMs: {
         type: 'integer',
         minimum: 1,
-        default: 10000,
+        default: D.requestTimeoutMs,
         description: 'Milliseconds to wait for a broker to answer a request.',
       },
       maxBatchBytes: {
         type: 'integer',
         minimum: 1024,
-        default: 900000,
+        default: D.maxBatchBytes,
         description:
           "Approximate most bytes of records in one produce request; larger batches are split. Keep it below the topic's max.message.bytes (1 MB by default).",
       },

@@ -5,11 +5,14 @@
  */
 import type { SourceFactory } from '../../component.ts';
 import { errorMessage } from '../../errors.ts';
+import { KUBERNETES_SOURCE_DEFAULTS } from './defaults.ts';
 import { parseFieldSelector, parseLabelSelector } from './selector.ts';
 import { KubernetesSource, type KubernetesSourceConfig, sharedSettings, sourceKey } from './source.ts';
 
 export type { KubernetesSourceConfig } from './source.ts';
 export { KubernetesSource, sourceKey } from './source.ts';
+
+const D = KUBERNETES_SOURCE_DEFAULTS;
 
 export const kubernetesSourceSchema = {
   type: 'object',
@@ -19,7 +22,7 @@ export const kubernetesSourceSchema = {
   properties: {
     group: {
       type: 'string',
-      default: '',
+      default: D.group,
       description: 'API group of the resource, e.g. `example.com`; empty for the core group.',
     },
     version: { type: 'string', minLength: 1, description: 'API version to watch, e.g. `v1` (any served version).' },
@@ -33,7 +36,7 @@ export const kubernetesSourceSchema = {
       type: 'array',
       items: { type: 'string', minLength: 1 },
       uniqueItems: true,
-      default: [],
+      default: D.namespaces,
       description:
         'Namespaces to watch (one LIST+WATCH each); empty means all namespaces. Ignored for cluster-scoped resources.',
     },
@@ -43,40 +46,46 @@ export const kubernetesSourceSchema = {
       type: 'integer',
       minimum: 1,
       maximum: 10000,
-      default: 500,
+      default: D.pageSize,
       description: 'Objects per LIST page (`limit`).',
     },
     watchTimeoutSeconds: {
       type: 'integer',
       minimum: 10,
-      default: 300,
+      default: D.watchTimeoutSeconds,
       description:
         'Server-side timeout of one WATCH request; the stream is then reopened from the last resourceVersion.',
     },
     stallTimeoutSeconds: {
       type: 'number',
       exclusiveMinimum: 0,
-      default: 150,
+      default: D.stallTimeoutSeconds,
       description:
         'Restart a watch stream that delivered no event and no bookmark for this long (a silently stalled connection).',
     },
     backoffInitialMs: {
       type: 'integer',
       minimum: 1,
-      default: 1000,
-      description: 'First retry delay after a LIST/WATCH error; doubles per attempt with jitter.',
+      default: D.backoffInitialMs,
+      description:
+        'First retry delay in milliseconds after a LIST/WATCH error; doubles per attempt with jitter, up to backoffMaxMs.',
     },
-    backoffMaxMs: { type: 'integer', minimum: 1, default: 30000, description: 'Largest retry delay.' },
+    backoffMaxMs: {
+      type: 'integer',
+      minimum: 1,
+      default: D.backoffMaxMs,
+      description: 'Largest retry delay in milliseconds; at least backoffInitialMs.',
+    },
     dropFields: {
       type: 'array',
       items: { type: 'string', pattern: '^/' },
-      default: ['/metadata/managedFields'],
+      default: D.dropFields,
       description: 'JSON pointers of fields removed from objects before caching, checkpointing and emitting.',
     },
     initial: {
       type: 'string',
       enum: ['emit', 'skip'],
-      default: 'emit',
+      default: D.initial,
       description:
         "What this pipeline gets of the objects that exist when it first starts (no checkpoint, or one that does not know this pipeline's sinks yet): `emit` an added event per existing object, or `skip` them. Per pipeline, also when several share one watch.",
     },
@@ -88,31 +97,59 @@ export const kubernetesSourceSchema = {
         backend: {
           type: 'string',
           enum: ['file', 'kubernetes'],
-          default: 'file',
+          default: D.checkpoint.backend,
           description: '`file`: a SQLite database in --state-dir; `kubernetes`: ConfigMaps (no volume needed).',
         },
         namespace: {
           type: 'string',
-          default: 'default',
+          default: D.checkpoint.namespace,
           description: 'Namespace of the checkpoint ConfigMaps (backend `kubernetes`).',
         },
         name: {
           type: 'string',
           pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$',
           maxLength: 200,
-          default: 'crbridge-checkpoint',
+          default: D.checkpoint.name,
           description: 'Name prefix of the checkpoint ConfigMaps (backend `kubernetes`).',
         },
         flushIntervalMs: {
           type: 'integer',
           minimum: 10,
-          default: 500,
+          default: D.checkpoint.flushIntervalMs,
           description: 'How often acknowledged changes are written to the checkpoint (batched).',
         },
       },
     },
   },
 } as const;
+
+/**
+ * Combinations of settings the schema cannot refuse but that would misbehave silently. `config` is
+ * the block as written (defaults not applied): a message says which value is a default and points
+ * at the field the user wrote. Fields of the wrong type are left to the schema's errors.
+ */
+function crossFieldProblems(config: KubernetesSourceConfig): { pointer: string; message: string }[] {
+  const out: { pointer: string; message: string }[] = [];
+  const num = (v: unknown, fallback: number) =>
+    v === undefined ? fallback : typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+  const note = (v: unknown) => (v === undefined ? ' by default' : '');
+  const initial = num(config.backoffInitialMs, D.backoffInitialMs);
+  const max = num(config.backoffMaxMs, D.backoffMaxMs);
+  if (initial !== undefined && max !== undefined && max < initial)
+    out.push({
+      pointer: config.backoffMaxMs !== undefined ? '/backoffMaxMs' : '/backoffInitialMs',
+      message: `backoffMaxMs (${max}${note(config.backoffMaxMs)}) is less than backoffInitialMs (${initial}${note(config.backoffInitialMs)}): every retry delay would be cut to ${max} ms; raise backoffMaxMs to at least ${initial} or lower backoffInitialMs`,
+    });
+  const cp = config.checkpoint;
+  if (cp && typeof cp === 'object' && (cp.backend ?? D.checkpoint.backend) !== 'kubernetes')
+    for (const field of ['namespace', 'name'] as const)
+      if (cp[field] !== undefined)
+        out.push({
+          pointer: `/checkpoint/${field}`,
+          message: `checkpoint.${field} applies only to checkpoint.backend kubernetes, but the backend is ${JSON.stringify(cp.backend ?? D.checkpoint.backend)}${note(cp.backend)} (the checkpoint is a file in --state-dir); set checkpoint.backend: kubernetes to keep it in ConfigMaps, or remove checkpoint.${field}`,
+        });
+  return out;
+}
 
 export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
   kind: 'source',
@@ -137,6 +174,7 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
         out.push({ pointer: `/${field}`, message: `not a valid ${field}: ${errorMessage(err)} (e.g. ${example})` });
       }
     }
+    out.push(...crossFieldProblems(config));
     return out;
   },
   create: (config, ctx) => new KubernetesSource(config, ctx),

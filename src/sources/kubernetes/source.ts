@@ -28,6 +28,7 @@ import { KubernetesCheckpointStore } from './checkpoint/kubernetes.ts';
 import type { CheckpointStore } from './checkpoint/types.ts';
 import { type KubeApi, type KubeCredentials, KubeHttpError, kubeApi, loadKubeConfig } from './client.ts';
 import { OrderedCommits } from './commits.ts';
+import { KUBERNETES_SOURCE_DEFAULTS } from './defaults.ts';
 import {
   applyChange,
   type Change,
@@ -83,9 +84,9 @@ export function sharedSettings(c: KubernetesSourceConfig): Record<string, unknow
     '/backoffInitialMs': c.backoffInitialMs ?? DEFAULTS.backoffInitialMs,
     '/backoffMaxMs': c.backoffMaxMs ?? DEFAULTS.backoffMaxMs,
     '/dropFields': c.dropFields ?? DEFAULT_DROP_FIELDS,
-    '/checkpoint/backend': cp.backend ?? 'file',
-    '/checkpoint/namespace': cp.namespace ?? 'default',
-    '/checkpoint/name': cp.name ?? 'crbridge-checkpoint',
+    '/checkpoint/backend': cp.backend ?? DEFAULTS.checkpoint.backend,
+    '/checkpoint/namespace': cp.namespace ?? DEFAULTS.checkpoint.namespace,
+    '/checkpoint/name': cp.name ?? DEFAULTS.checkpoint.name,
     '/checkpoint/flushIntervalMs': cp.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
   };
 }
@@ -102,14 +103,10 @@ export interface SourceDeps {
   checkpoint?: CheckpointStore;
 }
 
-const DEFAULT_DROP_FIELDS = ['/metadata/managedFields'];
+const DEFAULT_DROP_FIELDS = KUBERNETES_SOURCE_DEFAULTS.dropFields;
 const DEFAULTS = {
-  pageSize: 500,
-  watchTimeoutSeconds: 300,
-  stallTimeoutSeconds: 150,
-  backoffInitialMs: 1000,
-  backoffMaxMs: 30_000,
-  flushIntervalMs: 500,
+  ...KUBERNETES_SOURCE_DEFAULTS,
+  flushIntervalMs: KUBERNETES_SOURCE_DEFAULTS.checkpoint.flushIntervalMs,
 };
 
 export class KubernetesSource implements Source {
@@ -151,7 +148,7 @@ export class KubernetesSource implements Source {
     this.ctx = ctx;
     this.deps = deps;
     this.key = sourceKey(config);
-    this.consumers = ctx.consumers ?? [{ id: ctx.id, initial: config.initial ?? 'emit' }];
+    this.consumers = ctx.consumers ?? [{ id: ctx.id, initial: config.initial ?? DEFAULTS.initial }];
     this.drop = parsePointers(config.dropFields ?? DEFAULT_DROP_FIELDS);
     const mm = ctx.metrics;
     this.m = {
@@ -228,8 +225,8 @@ export class KubernetesSource implements Source {
     const redact = this.ctx.redact ?? [];
     if (cp.backend === 'kubernetes') {
       return new KubernetesCheckpointStore(this.api as KubeApi, {
-        namespace: cp.namespace ?? 'default',
-        name: cp.name ?? 'crbridge-checkpoint',
+        namespace: cp.namespace ?? DEFAULTS.checkpoint.namespace,
+        name: cp.name ?? DEFAULTS.checkpoint.name,
         key: this.key,
         redact,
       });

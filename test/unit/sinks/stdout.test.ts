@@ -6,9 +6,12 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
+import { currentSchema } from '../../../src/cli-schema.ts';
 import type { OutboundEvent } from '../../../src/component.ts';
+import { createPipelineValidator } from '../../../src/config/validate.ts';
 import { toStructuredJson } from '../../../src/events/serialize.ts';
-import { createStreamSink, stdoutSink } from '../../../src/sinks/stdout/index.ts';
+import { allFactories } from '../../../src/registry.ts';
+import { createStreamSink } from '../../../src/sinks/stdout/index.ts';
 import { ev, settlesWithin } from '../delivery/helpers.ts';
 
 const batch = (...ids: string[]): OutboundEvent[] => ids.map((id, i) => ({ event: ev(id), seq: i + 1, attempts: 1 }));
@@ -60,9 +63,18 @@ describe('stdout sink', () => {
     assert.ok(r?.status === 'permanent' && r.error.includes('EPIPE'));
   });
 
-  test('the factory is the stdout type with an empty own schema', () => {
-    assert.equal(stdoutSink.type, 'stdout');
-    assert.equal(stdoutSink.kind, 'sink');
-    assert.deepEqual((stdoutSink.configSchema as { properties: object }).properties, {});
+  test('a stdout sink takes no settings of its own: a field beyond name, type and delivery is refused', () => {
+    const validator = createPipelineValidator(currentSchema(), allFactories());
+    const doc = (sink: Record<string, unknown>) => ({
+      apiVersion: 'crbridge.io/v1alpha1',
+      kind: 'Pipeline',
+      metadata: { name: 'p' },
+      spec: { source: { version: 'v1', resource: 'configmaps' }, sinks: [{ name: 'out', type: 'stdout', ...sink }] },
+    });
+    assert.deepEqual(validator.validate(doc({ delivery: { maxBatch: 10 } })), []);
+    assert.deepEqual(
+      validator.validate(doc({ path: '/tmp/x' })).map((e) => e.pointer),
+      ['/spec/sinks/0/path'],
+    );
   });
 });
