@@ -59,6 +59,10 @@ function resolveReferences(
 ): void {
   const base = dirname(d.file);
   const visit = (node: unknown, pointer: string): void => {
+    const issueAt = (at: Node, message: string) => {
+      const pos = d.lineCounter.linePos(at.range?.[0] ?? 0);
+      issues.push({ file: d.file, line: pos.line, column: pos.col, pointer, message });
+    };
     if (isMap(node)) {
       for (const p of node.items) {
         const k = isScalar(p.key) ? String(p.key.value) : '';
@@ -74,27 +78,16 @@ function resolveReferences(
           const v = env[name];
           if (v !== undefined && v !== '') return v;
           if (fallback !== undefined) return fallback;
-          const pos = d.lineCounter.linePos(node.range?.[0] ?? 0);
-          issues.push({
-            file: d.file,
-            line: pos.line,
-            column: pos.col,
-            pointer,
-            message: `environment variable ${name} is not set (referenced as ${whole}); set it or write \${env:${name}:-default}`,
-          });
+          issueAt(
+            node,
+            `environment variable ${name} is not set (referenced as ${whole}); set it or write \${env:${name}:-default}`,
+          );
           return whole;
         }
         try {
           return readFileSync(resolve(base, name), 'utf8').trim();
         } catch (err) {
-          const pos = d.lineCounter.linePos(node.range?.[0] ?? 0);
-          issues.push({
-            file: d.file,
-            line: pos.line,
-            column: pos.col,
-            pointer,
-            message: `cannot read ${whole}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-          });
+          issueAt(node, `cannot read ${whole}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
           return whole;
         }
       });

@@ -104,9 +104,14 @@ export interface DurableDeadLetterOptions {
   id: string;
   logger: Logger;
   metrics: Metrics;
-  /** Backoff between attempts (`src/backoff.ts`): the first wait and the longest. */
-  retryInitialMs?: number;
-  retryMaxMs?: number;
+  /** Backoff between attempts (`src/backoff.ts`); default 200 ms to 30 s. */
+  retry?: DeadLetterRetry | undefined;
+}
+
+/** The first wait between dead-letter write attempts and the longest. */
+export interface DeadLetterRetry {
+  initialMs: number;
+  maxMs: number;
 }
 
 export const DEAD_LETTER_RETRY_INITIAL_MS = 200;
@@ -122,7 +127,8 @@ export const DEAD_LETTER_RETRY_MAX_MS = 30_000;
  */
 export class DurableDeadLetter {
   private readonly inner: DeadLetter;
-  private readonly opts: Required<DurableDeadLetterOptions>;
+  private readonly opts: DurableDeadLetterOptions;
+  private readonly retry: DeadLetterRetry;
   private readonly m: ReturnType<typeof componentMetrics>;
   /** Aborted at the `close` deadline: pending writes stop retrying and reject. */
   private readonly stop = new AbortController();
@@ -133,11 +139,8 @@ export class DurableDeadLetter {
 
   constructor(inner: DeadLetter, opts: DurableDeadLetterOptions) {
     this.inner = inner;
-    this.opts = {
-      retryInitialMs: DEAD_LETTER_RETRY_INITIAL_MS,
-      retryMaxMs: DEAD_LETTER_RETRY_MAX_MS,
-      ...opts,
-    };
+    this.opts = opts;
+    this.retry = opts.retry ?? { initialMs: DEAD_LETTER_RETRY_INITIAL_MS, maxMs: DEAD_LETTER_RETRY_MAX_MS };
     this.m = componentMetrics(opts.metrics);
   }
 
@@ -167,7 +170,7 @@ export class DurableDeadLetter {
         } catch (err) {
           if (stop.aborted) throw this.shutdownError(entry);
           this.failed(err);
-          await sleep(backoffDelay(attempt, this.opts.retryInitialMs, this.opts.retryMaxMs), stop);
+          await sleep(backoffDelay(attempt, this.retry.initialMs, this.retry.maxMs), stop);
         }
       }
     } finally {

@@ -15,7 +15,7 @@ import type { CloudEvent } from '../events/cloudevent.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 import type { DeliveryConfig, RetryConfig } from './config.ts';
-import { type DeadLetter, DurableDeadLetter } from './dead-letter.ts';
+import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from './dead-letter.ts';
 
 export interface DeliveryQueueContext {
   /** `<pipeline>/<sink name>`: the `component` label of metrics and dead letters. */
@@ -26,7 +26,7 @@ export interface DeliveryQueueContext {
   /** Bytes an event counts against `queueBytes`; default the builder's measured size. */
   sizeOf?: (event: CloudEvent) => number;
   /** Backoff of failed dead-letter writes (first and longest wait); defaults in `dead-letter.ts`. */
-  deadLetterRetry?: { initialMs: number; maxMs: number };
+  deadLetterRetry?: DeadLetterRetry;
 }
 
 interface Item {
@@ -108,10 +108,7 @@ export class DeliveryQueue implements Lifecycle {
       id: ctx.id,
       logger: ctx.logger,
       metrics: ctx.metrics,
-      ...(ctx.deadLetterRetry && {
-        retryInitialMs: ctx.deadLetterRetry.initialMs,
-        retryMaxMs: ctx.deadLetterRetry.maxMs,
-      }),
+      retry: ctx.deadLetterRetry,
     });
   }
 

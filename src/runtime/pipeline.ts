@@ -13,7 +13,7 @@
  * object's events in the order they happened. A delta with `targets` goes to those sinks only.
  */
 import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
-import { type DeadLetter, DurableDeadLetter } from '../delivery/dead-letter.ts';
+import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from '../delivery/dead-letter.ts';
 import type { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { approxEventBytes, buildEvent, DEFAULT_MAX_BYTES, type EventOptions } from '../events/build.ts';
@@ -46,7 +46,7 @@ export interface PipelineParts {
    */
   crdSchema?: Pick<CrdSchemaValidator, 'start' | 'stop'>;
   /** Backoff of failed dead-letter writes (first and longest wait); defaults in `dead-letter.ts`. */
-  deadLetterRetry?: { initialMs: number; maxMs: number };
+  deadLetterRetry?: DeadLetterRetry;
 }
 
 const settledNow = Promise.resolve();
@@ -121,10 +121,7 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
       id: parts.name,
       logger: parts.logger,
       metrics: parts.metrics,
-      ...(parts.deadLetterRetry && {
-        retryInitialMs: parts.deadLetterRetry.initialMs,
-        retryMaxMs: parts.deadLetterRetry.maxMs,
-      }),
+      retry: parts.deadLetterRetry,
     });
     this.m = componentMetrics(parts.metrics);
     this.invalid = parts.metrics.counter(

@@ -82,8 +82,7 @@ describe('DurableDeadLetter', () => {
       id: 'p/s',
       logger,
       metrics,
-      retryInitialMs: 10,
-      retryMaxMs: 40,
+      retry: { initialMs: 10, maxMs: 40 },
     });
     return { dl, m: componentMetrics(metrics), lines };
   };
