@@ -39,7 +39,7 @@ export interface ComponentContext {
   pipeline: string;
   logger: Logger;
   metrics: Metrics;
-  /** Folder for local state (checkpoints, spools); `--state-dir`. */
+  /** Folder for local state (checkpoints, dead letters); `--state-dir`. */
   stateDir: string;
   /** Logical cluster name (`--cluster-name`), used in event `source` and extensions. */
   clusterName: string;

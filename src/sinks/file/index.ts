@@ -11,6 +11,9 @@ import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory
 import { errorMessage } from '../../errors.ts';
 import { serializeLines } from '../util/lines.ts';
 
+/** The file sink's defaults: one constant for the schema and the code. */
+export const FILE_SINK_DEFAULTS = { fsync: true } as const;
+
 export interface FileSinkConfig {
   path: string;
   fsync?: boolean;
@@ -30,7 +33,7 @@ class FileSink implements Sink {
 
   constructor(config: FileSinkConfig) {
     this.path = config.path;
-    this.fsync = config.fsync ?? true;
+    this.fsync = config.fsync ?? FILE_SINK_DEFAULTS.fsync;
   }
 
   async start(_signal: AbortSignal): Promise<void> {}
@@ -97,7 +100,7 @@ export const fileSink: SinkFactory<FileSinkConfig> = {
       },
       fsync: {
         type: 'boolean',
-        default: true,
+        default: FILE_SINK_DEFAULTS.fsync,
         description: 'Flush each batch to stable storage (fsync) before it counts as delivered.',
       },
     },

@@ -20,6 +20,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { DeliveryResult } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
+import type { Logger } from '../../telemetry/logger.ts';
 
 /** TLS settings of an HTTP sink; file paths are read when the client is made. */
 export interface TlsOptions {
@@ -157,6 +158,8 @@ export interface HttpClientOptions {
   env?: NodeJS.ProcessEnv;
   /** Largest response body kept (the rest is read and discarded); 64 KiB. */
   maxBodyBytes?: number;
+  /** Told (a warning, once per client) when certificate verification is turned off. */
+  logger?: Logger;
 }
 
 export const DEFAULT_HTTP_TIMEOUT_MS = 15_000;
@@ -196,6 +199,13 @@ export class HttpClient {
 
   constructor(opts: HttpClientOptions = {}) {
     const tls = opts.tls ?? {};
+    if (tls.insecureSkipVerify === true)
+      opts.logger?.warn(
+        'TLS certificate verification is off (tls.insecureSkipVerify); anyone on the path can read and change what is sent',
+        {
+          code: ErrorCode.ConfigInvalid,
+        },
+      );
     const proxyEnv = proxyEnvOf(opts.env ?? process.env);
     const common = { keepAlive: true, ...(proxyEnv && { proxyEnv }) };
     this.https = new https.Agent({

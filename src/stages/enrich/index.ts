@@ -48,7 +48,7 @@ export function createEnrich(config: EnrichStageConfig, ctx: ComponentContext): 
     name,
     compileCel(expr, 'attribute'),
   ]);
-  const onError = config.onError ?? 'deadLetter';
+  const onError = config.onError ?? ENRICH_DEFAULTS.onError;
   const failed = expressionFailure(
     ctx,
     onError,
@@ -74,6 +74,9 @@ export function createEnrich(config: EnrichStageConfig, ctx: ComponentContext): 
     },
   };
 }
+
+/** The enrich stage's defaults: one constant for the schema and the code. */
+export const ENRICH_DEFAULTS = { onError: 'deadLetter' } as const;
 
 export const enrichStage: StageFactory<EnrichStageConfig> = {
   kind: 'stage',
@@ -101,7 +104,7 @@ export const enrichStage: StageFactory<EnrichStageConfig> = {
       onError: {
         type: 'string',
         enum: ['deadLetter', 'omit', 'drop'],
-        default: 'deadLetter',
+        default: ENRICH_DEFAULTS.onError,
         description:
           'When an expression fails for an event (e.g. a missing field; guard with has() or `.?`): deadLetter writes the event to the dead-letter destination, omit leaves that attribute out and lets the event go on, drop drops the event. Failures are counted and logged once per kind.',
       },

@@ -19,7 +19,7 @@ const NONE: CloudEvent[] = [];
 
 export function createFilter(config: FilterStageConfig, ctx: ComponentContext): Stage {
   const program: CelProgram = compileCel(config.expression, 'bool');
-  const onError = config.onError ?? 'deadLetter';
+  const onError = config.onError ?? FILTER_DEFAULTS.onError;
   const failed = expressionFailure(ctx, onError, onError === 'keep' ? 'the event is kept' : 'the event is dropped');
   return {
     process(event) {
@@ -35,6 +35,9 @@ export function createFilter(config: FilterStageConfig, ctx: ComponentContext): 
     },
   };
 }
+
+/** The filter's defaults: one constant for the schema and the code. */
+export const FILTER_DEFAULTS = { onError: 'deadLetter' } as const;
 
 export const filterStage: StageFactory<FilterStageConfig> = {
   kind: 'stage',
@@ -53,7 +56,7 @@ export const filterStage: StageFactory<FilterStageConfig> = {
       onError: {
         type: 'string',
         enum: ['deadLetter', 'drop', 'keep'],
-        default: 'deadLetter',
+        default: FILTER_DEFAULTS.onError,
         description:
           'When the expression fails for an event (e.g. a missing field; guard with has() or `.?`): deadLetter writes it to the dead-letter destination, drop drops it, keep lets it through. Failures are counted and logged once per kind.',
       },

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { HttpClient, parseRetryAfter, resultOfStatus } from '../../../src/sinks/util/http.ts';
+import { createLogger } from '../../../src/telemetry/logger.ts';
 
 test('Retry-After: delay-seconds, an HTTP date, a past date, garbage, and the cap', () => {
   const now = Date.parse('2026-12-01T10:00:00Z');
@@ -225,7 +226,17 @@ test('TLS: verification on by default, a private CA, a client certificate, a ser
     });
     assert.equal((await good.deliver({ url, body: 'x' })).status, 'ok');
     good.close();
-    const insecure = new HttpClient({ env: {}, tls: { insecureSkipVerify: true } });
+    const warned: string[] = [];
+    const insecure = new HttpClient({
+      env: {},
+      tls: { insecureSkipVerify: true },
+      logger: createLogger({ write: (l) => warned.push(JSON.parse(l).msg) }),
+    });
+    assert.deepEqual(
+      warned.map((m) => m.split(' (')[0]),
+      ['TLS certificate verification is off'],
+      'a warning',
+    );
     assert.equal((await insecure.deliver({ url, body: 'x' })).status, 'ok');
     insecure.close();
     assert.deepEqual(seen, ['crbridge', undefined], 'the client certificate was presented once');
