@@ -6,7 +6,7 @@
  * `src/events/crd-schema.ts`. The Kubernetes client is the process's one (`ctx.shared`), loaded on
  * first use, never when the validator is built.
  */
-import { sleep } from '../../backoff.ts';
+import { backoffDelay, sleep } from '../../backoff.ts';
 import type { ObjectSchemaContext } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import {
@@ -39,9 +39,10 @@ export interface CrdWatchOptions {
 
 /**
  * `fetchCrd` and `subscribe` for {@link createCrdSchemaValidator} from one CRD's reflector.
- * `subscribe` starts the LIST + WATCH; every LIST and every ADDED / MODIFIED / DELETED event of the
+ * `subscribe` starts the LIST + WATCH (loading the client first, retried with backoff while the
+ * credentials cannot be loaded); every LIST and every ADDED / MODIFIED / DELETED event of the
  * CRD records its current state and tells the validator. `fetchCrd` answers from that state (before
- * the first LIST: waits for it, or rejects when it fails); without a running subscription it GETs
+ * the first LIST: waits for it, or rejects while it fails); without a running subscription it GETs
  * the CRD. A CRD that does not exist (or was deleted) is a fetch error: the validator keeps its last
  * schema. `api` is called on first use only.
  */
@@ -53,7 +54,11 @@ export function crdWatch(
   /** undefined: not listed yet; null: listed, no such CRD. */
   let current: KubeObject | null | undefined;
   let running = false;
+  /** Why the CRD cannot be read now, until the first LIST succeeds: a waiting fetch rejects with it. */
+  let failure: unknown;
   let waiters: { resolve: (crd: KubeObject) => void; reject: (err: unknown) => void }[] = [];
+  const initialMs = opts.backoffInitialMs ?? 1000;
+  const maxMs = opts.backoffMaxMs ?? 30_000;
   const notFound = () =>
     new CrbridgeError(ErrorCode.KubeApi, `CustomResourceDefinition ${crdName} not found; install the CRD`, {
       crd: crdName,
@@ -64,6 +69,10 @@ export function crdWatch(
     waiters = [];
     for (const w of ws) err === undefined ? answer(w) : w.reject(err);
   };
+  const fail = (err: unknown) => {
+    failure = err;
+    settleWaiters(err);
+  };
   return {
     fetchCrd: async () => {
       if (current !== undefined) {
@@ -71,59 +80,70 @@ export function crdWatch(
         return current;
       }
       if (!running) return api().request('GET', `${CRD_COLLECTION}/${encodeURIComponent(crdName)}`);
+      if (failure !== undefined) throw failure;
       return new Promise<KubeObject>((resolve, reject) => waiters.push({ resolve, reject }));
     },
     subscribe(onChange) {
       const controller = new AbortController();
-      let client: KubeApi;
-      try {
-        client = api();
-      } catch {
-        // no credentials: fetchCrd reports it (and each later refresh tries again)
-        return () => {};
-      }
+      const signal = controller.signal;
       running = true;
-      const reflector = new Reflector({
-        api: client,
-        path: CRD_COLLECTION,
-        fieldSelector: `metadata.name=${crdName}`,
-        pageSize: 10,
-        watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 300,
-        stallTimeoutMs: opts.stallTimeoutMs ?? 150_000,
-        backoffInitialMs: opts.backoffInitialMs ?? 1000,
-        backoffMaxMs: opts.backoffMaxMs ?? 30_000,
-        target: {
-          resource: { group: 'apiextensions.k8s.io', version: 'v1', resource: 'customresourcedefinitions' },
-          scope: { namespace: null, namespaced: false },
-        },
-        logger: opts.logger,
-        onError: (code) => {
-          // the reflector logs the failure itself; a fetch waiting for the first LIST stops waiting
-          if (current === undefined)
-            settleWaiters(new CrbridgeError(code, `CRD ${crdName}: the LIST failed (${code}); retrying`));
-        },
-        handler: {
-          async onList(pages) {
-            let found: KubeObject | null = null;
-            for await (const page of pages) for (const o of page) if (o?.metadata?.name === crdName) found = o;
-            current = found;
-            settleWaiters();
-            onChange();
+      failure = undefined;
+      const reflectorFor = (client: KubeApi) =>
+        new Reflector({
+          api: client,
+          path: CRD_COLLECTION,
+          fieldSelector: `metadata.name=${crdName}`,
+          pageSize: 10,
+          watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 300,
+          stallTimeoutMs: opts.stallTimeoutMs ?? 150_000,
+          backoffInitialMs: initialMs,
+          backoffMaxMs: maxMs,
+          target: {
+            resource: { group: 'apiextensions.k8s.io', version: 'v1', resource: 'customresourcedefinitions' },
+            scope: { namespace: null, namespaced: false },
           },
-          async onEvent(type, object) {
-            if (object?.metadata?.name !== crdName) return;
-            current = type === 'DELETED' ? null : object;
-            onChange();
-          },
-          async waitForResource(signal) {
-            // the CRD API itself is not served (not a Kubernetes API server?): try again later
+          logger: opts.logger,
+          onError: (code) => {
+            // the reflector logs the failure itself; a fetch waiting for the first LIST stops waiting
             if (current === undefined)
-              settleWaiters(new CrbridgeError(ErrorCode.KubeApi, `${CRD_COLLECTION} is not served`));
-            await sleep(opts.backoffMaxMs ?? 30_000, signal);
+              fail(new CrbridgeError(code, `CRD ${crdName}: the LIST failed (${code}); retrying`));
           },
-        },
-      });
-      void reflector.run(controller.signal);
+          handler: {
+            async onList(pages) {
+              let found: KubeObject | null = null;
+              for await (const page of pages) for (const o of page) if (o?.metadata?.name === crdName) found = o;
+              current = found;
+              failure = undefined;
+              settleWaiters();
+              onChange();
+            },
+            async onEvent(type, object) {
+              if (object?.metadata?.name !== crdName) return;
+              current = type === 'DELETED' ? null : object;
+              onChange();
+            },
+            async waitForResource(s) {
+              // the CRD API itself is not served (not a Kubernetes API server?): try again later
+              if (current === undefined) fail(new CrbridgeError(ErrorCode.KubeApi, `${CRD_COLLECTION} is not served`));
+              await sleep(maxMs, s);
+            },
+          },
+        });
+      void (async () => {
+        // the process's client; credentials that cannot be loaded yet are retried with backoff
+        for (let attempt = 1; !signal.aborted; attempt++) {
+          let client: KubeApi;
+          try {
+            client = api();
+          } catch (err) {
+            fail(err);
+            await sleep(backoffDelay(attempt, initialMs, maxMs), signal);
+            continue;
+          }
+          await reflectorFor(client).run(signal);
+          return;
+        }
+      })();
       return () => {
         running = false;
         controller.abort();

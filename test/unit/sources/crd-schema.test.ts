@@ -207,6 +207,31 @@ describe('kubernetes CRD schema (Reflector of the CRD)', () => {
     v.stop();
   });
 
+  it('credentials that cannot be loaded yet do not hold start; loading them is retried with backoff', async () => {
+    const api = new FakeCrdApi(crd(10, 7));
+    let calls = 0;
+    const { logger, lines } = captureLogger();
+    const v = crdSchemaFor(
+      { group: 'example.com', version: 'v1', resource: 'widgets' },
+      { logger },
+      () => {
+        calls++;
+        if (calls === 1) throw new Error('cannot load kubeconfig /x (explicit path): ENOENT');
+        return api;
+      },
+      { backoffInitialMs: 10, backoffMaxMs: 20 },
+    );
+    const started = Date.now();
+    await v.start();
+    assert.ok(Date.now() - started < 500, 'start did not wait for the retry');
+    assert.equal(v.validate(widget(50)), undefined);
+    assert.ok(lines.some((l) => String(l.error).includes('cannot load kubeconfig /x')));
+    await tick(60);
+    assert.ok(calls >= 2);
+    assert.deepEqual(v.validate(widget(50)), ['/spec/n must be <= 10'], 'loaded once the client could be made');
+    v.stop();
+  });
+
   it('one validator per CRD and version per process, and one client, through ctx.shared', async () => {
     const memo = new Map<string, unknown>();
     const made: string[] = [];
