@@ -98,7 +98,6 @@ async function main(argv: string[]): Promise<number> {
 async function run(values: Record<string, unknown>, logger: ReturnType<typeof createLogger>): Promise<number> {
   const files = (values.config as string[] | undefined) ?? [];
   if (files.length === 0) throw new CrbridgeError(ErrorCode.Usage, 'run needs at least one -c <pipeline.yaml>');
-  if (typeof values.kubeconfig === 'string') process.env.KUBECONFIG = values.kubeconfig;
   const port = Number(values['http-port'] ?? 8080);
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new CrbridgeError(ErrorCode.Usage, `--http-port must be a port number, got "${String(values['http-port'])}"`);
@@ -124,6 +123,8 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
     clusterName: (values['cluster-name'] as string | undefined) ?? 'default',
     logger,
     metrics,
+    // connection settings for the components (the Kubernetes client loads --kubeconfig once)
+    settings: { kubeconfig: typeof values.kubeconfig === 'string' ? values.kubeconfig : undefined },
   });
   const server = await startOpsServer({
     host: (values['http-host'] as string | undefined) ?? '0.0.0.0',

@@ -5,7 +5,7 @@
  */
 
 import type { CloudEvent } from './events/cloudevent.ts';
-import type { Delta } from './events/delta.ts';
+import type { Delta, KubeObject } from './events/delta.ts';
 import type { Logger } from './telemetry/logger.ts';
 import type { Metrics } from './telemetry/metrics.ts';
 
@@ -43,6 +43,19 @@ export interface ComponentContext {
   stateDir: string;
   /** Logical cluster name (`--cluster-name`), used in event `source` and extensions. */
   clusterName: string;
+  /**
+   * A per-process memo: returns the one instance for `key`, built by `make` on first use (never
+   * when the context is built), so components that need the same thing (a Kubernetes client,
+   * credentials loaded once) share it. A `make` that throws caches nothing: the next call tries
+   * again. Keys are namespaced by the component type (`kubernetes:client`). Absent (a context
+   * built by hand in a test): build your own instance.
+   */
+  shared?<T>(key: string, make: () => T): T;
+  /**
+   * The process's connection settings from the command line, by name (`kubeconfig`: the
+   * `--kubeconfig` file), for the components that connect somewhere; undefined when not given.
+   */
+  settings?: Readonly<Record<string, string | undefined>>;
 }
 
 export interface ComponentFactory<
@@ -186,6 +199,25 @@ export interface SourceContext extends ComponentContext {
   redact?: readonly string[];
 }
 
+/**
+ * Level-3 validation: checks a source's objects against the schema their producer declares (for
+ * Kubernetes, the CRD's openAPIV3Schema), kept current while started (a schema change recompiles).
+ */
+export interface ObjectSchemaValidator {
+  /**
+   * The problems of `object` (empty when valid), or undefined when it cannot be checked (no schema
+   * loaded yet, or none for its version). Synchronous; no I/O.
+   */
+  validate(object: KubeObject): string[] | undefined;
+  /** Loads the schema and follows its changes; resolves once the first load finished (or failed). */
+  start(): Promise<void>;
+  /** Stops following changes; idempotent. The last schema stays in force. */
+  stop(): void;
+}
+
+/** What a source factory's `objectSchema` gets: a logger and the process's memo and settings. */
+export type ObjectSchemaContext = Pick<ComponentContext, 'logger' | 'shared' | 'settings'>;
+
 export interface SourceFactory<C = unknown> extends ComponentFactory<C, Source, 'source', SourceContext> {
   /**
    * Pipelines whose source configs give the same key share one source instance (one LIST and one
@@ -199,6 +231,15 @@ export interface SourceFactory<C = unknown> extends ComponentFactory<C, Source, 
    * and not in the share key are per pipeline (e.g. `initial`).
    */
   sharedSettings?(config: C): Record<string, unknown>;
+  /**
+   * A validator of the source's objects against their declared schema (`spec.validation.crdSchema`),
+   * started and stopped with the pipelines that use it. Performs no I/O (`start` does). Pipelines
+   * whose configs name the same schema get the same instance (the factory memoizes it with
+   * `ctx.shared`), so one schema is fetched and watched once per process; the runtime starts it
+   * with the first such pipeline and stops it with the last. A source type without it cannot serve
+   * `validation.crdSchema`.
+   */
+  objectSchema?(config: C, ctx: ObjectSchemaContext): ObjectSchemaValidator;
 }
 export type StageFactory<C = unknown> = ComponentFactory<C, Stage, 'stage'>;
 export type SinkFactory<C = unknown> = ComponentFactory<C, Sink, 'sink'>;

@@ -1,9 +1,10 @@
 /**
- * Level-3 validation: the object against its CRD's own `openAPIV3Schema`. The CRD JSON comes from
- * a function the runtime gives (this module imports no source); `refresh()` re-fetches and
- * recompiles only when the CRD's resourceVersion moved, and a failed fetch or compile keeps the
- * previous validator. Until one schema compiled, objects are not checked (`validate` returns
- * undefined). `crdFromApi` supplies the fetch and a watch of the CRD on a real API server.
+ * Level-3 validation: the object against its CRD's own `openAPIV3Schema`. Pure: the CRD JSON and
+ * its change notifications come from functions the caller gives (`fetchCrd`, `subscribe`; the
+ * Kubernetes source supplies them, `src/sources/kubernetes/crd-schema.ts`), and this module names
+ * no client and no watch. `refresh()` re-fetches and recompiles only when the CRD's resourceVersion
+ * moved, and a failed fetch or compile keeps the previous validator. Until one schema compiled,
+ * objects are not checked (`validate` returns undefined).
  *
  * The OpenAPI v3 structural schema is converted to JSON Schema draft-07 for ajv:
  * `nullable` → adds "null" to the type; `x-kubernetes-int-or-string` → integer or string;
@@ -19,7 +20,6 @@
 
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { backoffDelay } from '../backoff.ts';
 import { errorMessage } from '../errors.ts';
 import type { KubeObject } from './delta.ts';
 
@@ -215,7 +215,10 @@ export interface CrdSchemaValidator {
   validate(object: KubeObject): string[] | undefined;
   /** Compiles from a CRD JSON now (when its resourceVersion changed). Throws on a bad schema. */
   load(crd: unknown): void;
-  /** Fetches and loads; errors go to onError. Concurrent calls share one fetch. */
+  /**
+   * Fetches and loads; errors go to onError. Calls during a fetch share one more fetch after it
+   * (so a change signalled while a fetch was under way is never missed).
+   */
   refresh(): Promise<void>;
   /** Fetch once and follow changes via `subscribe`. */
   start(): Promise<void>;
@@ -231,6 +234,7 @@ export function createCrdSchemaValidator(opts: CrdSchemaValidatorOptions): CrdSc
   let skipped = new Map<string, string[]>();
   let rv: string | undefined;
   let inflight: Promise<void> | undefined;
+  let again: Promise<void> | undefined;
   let unsubscribe: (() => void) | undefined;
 
   function load(crd: unknown): void {
@@ -257,7 +261,14 @@ export function createCrdSchemaValidator(opts: CrdSchemaValidatorOptions): CrdSc
   }
 
   function refresh(): Promise<void> {
-    inflight ??= (async () => {
+    if (inflight) {
+      again ??= inflight.then(() => {
+        again = undefined;
+        return refresh();
+      });
+      return again;
+    }
+    inflight = (async () => {
       try {
         load(await opts.fetchCrd());
       } catch (err) {
@@ -294,102 +305,6 @@ export function createCrdSchemaValidator(opts: CrdSchemaValidatorOptions): CrdSc
     },
     get resourceVersion() {
       return rv;
-    },
-  };
-}
-
-/** Path of the CustomResourceDefinition collection. */
-export const CRD_COLLECTION = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
-
-/**
- * What {@link crdFromApi} needs of a Kubernetes client (the source's `KubeApi` fits; this module
- * imports no source).
- */
-export interface CrdApi {
-  request(method: 'GET', path: string): Promise<unknown>;
-  watch(
-    path: string,
-    query: Record<string, string | number | boolean | undefined>,
-    onEvent: (type: string, object: unknown) => void,
-    onDone: (err: unknown) => void,
-  ): Promise<{ abort(): void }>;
-}
-
-export interface CrdFromApiOptions {
-  /** Server-side timeout of one WATCH; the watch is then reopened. Default 300. */
-  watchTimeoutSeconds?: number;
-  /** First reopen delay after a failed watch (50–100 % of it, jittered); doubles up to `retryMaxMs`. Default 1000. */
-  retryInitialMs?: number;
-  /** Default 30000. */
-  retryMaxMs?: number;
-  /** Told when a watch fails (it is reopened after a delay). */
-  onError?: (err: unknown) => void;
-}
-
-/**
- * `fetchCrd` and `subscribe` for {@link createCrdSchemaValidator} on a real API server: GET the CRD
- * by name, and WATCH it (field selector on its name). The watch is opened without a
- * resourceVersion, so every (re)connection first reports the CRD's current state as ADDED: a change
- * missed while disconnected is caught up on reconnect. Every ADDED or MODIFIED event tells the
- * validator to refresh (which recompiles only when the resourceVersion moved). `api` may be a
- * function so that credentials are loaded on first use, not when the validator is built.
- */
-export function crdFromApi(
-  api: CrdApi | (() => CrdApi),
-  crdName: string,
-  opts: CrdFromApiOptions = {},
-): Pick<CrdSchemaValidatorOptions, 'fetchCrd' | 'subscribe'> {
-  const client = typeof api === 'function' ? api : () => api;
-  const initial = opts.retryInitialMs ?? 1000;
-  const max = opts.retryMaxMs ?? 30_000;
-  return {
-    fetchCrd: () => client().request('GET', `${CRD_COLLECTION}/${encodeURIComponent(crdName)}`),
-    subscribe(onChange) {
-      let stopped = false;
-      let handle: { abort(): void } | undefined;
-      let timer: NodeJS.Timeout | undefined;
-      let failures = 0;
-      const reopen = (failed: boolean) => {
-        if (stopped) return;
-        failures = failed ? failures + 1 : 0;
-        const delay = failed ? backoffDelay(failures, initial, max) : 50;
-        timer = setTimeout(() => void open(), delay);
-        timer.unref?.();
-      };
-      const open = async () => {
-        if (stopped) return;
-        let done = false;
-        try {
-          const h = await client().watch(
-            CRD_COLLECTION,
-            { fieldSelector: `metadata.name=${crdName}`, timeoutSeconds: opts.watchTimeoutSeconds ?? 300 },
-            (type) => {
-              if (type === 'ADDED' || type === 'MODIFIED') {
-                failures = 0;
-                onChange();
-              }
-            },
-            (err) => {
-              done = true;
-              handle = undefined;
-              if (err) opts.onError?.(new Error(`CRD watch: ${errorMessage(err)}`, { cause: err }));
-              reopen(Boolean(err));
-            },
-          );
-          if (stopped) h.abort();
-          else if (!done) handle = h;
-        } catch (err) {
-          opts.onError?.(new Error(`CRD watch: ${errorMessage(err)}`, { cause: err }));
-          reopen(true);
-        }
-      };
-      void open();
-      return () => {
-        stopped = true;
-        clearTimeout(timer);
-        handle?.abort();
-        handle = undefined;
-      };
     },
   };
 }

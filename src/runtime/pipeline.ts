@@ -5,8 +5,8 @@
  * stage errors are dead-lettered, counted and logged once per kind; the pipeline goes on. A dead letter is
  * written durably (retried until stored, `DurableDeadLetter`): the delta settles only then.
  *
- * Level-3 validation (`spec.validation.crdSchema`): the runner starts the CRD schema validator
- * (fetch + watch of the CRD, see `crdSchemaFor`) with its sinks and holds the first delta until the
+ * Level-3 validation (`spec.validation.crdSchema`): the runner starts the object-schema validator
+ * (the source factory's `objectSchema`: for Kubernetes, a reflector of the CRD) with its sinks and holds the first delta until the
  * first fetch has finished (at most `CRD_FIRST_FETCH_WAIT_MS`), so the initial list is checked too.
  *
  * Ordering: `push` is called in source order and enqueues in that order, so every sink sees one
@@ -18,10 +18,9 @@ import type { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { approxEventBytes, buildEvent, DEFAULT_MAX_BYTES, type EventOptions } from '../events/build.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
-import { type CrdSchemaValidator, crdFromApi, crdNameFor, createCrdSchemaValidator } from '../events/crd-schema.ts';
+import type { CrdSchemaValidator } from '../events/crd-schema.ts';
 import type { Delta } from '../events/delta.ts';
 import { errorKind } from '../events/validate.ts';
-import { type KubeApi, kubeApi, loadKubeConfig } from '../sources/kubernetes/client.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 
@@ -57,46 +56,6 @@ export const CRD_FIRST_FETCH_WAIT_MS = 10_000;
  * while the destination fails and this many wait, `push` waits too (back-pressure).
  */
 export const MAX_PENDING_DEAD_LETTERS = 1000;
-
-/**
- * The level-3 validator of a pipeline's Custom Resource: reads CRD `<resource>.<group>` through
- * the Kubernetes client the source uses (credentials loaded on first use, never at construction)
- * and watches it, so each change of the CRD recompiles the schema. Fetch and watch failures are
- * logged once per kind; the last compiled schema stays in force (none: level 3 is skipped).
- */
-export function crdSchemaFor(source: Record<string, unknown>, logger: Logger, api?: () => KubeApi): CrdSchemaValidator {
-  const crd = crdNameFor({ group: String(source.group ?? ''), resource: String(source.resource ?? '') });
-  const version = String(source.version ?? '');
-  let client: KubeApi | undefined;
-  const getApi = api ?? (() => (client ??= kubeApi(loadKubeConfig())));
-  const onError = (err: unknown) =>
-    logger.once(
-      'warn',
-      `crd-schema:${crd}:${errorMessage(err)}`,
-      'cannot read the CRD schema; level-3 validation keeps the last schema compiled (none yet: skipped)',
-      { code: ErrorCode.EventInvalid, crd, error: errorMessage(err) },
-    );
-  return createCrdSchemaValidator({
-    ...crdFromApi(getApi, crd, { onError }),
-    onError,
-    onLoad: ({ resourceVersion, versions, skipped }) => {
-      if (!versions.includes(version)) {
-        logger.warn('the CRD has no schema for the watched version; level 3 skips its objects', {
-          crd,
-          version,
-          versions,
-        });
-        return;
-      }
-      logger.info('CRD schema compiled for level-3 validation', {
-        crd,
-        version,
-        resourceVersion,
-        skippedRules: skipped.get(version) ?? [],
-      });
-    },
-  });
-}
 
 export class PipelineRunner implements DeltaReceiver, Lifecycle {
   readonly name: string;

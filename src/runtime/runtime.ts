@@ -2,12 +2,16 @@
  * Wires validated pipelines into running components and owns their lifecycle: sinks (delivery
  * queues) start before sources; on shutdown sources stop first, then the pipelines drain their
  * sinks. Pipelines whose sources share a key share one source instance (one LIST + one WATCH), and
- * pipelines checking objects against the same CRD share one schema validator (one CRD watch).
+ * pipelines checking objects against the same schema share one validator (the source factory's
+ * `objectSchema`, memoized per process through `ctx.shared`; for Kubernetes, one CRD watch).
+ * Components get one per-process memo (`shared`) and the command line's connection `settings`.
  */
 import { join } from 'node:path';
 import type {
   ComponentContext,
   ComponentStatus,
+  ObjectSchemaContext,
+  ObjectSchemaValidator,
   SinkFactory,
   Source,
   SourceConsumer,
@@ -19,24 +23,31 @@ import { resolveDeliveryConfig } from '../delivery/config.ts';
 import { fileDeadLetter } from '../delivery/dead-letter.ts';
 import { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
-import type { CrdSchemaValidator } from '../events/crd-schema.ts';
 import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
-import { crdSchemaFor, fanOut, PipelineRunner } from './pipeline.ts';
+import { fanOut, PipelineRunner } from './pipeline.ts';
 
 export interface RuntimeOptions {
   stateDir: string;
   clusterName: string;
   logger: Logger;
   metrics: Metrics;
-  /** Makes the level-3 validator of a source config; default {@link crdSchemaFor} (tests inject). */
-  crdSchemaFor?: (source: Record<string, unknown>, logger: Logger) => CrdSchemaValidator;
+  /**
+   * The command line's connection settings handed to every component as `ctx.settings`
+   * (`kubeconfig`: the `--kubeconfig` file).
+   */
+  settings?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Makes the level-3 validator of a source config instead of the source factory's `objectSchema`
+   * (tests inject). Calls that return the same instance share it.
+   */
+  crdSchemaFor?: (source: Record<string, unknown>, ctx: ObjectSchemaContext) => ObjectSchemaValidator;
 }
 
 /** The part of a level-3 validator a pipeline uses. */
-type CrdSchemaHandle = Pick<CrdSchemaValidator, 'validate' | 'start' | 'stop'>;
+type CrdSchemaHandle = ObjectSchemaValidator;
 
 /**
  * One level-3 validator per CRD and version, shared by every pipeline that checks it (one fetch,
@@ -44,7 +55,7 @@ type CrdSchemaHandle = Pick<CrdSchemaValidator, 'validate' | 'start' | 'stop'>;
  * start returns its first fetch; it stops when the last handle that started stops. A handle's
  * `stop` is idempotent.
  */
-function sharedCrdSchemas(v: CrdSchemaValidator): () => CrdSchemaHandle {
+function sharedCrdSchemas(v: ObjectSchemaValidator): () => CrdSchemaHandle {
   let started: Promise<void> | undefined;
   let users = 0;
   return () => {
@@ -80,6 +91,13 @@ export class Runtime {
   /** Builds every component; performs no I/O (that happens in `start`). */
   constructor(loaded: readonly LoadedPipeline[], registry: Registry, opts: RuntimeOptions) {
     this.opts = opts;
+    // one instance per key for the whole process (this runtime), built on first use
+    const memo = new Map<string, unknown>();
+    const shared = <T>(key: string, make: () => T): T => {
+      if (!memo.has(key)) memo.set(key, make());
+      return memo.get(key) as T;
+    };
+    const settings = Object.freeze({ ...opts.settings });
     const ctxFor = (pipeline: string, name: string): ComponentContext => ({
       id: `${pipeline}/${name}`,
       pipeline,
@@ -87,16 +105,31 @@ export class Runtime {
       metrics: opts.metrics,
       stateDir: opts.stateDir,
       clusterName: opts.clusterName,
+      shared,
+      settings,
     });
     const validator = createEventValidator();
-    const crdSchemas = new Map<string, () => CrdSchemaHandle>();
-    const crdSchemaHandle = (source: Record<string, unknown>): CrdSchemaHandle => {
-      const key = JSON.stringify([source.group ?? '', source.resource ?? '', source.version ?? '']);
-      let share = crdSchemas.get(key);
+    // one handle set per validator instance: the factory returns the same one for the same schema
+    const crdSchemas = new Map<ObjectSchemaValidator, () => CrdSchemaHandle>();
+    const crdSchemaHandle = (
+      loaded: LoadedPipeline,
+      factory: SourceFactory,
+      source: Record<string, unknown>,
+    ): CrdSchemaHandle => {
+      const ctx: ObjectSchemaContext = { logger: opts.logger, shared, settings };
+      let v: ObjectSchemaValidator;
+      if (opts.crdSchemaFor) v = opts.crdSchemaFor(source, ctx);
+      else if (factory.objectSchema) v = factory.objectSchema(source, ctx);
+      else
+        throw new CrbridgeError(
+          ErrorCode.ConfigInvalid,
+          `${loaded.file}: pipeline "${loaded.config.metadata.name}" sets spec.validation.crdSchema, but source type "${factory.type}" declares no object schema; remove validation.crdSchema or use a source that has one (kubernetes)`,
+          { file: loaded.file, pipeline: loaded.config.metadata.name, source: factory.type },
+        );
+      let share = crdSchemas.get(v);
       if (!share) {
-        const logger = opts.logger.child({ crd: `${String(source.resource)}.${String(source.group)}` });
-        share = sharedCrdSchemas((opts.crdSchemaFor ?? crdSchemaFor)(source, logger));
-        crdSchemas.set(key, share);
+        share = sharedCrdSchemas(v);
+        crdSchemas.set(v, share);
       }
       return share();
     };
@@ -110,8 +143,13 @@ export class Runtime {
         consumers: SourceConsumer[];
       }
     >();
-    for (const { config } of loaded) {
+    for (const item of loaded) {
+      const { config } = item;
       const name = config.metadata.name;
+      const { type: sourceType, ...sourceConfig } = config.spec.source;
+      const factory = sourceType
+        ? find<SourceFactory>(registry.sources, sourceType, 'source')
+        : (registry.sources[0] as SourceFactory);
       const sinks = config.spec.sinks.map((sc) => {
         const factory = find<SinkFactory>(registry.sinks, sc.type, 'sink');
         const { name: sinkName, type: _t, delivery, ...own } = sc;
@@ -138,7 +176,7 @@ export class Runtime {
       });
       const ev = config.spec.events ?? {};
       // level 3: the object against its CRD's schema (fetched and watched on start, once per CRD)
-      const crdSchema = config.spec.validation?.crdSchema ? crdSchemaHandle(config.spec.source) : undefined;
+      const crdSchema = config.spec.validation?.crdSchema ? crdSchemaHandle(item, factory, sourceConfig) : undefined;
       const runner = new PipelineRunner({
         name,
         eventOptions: {
@@ -157,10 +195,6 @@ export class Runtime {
         metrics: opts.metrics,
       });
       this.pipelines.push(runner);
-      const { type: sourceType, ...sourceConfig } = config.spec.source;
-      const factory = sourceType
-        ? find<SourceFactory>(registry.sources, sourceType, 'source')
-        : (registry.sources[0] as SourceFactory);
       const key = `${factory.type}:${factory.shareKey(sourceConfig)}`;
       let group = bySource.get(key);
       if (group) group.runners.push(runner);

@@ -5,6 +5,7 @@
  */
 import type { SourceFactory } from '../../component.ts';
 import { errorMessage } from '../../errors.ts';
+import { kubernetesObjectSchema } from './crd-schema.ts';
 import { KUBERNETES_SOURCE_DEFAULTS } from './defaults.ts';
 import { parseFieldSelector, parseLabelSelector } from './selector.ts';
 import { KubernetesSource, type KubernetesSourceConfig, sharedSettings, sourceKey } from './source.ts';
@@ -178,4 +179,6 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
     return out;
   },
   create: (config, ctx) => new KubernetesSource(config, ctx),
+  // level 3: the CRD's openAPIV3Schema, read and followed by a reflector of the CRD (crd-schema.ts)
+  objectSchema: (config, ctx) => kubernetesObjectSchema(config, ctx),
 };

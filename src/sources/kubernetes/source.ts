@@ -26,7 +26,7 @@ import { componentMetrics } from '../../telemetry/metrics.ts';
 import { FileCheckpointStore } from './checkpoint/file.ts';
 import { KubernetesCheckpointStore } from './checkpoint/kubernetes.ts';
 import type { CheckpointStore } from './checkpoint/types.ts';
-import { type KubeApi, type KubeCredentials, KubeHttpError, kubeApi, loadKubeConfig } from './client.ts';
+import { type KubeApi, type KubeCredentials, KubeHttpError, kubeApi } from './client.ts';
 import { OrderedCommits } from './commits.ts';
 import { KUBERNETES_SOURCE_DEFAULTS } from './defaults.ts';
 import {
@@ -41,6 +41,7 @@ import {
 import { collectionPath, discover, discoveryError, gvrString } from './discovery.ts';
 import { FailureLog, type ListPages, Reflector } from './reflector.ts';
 import { compileSelection, escapeFieldValue, type Selection } from './selector.ts';
+import { sharedKubeApi } from './shared-client.ts';
 import { parsePointers, stripFields } from './strip.ts';
 
 export interface KubernetesSourceConfig {
@@ -212,8 +213,8 @@ export class KubernetesSource implements Source {
   async start(signal: AbortSignal): Promise<void> {
     if (this.runPromise) return;
     signal.addEventListener('abort', () => this.controller.abort(), { once: true });
-    const kc = this.deps.api ? undefined : (this.deps.kubeConfig ?? loadKubeConfig());
-    this.api = this.deps.api ?? kubeApi(kc as KubeCredentials);
+    // the process's one client (ctx.shared), unless a test gave its own API or credentials
+    this.api = this.deps.api ?? (this.deps.kubeConfig ? kubeApi(this.deps.kubeConfig) : sharedKubeApi(this.ctx));
     this.store = this.deps.checkpoint ?? this.makeStore();
     this.runPromise = this.run(this.controller.signal).catch((err: unknown) => {
       this.error(err, 'source stopped on an unexpected error');

@@ -4,8 +4,9 @@
  * stored when the CRD is tightened, and the API server still accepts updates that leave the invalid
  * field alone (CRD validation ratcheting): those events fail level 3 and go to the dead-letter file
  * with their errors, are counted and logged once per kind, while valid objects flow. Relaxing the
- * CRD again is picked up (recompiled) and the object's events flow again. `crbridge validate` of
- * the same file opens no connection.
+ * CRD again is picked up (recompiled) and the object's events flow again. The credentials come only
+ * from `--kubeconfig`, handed down by the CLI. `crbridge validate` of the same file opens no
+ * connection.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -92,7 +93,13 @@ describe('level-3 validation against the CRD schema', () => {
     kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${CRD}`]);
     kubectl(['create', 'namespace', ns]);
     const res = `backups.${GROUP}`;
-    proc = startCrbridge(runArgs([pipeline], join(dir, 'state')), { ...process.env, ...env });
+    // credentials only through --kubeconfig: the source and the CRD reflector share the CLI's one client
+    proc = startCrbridge(runArgs([pipeline], join(dir, 'state'), ['--kubeconfig', env.KUBECONFIG]), {
+      ...process.env,
+      ...env,
+      KUBECONFIG: join(dir, 'no-such-kubeconfig'),
+      KUBERNETES_SERVICE_HOST: '',
+    });
     const p = proc;
     const port = await p.port();
     await eventually(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 30_000, 'readyz');

@@ -1,12 +1,7 @@
 /** OpenAPI v3 structural schema → JSON Schema conversion for level-3 validation. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  CRD_COLLECTION,
-  crdFromApi,
-  createCrdSchemaValidator,
-  openApiToJsonSchema,
-} from '../../../src/events/crd-schema.ts';
+import { createCrdSchemaValidator, openApiToJsonSchema } from '../../../src/events/crd-schema.ts';
 import type { KubeObject } from '../../../src/events/delta.ts';
 
 function crdWith(schema: unknown, rv = '1') {
@@ -130,127 +125,32 @@ describe('openApiToJsonSchema', () => {
     assert.deepEqual(v.validate(o as KubeObject), ['/spec must be integer']);
     assert.throws(() => v.load({ spec: {} }), /no spec.versions/);
   });
-});
 
-describe('crdFromApi', () => {
-  /** A fake API server holding one CRD; each watch is recorded and can be ended or fed events. */
-  function fakeApi(initial: unknown) {
-    let crd = initial;
-    const gets: string[] = [];
-    const watches: {
-      path: string;
-      query: Record<string, unknown>;
-      onEvent: (type: string, object: unknown) => void;
-      onDone: (err: unknown) => void;
-      aborted: boolean;
-    }[] = [];
-    return {
-      gets,
-      watches,
-      set(next: unknown) {
-        crd = next;
-      },
-      api: {
-        async request(_method: 'GET', path: string) {
-          gets.push(path);
-          return crd;
-        },
-        async watch(
-          path: string,
-          query: Record<string, string | number | boolean | undefined>,
-          onEvent: (type: string, object: unknown) => void,
-          onDone: (err: unknown) => void,
-        ) {
-          const w = { path, query, onEvent, onDone, aborted: false };
-          watches.push(w);
-          return {
-            abort() {
-              w.aborted = true;
-            },
-          };
-        },
-      },
-    };
-  }
-  const schema = (max: number) => ({
-    type: 'object',
-    properties: { spec: { type: 'object', properties: { n: { type: 'integer', maximum: max } } } },
-  });
-  const widget = (n: number) =>
-    ({
-      apiVersion: 'example.com/v1',
-      kind: 'Widget',
-      metadata: { name: 'w', uid: 'u', resourceVersion: '1' },
-      spec: { n },
-    }) as KubeObject;
-  const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
-
-  it('fetches the CRD by name and watches it by field selector; a MODIFIED event recompiles', async () => {
-    const f = fakeApi(crdWith(schema(10), '1'));
-    const loads: (string | undefined)[] = [];
+  it('a change signalled while a fetch is under way gets one more fetch after it (never missed)', async () => {
+    // the CRD moves to rv 2 after the first fetch read rv 1 but before it was loaded
+    let crd: unknown = crdWith({ type: 'object', properties: { spec: { type: 'string' } } }, '1');
+    let release: () => void = () => {};
+    let fetches = 0;
     const v = createCrdSchemaValidator({
-      ...crdFromApi(f.api, 'widgets.example.com'),
-      onLoad: (i) => loads.push(i.resourceVersion),
+      fetchCrd: async () => {
+        fetches++;
+        const seen = crd;
+        if (fetches === 1) await new Promise<void>((r) => (release = r));
+        return seen;
+      },
     });
-    assert.equal(v.validate(widget(50)), undefined, 'nothing compiled yet: not checked');
-    await v.start();
-    assert.deepEqual(f.gets, [`${CRD_COLLECTION}/widgets.example.com`]);
-    assert.equal(f.watches.length, 1);
-    assert.equal(f.watches[0]?.path, CRD_COLLECTION);
-    assert.equal(f.watches[0]?.query.fieldSelector, 'metadata.name=widgets.example.com');
-    assert.deepEqual(v.validate(widget(5)), []);
-    assert.deepEqual(v.validate(widget(50)), ['/spec/n must be <= 10']);
-
-    f.set(crdWith(schema(100), '2'));
-    f.watches[0]?.onEvent('MODIFIED', {});
-    await tick(5);
-    assert.deepEqual(v.validate(widget(50)), [], 'recompiled with the new schema');
-    assert.equal(v.resourceVersion, '2');
-    assert.deepEqual(loads, ['1', '2']);
-    v.stop();
-    assert.equal(f.watches[0]?.aborted, true);
-  });
-
-  it('reopens a watch that ended (at once when clean, after a delay on error) and catches up', async () => {
-    const f = fakeApi(crdWith(schema(10), '1'));
-    const errors: string[] = [];
-    const v = createCrdSchemaValidator(
-      crdFromApi(f.api, 'widgets.example.com', { retryInitialMs: 20, onError: (e) => errors.push(String(e)) }),
-    );
-    await v.start();
-    f.watches[0]?.onDone(null);
-    await tick(80);
-    assert.equal(f.watches.length, 2, 'a clean close reopens');
-    f.watches[1]?.onDone(new Error('connection reset'));
-    await tick(5);
-    assert.equal(f.watches.length, 2, 'an error waits before reopening');
-    await tick(60);
-    assert.equal(f.watches.length, 3);
-    assert.match(errors[0] ?? '', /CRD watch: connection reset/);
-    // the reopened watch first reports the current state: a change missed meanwhile is caught up
-    f.set(crdWith(schema(100), '7'));
-    f.watches[2]?.onEvent('ADDED', {});
-    await tick(5);
-    assert.equal(v.resourceVersion, '7');
-    v.stop();
-    f.watches[2]?.onDone(null);
-    await tick(80);
-    assert.equal(f.watches.length, 3, 'no reopen after stop');
-  });
-
-  it('a failed fetch keeps the last schema and is reported; a later change loads', async () => {
-    const f = fakeApi(crdWith(schema(10), '1'));
-    const errors: string[] = [];
-    const v = createCrdSchemaValidator({
-      ...crdFromApi(f.api, 'widgets.example.com'),
-      onError: (e) => errors.push(String(e)),
-    });
-    await v.start();
-    f.set({ metadata: { resourceVersion: '2' }, spec: {} });
-    f.watches[0]?.onEvent('MODIFIED', {});
-    await tick(5);
-    assert.match(errors[0] ?? '', /CRD schema: CRD has no spec.versions/);
-    assert.deepEqual(v.validate(widget(50)), ['/spec/n must be <= 10'], 'the previous schema stays');
-    v.stop();
+    const first = v.refresh();
+    await new Promise((r) => setTimeout(r, 5));
+    crd = crdWith({ type: 'object', properties: { spec: { type: 'integer' } } }, '2');
+    const second = v.refresh(); // told of the change mid-fetch
+    const third = v.refresh();
+    assert.equal(second, third, 'calls during one fetch share the one follow-up');
+    release();
+    await first;
+    await second;
+    assert.equal(fetches, 2);
+    assert.equal(v.resourceVersion, '2', 'the change was loaded');
+    const o = { apiVersion: 'example.com/v1', metadata: { name: 'a', uid: 'u', resourceVersion: '1' }, spec: 's' };
+    assert.deepEqual(v.validate(o as KubeObject), ['/spec must be integer']);
   });
 });

@@ -1,6 +1,7 @@
 /**
- * Level-3 validation wired into a pipeline (src/runtime/pipeline.ts): the CRD schema is fetched
- * through the Kubernetes client when the pipeline starts and watched; the first delta waits for
+ * Level-3 validation wired into a pipeline (src/runtime/pipeline.ts): the CRD schema is listed and
+ * watched (the Kubernetes source's CRD reflector, src/sources/kubernetes/crd-schema.ts) when the
+ * pipeline starts; the first delta waits for
  * it; invalid events go to the dead letters with their errors, are counted by level and logged
  * once per kind of error; valid ones reach the sinks; the watch stops at shutdown.
  */
@@ -10,11 +11,11 @@ import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import type { DeadLetterEntry } from '../../../src/delivery/dead-letter.ts';
 import type { CloudEvent } from '../../../src/events/cloudevent.ts';
-import { CRD_COLLECTION } from '../../../src/events/crd-schema.ts';
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { createEventValidator } from '../../../src/events/validate.ts';
-import { crdSchemaFor, PipelineRunner } from '../../../src/runtime/pipeline.ts';
-import type { KubeApi } from '../../../src/sources/kubernetes/client.ts';
+import { PipelineRunner } from '../../../src/runtime/pipeline.ts';
+import type { KubeApi, Query } from '../../../src/sources/kubernetes/client.ts';
+import { CRD_COLLECTION, crdSchemaFor } from '../../../src/sources/kubernetes/crd-schema.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { backup, delta } from './fixtures.ts';
@@ -23,16 +24,18 @@ const CRD = parse(readFileSync(new URL('../../fixtures/crds/backup.yaml', import
   metadata: Record<string, unknown>;
   spec: { versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] };
 };
+CRD.metadata.uid = 'crd-uid';
 
 function world(opts: { fetchDelayMs?: number; crd?: unknown } = {}) {
   let crd: unknown = opts.crd ?? { ...CRD, metadata: { ...CRD.metadata, resourceVersion: '10' } };
   const gets: string[] = [];
   const watches: { onEvent: (t: string, o: unknown) => void; aborted: boolean }[] = [];
   const api = {
-    async request(_m: string, path: string) {
-      gets.push(path);
+    async request(_m: string, path: string, query: Query = {}) {
+      gets.push(`${path}?fieldSelector=${String(query.fieldSelector)}`);
       if (opts.fetchDelayMs) await new Promise((r) => setTimeout(r, opts.fetchDelayMs));
-      return structuredClone(crd);
+      const item = structuredClone(crd) as { metadata: { resourceVersion?: string } };
+      return { metadata: { resourceVersion: item.metadata.resourceVersion }, items: [item] };
     },
     async watch(_p: string, _q: unknown, onEvent: (t: string, o: unknown) => void) {
       const w = { onEvent, aborted: false };
@@ -47,7 +50,7 @@ function world(opts: { fetchDelayMs?: number; crd?: unknown } = {}) {
   const logs: Record<string, unknown>[] = [];
   const logger = createLogger({ level: 'debug', write: (l) => logs.push(JSON.parse(l)) });
   const metrics = new Metrics();
-  const crdSchema = crdSchemaFor({ group: 'example.com', version: 'v1', resource: 'backups' }, logger, () => api);
+  const crdSchema = crdSchemaFor({ group: 'example.com', version: 'v1', resource: 'backups' }, { logger }, () => api);
   const enqueued: CloudEvent[] = [];
   const dead: DeadLetterEntry[] = [];
   const runner = new PipelineRunner({
@@ -105,7 +108,7 @@ describe('pipeline level-3 validation (spec.validation.crdSchema)', () => {
     await w.runner.push(delta('added', withPhase('a', 'u-a', 'Exploded')));
     await w.runner.push(delta('added', withPhase('b', 'u-b', 'Running')));
     await w.runner.push(delta('added', withPhase('c', 'u-c', 'Imploded')));
-    assert.deepEqual(w.gets, [`${CRD_COLLECTION}/backups.example.com`]);
+    assert.deepEqual(w.gets, [`${CRD_COLLECTION}?fieldSelector=metadata.name=backups.example.com`], 'one LIST');
     assert.equal(w.watches.length, 1, 'the CRD is watched');
     assert.deepEqual(
       w.enqueued.map((e) => e.subject),
@@ -166,7 +169,7 @@ describe('pipeline level-3 validation (spec.validation.crdSchema)', () => {
   });
 
   it('without a CRD (fetch fails) level 3 is skipped, the failure is logged once, events flow', async () => {
-    const broken = world({ crd: { metadata: { resourceVersion: '1' }, spec: {} } });
+    const broken = world({ crd: { metadata: { name: 'backups.example.com', resourceVersion: '1' }, spec: {} } });
     await broken.runner.start(new AbortController().signal);
     await broken.runner.push(delta('added', withPhase('a', 'u-a', 'Exploded')));
     await broken.runner.push(delta('added', withPhase('b', 'u-b', 'Exploded')));

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type {
+  ComponentContext,
   DeliveryResult,
   OutboundEvent,
   Sink,
@@ -19,6 +20,7 @@ import type {
   SourceFactory,
 } from '../../../src/component.ts';
 import type { LoadedPipeline, PipelineConfig } from '../../../src/config/types.ts';
+import { CrbridgeError } from '../../../src/errors.ts';
 import type { Registry } from '../../../src/registry.ts';
 import { Runtime } from '../../../src/runtime/runtime.ts';
 import { silentLogger } from '../../../src/telemetry/logger.ts';
@@ -33,7 +35,7 @@ interface World {
   gate: { open: boolean; waiters: (() => void)[] };
 }
 
-function fakeRegistry(w: World): Registry {
+function fakeRegistry(w: World, extra: Partial<SourceFactory<{ group: string; resource: string }>> = {}): Registry {
   const source: SourceFactory<{ group: string; resource: string }> = {
     kind: 'source',
     type: 'fake',
@@ -54,6 +56,7 @@ function fakeRegistry(w: World): Registry {
         },
       };
     },
+    ...extra,
   };
   const sink: SinkFactory<Record<string, unknown>> = {
     kind: 'sink',
@@ -183,31 +186,33 @@ test('pipelines checking the same CRD share one schema validator: one start, sto
     p.config.spec.validation = { crdSchema: true };
     return p;
   };
-  const rt = new Runtime(
-    [withCrd('a', 'backups'), withCrd('b', 'backups'), withCrd('c', 'restores'), withCrd('d', 'backups', 'v2')],
-    fakeRegistry(w),
-    {
-      stateDir: mkdtempSync(join(tmpdir(), 'crb-runtime-')),
-      clusterName: 'unit',
-      logger: silentLogger,
-      metrics: new Metrics(),
-      crdSchemaFor: (source) => {
-        const key = `${String(source.resource)}/${String(source.version)}`;
+  // the factory memoizes one validator per resource and version through the runtime's ctx.shared
+  const registry = fakeRegistry(w, {
+    objectSchema(config, ctx) {
+      const key = `${config.resource}/${String((config as { version?: string }).version)}`;
+      assert.ok(ctx.shared, 'the runtime hands down its per-process memo');
+      return ctx.shared(`fake:schema:${key}`, () => {
         made.push(key);
         return {
           validate: () => [],
-          load: () => {},
-          refresh: async () => {},
           start: async () => {
             calls.push(`start ${key}`);
           },
           stop: () => {
             calls.push(`stop ${key}`);
           },
-          skipped: new Map(),
-          resourceVersion: undefined,
         };
-      },
+      });
+    },
+  });
+  const rt = new Runtime(
+    [withCrd('a', 'backups'), withCrd('b', 'backups'), withCrd('c', 'restores'), withCrd('d', 'backups', 'v2')],
+    registry,
+    {
+      stateDir: mkdtempSync(join(tmpdir(), 'crb-runtime-')),
+      clusterName: 'unit',
+      logger: silentLogger,
+      metrics: new Metrics(),
     },
   );
   assert.deepEqual(made, ['backups/v1', 'restores/v1', 'backups/v2'], 'one validator per CRD and version');
@@ -218,6 +223,83 @@ test('pipelines checking the same CRD share one schema validator: one start, sto
   await rt.shutdown(Date.now() + 5000);
   assert.deepEqual(calls.sort(), ['stop backups/v1', 'stop backups/v2', 'stop restores/v1'], 'each stopped once');
   ac.abort();
+});
+
+test('validation.crdSchema with a source type that declares no object schema is a clear error', () => {
+  const w = world();
+  const p = pipeline('a', 'backups', ['s']);
+  p.config.spec.validation = { crdSchema: true };
+  assert.throws(
+    () => runtime(w, [p]),
+    (err: unknown) => {
+      assert.ok(err instanceof CrbridgeError);
+      assert.equal(err.code, 'CRB_CONFIG_INVALID');
+      assert.match(err.message, /^a\.yaml: pipeline "a" sets spec\.validation\.crdSchema, but source type "fake"/);
+      assert.match(err.message, /remove validation\.crdSchema/);
+      return true;
+    },
+  );
+});
+
+test('RuntimeOptions.crdSchemaFor replaces the factory’s objectSchema (test injection)', async () => {
+  const w = world();
+  const p = pipeline('a', 'backups', ['s']);
+  p.config.spec.validation = { crdSchema: true };
+  const asked: Record<string, unknown>[] = [];
+  const rt = new Runtime([p], fakeRegistry(w), {
+    stateDir: mkdtempSync(join(tmpdir(), 'crb-runtime-')),
+    clusterName: 'unit',
+    logger: silentLogger,
+    metrics: new Metrics(),
+    crdSchemaFor: (source) => {
+      asked.push(source);
+      return { validate: () => [], start: async () => {}, stop: () => {} };
+    },
+  });
+  assert.deepEqual(asked, [{ group: 'example.com', resource: 'backups' }], 'the source block without its type');
+  await rt.shutdown(Date.now() + 1000);
+});
+
+test('every component gets the one per-process memo and the command line settings', () => {
+  const w = world();
+  const seen: ComponentContext[] = [];
+  const registry = fakeRegistry(w);
+  const sink = registry.sinks[0] as SinkFactory;
+  const create = sink.create.bind(sink);
+  sink.create = (config, ctx) => {
+    seen.push(ctx);
+    return create(config, ctx);
+  };
+  new Runtime([pipeline('a', 'backups', ['s']), pipeline('b', 'restores', ['s'])], registry, {
+    stateDir: mkdtempSync(join(tmpdir(), 'crb-runtime-')),
+    clusterName: 'unit',
+    logger: silentLogger,
+    metrics: new Metrics(),
+    settings: { kubeconfig: '/etc/kube/config' },
+  });
+  const all = [...seen, ...w.sources.map((s) => s.ctx)];
+  assert.equal(all.length, 4);
+  let built = 0;
+  const make = () => ({ n: ++built });
+  const instances = all.map((c) => c.shared?.('client', make));
+  assert.equal(built, 1, 'built once, on first use');
+  assert.ok(
+    instances.every((i) => i === instances[0]),
+    'the same instance for every component',
+  );
+  assert.throws(
+    () =>
+      all[0]?.shared?.('broken', () => {
+        throw new Error('no credentials');
+      }),
+    /no credentials/,
+  );
+  assert.equal(
+    all[1]?.shared?.('broken', () => 'ok'),
+    'ok',
+    'a failed build is not cached',
+  );
+  for (const c of all) assert.equal(c.settings?.kubeconfig, '/etc/kube/config');
 });
 
 test('a shared source is told every consumer with its pipeline’s initial; a targeted delta reaches only those sinks', async () => {

@@ -716,3 +716,43 @@ test('shutdown honours its deadline with the ConfigMap checkpoint wedged; what w
   assert.deepEqual(s2.receiver.summary(), [`resync modified b0@${rv}`], 'the unwritten change comes again');
   await s2.stop();
 });
+
+test('sources take the process’s one Kubernetes client from ctx.shared; settings.kubeconfig names the credentials', async () => {
+  const c = new FakeCluster();
+  c.create('a', 'b0');
+  const keys: string[] = [];
+  const memo = new Map<string, unknown>();
+  const shared = <T>(key: string, _make: () => T): T => {
+    keys.push(key);
+    if (!memo.has(key)) memo.set(key, c); // the process's client (here: the fake cluster)
+    return memo.get(key) as T;
+  };
+  const ctx = (id: string): SourceContext => ({
+    id,
+    pipeline: id,
+    logger: silentLogger,
+    metrics: new Metrics(),
+    stateDir: dir(),
+    clusterName: 'test',
+    receiver: new Recorder(),
+    shared,
+  });
+  const ac = new AbortController();
+  const one = new KubernetesSource(base, ctx('one'));
+  const two = new KubernetesSource({ ...base, namespaces: ['a'] }, ctx('two'));
+  assert.deepEqual(keys, [], 'nothing loaded at construction');
+  await one.start(ac.signal);
+  await two.start(ac.signal);
+  await until(() => one.synced && two.synced, 'both synced on the shared client');
+  assert.deepEqual(keys, ['kubernetes:client', 'kubernetes:client']);
+  await Promise.all([one.shutdown(Date.now() + 2000), two.shutdown(Date.now() + 2000)]);
+
+  // without the memo: credentials from ctx.settings.kubeconfig (an explicit path: a missing file is named)
+  const missing = join(dir(), 'no-such-kubeconfig');
+  const own = new KubernetesSource(base, { ...ctx('own'), shared: undefined, settings: { kubeconfig: missing } });
+  await assert.rejects(own.start(ac.signal), (err: Error) => {
+    assert.match(err.message, /cannot load kubeconfig .*no-such-kubeconfig \(explicit path\)/);
+    return true;
+  });
+  ac.abort();
+});
