@@ -56,9 +56,14 @@ export class EventLoopWatch {
     this.timer.unref();
   }
 
-  /** The recent worst event-loop delay, in milliseconds. */
+  /**
+   * The recent worst event-loop delay, in milliseconds: of the last completed window, of the
+   * current one so far (a block that just ended may be recorded after the window timer ran), or
+   * how overdue the window timer is (a loop blocked right now).
+   */
   delayMs(): number {
-    return Math.max(this.lastMs, performance.now() - this.lastTick - this.windowMs);
+    const current = this.histogram.count > 0 ? this.histogram.max / 1e6 : 0;
+    return Math.max(this.lastMs, current, performance.now() - this.lastTick - this.windowMs);
   }
 
   stop(): void {
