@@ -6,6 +6,7 @@ import type { AnyFactory, SinkFactory, SourceFactory, StageFactory } from './com
 import { fileSink } from './sinks/file/index.ts';
 import { kafkaSink } from './sinks/kafka/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
+import { webhookSink } from './sinks/webhook/index.ts';
 import { kubernetesSource } from './sources/kubernetes/index.ts';
 import { enrichStage } from './stages/enrich/index.ts';
 import { filterStage } from './stages/filter/index.ts';
@@ -20,7 +21,7 @@ export interface Registry {
 export const registry: Registry = {
   sources: [kubernetesSource],
   stages: [filterStage, enrichStage],
-  sinks: [kafkaSink, fileSink, stdoutSink],
+  sinks: [kafkaSink, fileSink, stdoutSink, webhookSink],
 };
 
 export function allFactories(r: Registry = registry): AnyFactory[] {
