@@ -13,13 +13,13 @@ import { Webhook } from 'standardwebhooks';
 import type { OutboundEvent, Sink } from '../../../src/component.ts';
 import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
 import { DeliveryQueue } from '../../../src/delivery/queue.ts';
-import { batchId } from '../../../src/sinks/webhook/signing.ts';
 import {
   ENDPOINT_GONE_METRIC,
   TokenBucket,
   type WebhookSinkConfig,
   webhookSink,
 } from '../../../src/sinks/webhook/index.ts';
+import { batchId } from '../../../src/sinks/webhook/signing.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { type ReceiverOptions, WebhookReceiver } from '../../support/webhook-receiver.ts';
 import { captureLogger, ev, MemoryDeadLetter } from '../delivery/helpers.ts';
