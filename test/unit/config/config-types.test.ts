@@ -14,6 +14,7 @@ import { allFactories } from '../../../src/registry.ts';
 import type { FileSinkConfig } from '../../../src/sinks/file/index.ts';
 import type { KafkaSinkConfig } from '../../../src/sinks/kafka/index.ts';
 import type { StdoutSinkConfig } from '../../../src/sinks/stdout/index.ts';
+import type { WebhookSinkConfig } from '../../../src/sinks/webhook/index.ts';
 import type { KubernetesSourceConfig } from '../../../src/sources/kubernetes/index.ts';
 import type { EnrichStageConfig } from '../../../src/stages/enrich/index.ts';
 import type { FilterStageConfig } from '../../../src/stages/filter/index.ts';
@@ -81,6 +82,17 @@ const kafka: Presence<KafkaSinkConfig> = {
 const file: Presence<FileSinkConfig> = { path: 'required', fsync: 'optional' };
 // StdoutSinkConfig is Record<string, never>: it has no keys, and neither may the schema
 const stdout: Presence<StdoutSinkConfig> = {};
+const webhook: Presence<WebhookSinkConfig> = {
+  url: 'required',
+  mode: 'optional',
+  batchSize: 'optional',
+  signing: 'optional',
+  auth: 'optional',
+  headers: 'optional',
+  tls: 'optional',
+  timeoutMs: 'optional',
+  abuseProtection: 'optional',
+};
 const filter: Presence<FilterStageConfig> = { expression: 'required', onError: 'optional' };
 const enrich: Presence<EnrichStageConfig> = { attributes: 'required', onError: 'optional' };
 
@@ -89,6 +101,7 @@ const factoryConfigs: Record<string, Record<string, 'optional' | 'required'>> = 
   'source:kubernetes': kubernetes,
   'sink:kafka': kafka,
   'sink:file': file,
+  'sink:webhook': webhook,
   'sink:stdout': stdout,
   'stage:filter': filter,
   'stage:enrich': enrich,
