@@ -102,11 +102,17 @@ const arithmetic = {
   '/': (a: number, b: number) => a / b,
 };
 
-/** What an expression must produce: a bool (filters) or a value for an event attribute (enrich). */
-export type CelResult = 'bool' | 'attribute';
+/**
+ * What an expression must produce: a bool (filters), a value for an event attribute (enrich), or
+ * a string (a name chosen per event, e.g. a Kafka topic; null or an empty optional for "none").
+ */
+export type CelResult = 'bool' | 'attribute' | 'string';
 
 /** CEL types an attribute expression may have (`dyn` and optionals are checked when evaluated). */
 const ATTRIBUTE_TYPES = /^(string|int|uint|double|bool|null|dyn|optional<.*>)$/;
+
+/** CEL types a string expression may have (`dyn` and optionals are checked when evaluated). */
+const STRING_TYPES = /^(string|null|dyn|optional<(string|dyn)>)$/;
 
 /** An expression that could not be compiled; `message` is one line and names where it failed. */
 export class CelCompileError extends Error {
@@ -159,6 +165,10 @@ export function compileCel(source: string, result: CelResult): CelProgram {
     throw new CelCompileError(
       `the expression must produce a string, number or bool for an event attribute, but it produces ${type}; convert it, e.g. string(...)`,
     );
+  if (result === 'string' && !STRING_TYPES.test(type))
+    throw new CelCompileError(
+      `the expression must produce a string, but it produces ${type}; convert it, e.g. string(...)`,
+    );
   return { source, type, evaluate: (vars) => program(vars as unknown as Record<string, unknown>) };
 }
 
@@ -170,6 +180,19 @@ export function celProblem(source: string, result: CelResult): string | undefine
   } catch (err) {
     return err instanceof CelCompileError ? err.message : `CEL error: ${String(err)}`;
   }
+}
+
+/**
+ * A string expression's result: the string, or null for "none" (null, an empty optional, "").
+ * Throws for any other kind of value.
+ */
+export function toStringValue(v: unknown): string | null {
+  if (v instanceof Optional) return v.hasValue() ? toStringValue(v.value()) : null;
+  if (v === null || v === undefined || v === '') return null;
+  if (typeof v === 'string') return v;
+  throw new TypeError(
+    `it produced a ${Array.isArray(v) ? 'list' : typeof v === 'object' ? 'map' : typeof v}, not a string; convert it, e.g. string(...)`,
+  );
 }
 
 /**

@@ -11,28 +11,60 @@
  * every event alike (not authorized, bad credentials, a missing topic) are retried, never
  * dead-lettered, and logged once per cause with what to check. Connects, sends and the shutdown's
  * disconnect all give up at the abort signal or deadline: a broker that is away never holds them.
+ *
+ * The topic is the static `topic`, or per event the string a CEL `topicExpression` yields (null or
+ * empty: `topic`); one produce request may carry several topics, each topic's records in batch
+ * order. TLS (`tls`) and SASL (`sasl`: PLAIN, SCRAM-SHA-256/512, credentials given as `${env:}` /
+ * `${file:}` references) go to kafkajs as they are; the SASL password never reaches a log line or
+ * an error. Compression: none, gzip, snappy, lz4 (pure-JS codecs, `codecs.ts`).
  */
-import { CompressionTypes, Kafka, logLevel, type Message, Partitioners, type Producer } from 'kafkajs';
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import {
+  Kafka,
+  type KafkaConfig,
+  logLevel,
+  type Message,
+  Partitioners,
+  type Producer,
+  type SASLOptions,
+} from 'kafkajs';
+import { type CelProgram, celProblem, celVariables, compileCel, toStringValue } from '../../cel/index.ts';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
-import { ErrorCode, errorMessage } from '../../errors.ts';
+import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import { toKafkaRecord, tombstoneFor } from '../../events/bindings/kafka.ts';
+import type { CloudEvent } from '../../events/cloudevent.ts';
 import type { Logger } from '../../telemetry/logger.ts';
+import { type TlsOptions, tlsSchema } from '../util/http.ts';
+import { COMPRESSION_TYPES, type KafkaCompression, registerKafkaCodecs } from './codecs.ts';
+
+/** SASL settings; `username` and `password` are usually `${env:}` / `${file:}` references. */
+export interface KafkaSaslConfig {
+  mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512';
+  username: string;
+  password: string;
+}
 
 export interface KafkaSinkConfig {
   brokers: string[];
   topic: string;
+  /** CEL yielding the topic of each event (a string; null or "" means `topic`). */
+  topicExpression?: string;
   clientId?: string;
   mode?: 'binary' | 'structured';
   tombstones?: boolean;
-  compression?: 'none' | 'gzip';
+  compression?: KafkaCompression;
   acks?: -1 | 1;
   idempotent?: boolean;
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
   maxBatchBytes?: number;
+  /** TLS to the brokers; present (even `{}`) turns TLS on. */
+  tls?: TlsOptions;
+  sasl?: KafkaSaslConfig;
 }
 
-type KafkaSinkDefaults = Required<Omit<KafkaSinkConfig, 'brokers' | 'topic'>>;
+type KafkaSinkDefaults = Required<Omit<KafkaSinkConfig, 'brokers' | 'topic' | 'topicExpression' | 'tls' | 'sasl'>>;
 
 /** Default of every optional `kafka` sink setting: read by the schema (`default`) and the sink alike. */
 export const KAFKA_SINK_DEFAULTS: Readonly<KafkaSinkDefaults> = Object.freeze({
@@ -143,55 +175,124 @@ function describe(err: unknown): string {
   return `${types.length > 0 ? `${types[0]}: ` : ''}${msg}${extra}`;
 }
 
+/** Replaces every secret in `text` (logs and errors never carry them, whatever kafkajs puts there). */
+function scrubber(secrets: readonly string[]): (text: string) => string {
+  const list = secrets.filter((s) => s.length >= 4);
+  if (list.length === 0) return (t) => t;
+  return (t) => list.reduce((acc, s) => acc.split(s).join('[redacted]'), t);
+}
+
 /**
  * kafkajs logs (warn and above) go to the component logger. Its per-request and per-connection
  * errors repeat on every attempt while a broker is away; the delivery layer already reports those
  * once per failure streak, so they drop to debug. Anything else is logged once per message.
  */
 const ROUTINE = /^(Response |Connection error|Connection timeout|Failed to connect|Request |Closed connection)/;
-function logCreator(logger: Logger) {
+function logCreator(logger: Logger, scrub: (text: string) => string = (t) => t) {
   return () =>
     ({ level, log }: { level: logLevel; log: { message: string; [k: string]: unknown } }) => {
-      const { message, timestamp: _t, logger: _l, ...fields } = log;
+      const { message: raw, timestamp: _t, logger: _l, ...rest } = log;
       // We cap kafkajs retries on purpose (the delivery layer retries); its warning about it is noise.
-      if (message.includes('Limiting retries')) return;
+      if (raw.includes('Limiting retries')) return;
+      const message = scrub(raw);
+      const fields = JSON.parse(scrub(JSON.stringify(rest))) as Record<string, unknown>;
       if (ROUTINE.test(message)) logger.debug(`kafkajs: ${message}`, fields);
       else if (level === logLevel.ERROR) logger.once('error', `kafkajs:${message}`, `kafkajs: ${message}`, fields);
       else if (level === logLevel.WARN) logger.once('warn', `kafkajs:${message}`, `kafkajs: ${message}`, fields);
     };
 }
 
+/** Reads a PEM file of the `tls` block, naming the option in the error. */
+function pem(path: string | undefined, option: string): Buffer | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new CrbridgeError(
+      ErrorCode.ConfigInvalid,
+      `kafka sink: cannot read tls.${option} ${path}: ${errorMessage(err)}`,
+    );
+  }
+}
+
+/** kafkajs' `ssl` option from the `tls` block (files read now), or undefined when TLS is off. */
+export function kafkaTlsOptions(tls: TlsOptions | undefined): ConnectionOptions | undefined {
+  if (!tls) return undefined;
+  return {
+    ca: pem(tls.caFile, 'caFile'),
+    cert: pem(tls.certFile, 'certFile'),
+    key: pem(tls.keyFile, 'keyFile'),
+    ...(tls.serverName && { servername: tls.serverName }),
+    rejectUnauthorized: tls.insecureSkipVerify !== true,
+  };
+}
+
+/** The kafkajs client settings of a sink: brokers, timeouts, capped retries, TLS and SASL as configured. */
+export function kafkaClientConfig(
+  config: Required<Pick<KafkaSinkConfig, 'brokers' | 'clientId' | 'connectionTimeoutMs' | 'requestTimeoutMs'>>,
+  tls: TlsOptions | undefined,
+  sasl: KafkaSaslConfig | undefined,
+  logCreator: KafkaConfig['logCreator'],
+): KafkaConfig {
+  const ssl = kafkaTlsOptions(tls);
+  return {
+    clientId: config.clientId,
+    brokers: splitBrokers(config.brokers),
+    connectionTimeout: config.connectionTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 },
+    logLevel: logLevel.WARN,
+    ...(logCreator && { logCreator }),
+    ...(ssl && { ssl }),
+    ...(sasl && {
+      sasl: { mechanism: sasl.mechanism, username: sasl.username, password: sasl.password } as SASLOptions,
+    }),
+  };
+}
+
+/** Kafka's rule for topic names. */
+const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
+
 /** How long a producer dropped after an error is waited for while it disconnects. */
 const DISCONNECT_WAIT_MS = 1000;
 
+/** One event's records, their topic and approximate size. */
+interface Encoded {
+  index: number;
+  topic: string;
+  messages: Message[];
+  bytes: number;
+}
+
 class KafkaSink implements Sink {
   readonly maxBatch = 500;
-  private readonly config: Required<KafkaSinkConfig>;
+  private readonly config: Required<Omit<KafkaSinkConfig, 'topicExpression' | 'tls' | 'sasl'>>;
   private readonly logger: Logger;
   private readonly kafka: Kafka;
   private readonly idempotent: boolean;
+  private readonly topicProgram: CelProgram | undefined;
+  private readonly scrub: (text: string) => string;
+  private readonly insecure: boolean;
   private producer: Producer | undefined;
   private connected = false;
+  private connecting: Promise<Producer> | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
   constructor(config: KafkaSinkConfig, ctx: ComponentContext) {
+    const { topicExpression, tls, sasl, ...rest } = config;
     this.config = {
       ...KAFKA_SINK_DEFAULTS,
-      ...config,
+      ...rest,
       brokers: splitBrokers(config.brokers),
     };
     this.logger = ctx.logger;
+    this.topicProgram = topicExpression ? compileCel(topicExpression, 'string') : undefined;
+    this.scrub = scrubber(sasl ? [sasl.password] : []);
+    this.insecure = tls?.insecureSkipVerify === true;
+    registerKafkaCodecs();
     // kafkajs' idempotent producer needs acks=all; with acks=1 it is turned off.
     this.idempotent = this.config.idempotent && this.config.acks === -1;
-    this.kafka = new Kafka({
-      clientId: this.config.clientId,
-      brokers: this.config.brokers,
-      connectionTimeout: this.config.connectionTimeoutMs,
-      requestTimeout: this.config.requestTimeoutMs,
-      retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 },
-      logLevel: logLevel.WARN,
-      logCreator: logCreator(ctx.logger),
-    });
+    this.kafka = new Kafka(kafkaClientConfig(this.config, tls, sasl, logCreator(ctx.logger, this.scrub)));
   }
 
   async start(_signal: AbortSignal): Promise<void> {
@@ -199,11 +300,40 @@ class KafkaSink implements Sink {
       this.logger.warn('kafka sink: idempotent producer needs acks -1; sending without idempotence', {
         acks: this.config.acks,
       });
+    if (this.insecure)
+      this.logger.warn(
+        'kafka sink: TLS certificate verification is off (tls.insecureSkipVerify); anyone on the path can read and change what is sent',
+        { code: ErrorCode.ConfigInvalid },
+      );
   }
 
-  /** Connects a producer, bounded by connection + request timeout and by `signal`. */
-  private async connect(signal: AbortSignal): Promise<Producer> {
-    if (this.producer && this.connected) return this.producer;
+  /** The topic of one event: the expression's string, else the static topic. Throws when the expression fails. */
+  private topicOf(event: CloudEvent): string {
+    if (!this.topicProgram) return this.config.topic;
+    let value: string | null;
+    try {
+      value = toStringValue(this.topicProgram.evaluate(celVariables(event)));
+    } catch (err) {
+      throw new Error(`topicExpression ${JSON.stringify(this.topicProgram.source)} failed: ${errorMessage(err)}`);
+    }
+    if (value === null) return this.config.topic;
+    if (!TOPIC_NAME.test(value))
+      throw new Error(
+        `topicExpression ${JSON.stringify(this.topicProgram.source)} produced ${JSON.stringify(value.slice(0, 300))}, not a valid Kafka topic name (letters, digits, ".", "_", "-"; 1 to 249)`,
+      );
+    return value;
+  }
+
+  /** Connects a producer (one at a time, shared by concurrent sends), bounded by connection + request timeout and by `signal`. */
+  private connect(signal: AbortSignal): Promise<Producer> {
+    if (this.producer && this.connected) return Promise.resolve(this.producer);
+    this.connecting ??= this.doConnect(signal).finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async doConnect(signal: AbortSignal): Promise<Producer> {
     const producer = this.kafka.producer({
       idempotent: this.idempotent,
       maxInFlightRequests: 1,
@@ -262,13 +392,15 @@ class KafkaSink implements Sink {
    * When a request fails retryably, it and everything after it are retryable (earlier requests
    * stay delivered, so order holds). When Kafka refuses a request of several events permanently
    * (e.g. one record too large), its events are sent one at a time so only the bad one is refused.
+   * An event whose topic cannot be chosen (the expression fails) is refused permanently.
    */
   async send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]> {
     const results: DeliveryResult[] = [];
-    const groups: { index: number; messages: Message[]; bytes: number }[] = [];
+    const groups: Encoded[] = [];
     for (let i = 0; i < batch.length; i++) {
       const { event } = batch[i] as OutboundEvent;
       try {
+        const topic = this.topicOf(event);
         const rec = toKafkaRecord(event, this.config.mode);
         const messages: Message[] = [{ key: rec.key, value: rec.value, headers: rec.headers }];
         const tomb = this.config.tombstones ? tombstoneFor(event) : undefined;
@@ -278,13 +410,13 @@ class KafkaSink implements Sink {
           bytes += 70 + Buffer.byteLength(String(m.key ?? '')) + (m.value ? (m.value as Buffer).length : 0);
           for (const [k, v] of Object.entries(m.headers ?? {})) bytes += k.length + Buffer.byteLength(String(v)) + 4;
         }
-        groups.push({ index: i, messages, bytes });
+        groups.push({ index: i, topic, messages, bytes });
         results.push({ status: 'ok' });
       } catch (err) {
         results.push({ status: 'permanent', error: `cannot encode event ${event.id}: ${errorMessage(err)}` });
       }
     }
-    const chunks: (typeof groups)[] = [];
+    const chunks: Encoded[][] = [];
     let size = Number.POSITIVE_INFINITY;
     for (const g of groups) {
       if (size + g.bytes > this.config.maxBatchBytes) {
@@ -295,17 +427,14 @@ class KafkaSink implements Sink {
       size += g.bytes;
     }
     for (let c = 0; c < chunks.length; c++) {
-      const chunk = chunks[c] as typeof groups;
-      const failure = await this.produce(
-        chunk.flatMap((g) => g.messages),
-        signal,
-      );
+      const chunk = chunks[c] as Encoded[];
+      const failure = await this.produce(chunk, signal);
       if (!failure) continue;
       if (failure.status === 'permanent' && chunk.length > 1) {
         // One bad record must not take its neighbours with it: one event at a time.
         for (let k = 0; k < chunk.length; k++) {
-          const g = chunk[k] as (typeof groups)[number];
-          const single = await this.produce(g.messages, signal);
+          const g = chunk[k] as Encoded;
+          const single = await this.produce([g], signal);
           if (single?.status === 'retryable') {
             for (const rest of [...chunk.slice(k), ...chunks.slice(c + 1).flat()]) results[rest.index] = single;
             return results;
@@ -315,7 +444,7 @@ class KafkaSink implements Sink {
         continue;
       }
       if (failure.status === 'permanent') {
-        results[(chunk[0] as (typeof groups)[number]).index] = failure;
+        results[(chunk[0] as Encoded).index] = failure;
         continue;
       }
       for (const rest of [...chunk, ...chunks.slice(c + 1).flat()]) results[rest.index] = failure;
@@ -324,18 +453,23 @@ class KafkaSink implements Sink {
     return results;
   }
 
-  /** Produces messages; undefined on success, else the failure that applies to all of them. */
-  private async produce(messages: Message[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
+  /** Produces the chunk's records (by topic, in order); undefined on success, else the failure that applies to all of them. */
+  private async produce(chunk: readonly Encoded[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
     if (signal.aborted) return { status: 'retryable', error: 'aborted at shutdown' };
+    const byTopic = new Map<string, Message[]>();
+    for (const g of chunk) {
+      const list = byTopic.get(g.topic);
+      if (list) list.push(...g.messages);
+      else byTopic.set(g.topic, [...g.messages]);
+    }
     try {
       const producer = await this.connect(signal);
       let onAbort: (() => void) | undefined;
       await Promise.race([
-        producer.send({
-          topic: this.config.topic,
+        producer.sendBatch({
           acks: this.config.acks,
-          compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
-          messages,
+          compression: COMPRESSION_TYPES[this.config.compression],
+          topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
         }),
         new Promise<never>((_, reject) => {
           onAbort = () => reject(new Error('aborted at shutdown'));
@@ -347,7 +481,8 @@ class KafkaSink implements Sink {
       return undefined;
     } catch (err) {
       await this.drop(signal.aborted ? Date.now() : undefined);
-      const topic = this.config.topic;
+      const topics = [...byTopic.keys()];
+      const topic = topics.length === 1 ? (topics[0] as string) : topics.join('", "');
       const kind = classifyKafkaError(err);
       if (kind === 'configuration') {
         const problem = kafkaConfigurationProblem(err, topic) as { type: string; check: string };
@@ -360,12 +495,12 @@ class KafkaSink implements Sink {
             topic,
             kafkaError: problem.type,
             check: problem.check,
-            error: describe(err),
+            error: this.scrub(describe(err)),
           },
         );
         return { status: 'retryable', error: `kafka ${topic}: ${problem.type}: ${problem.check}` };
       }
-      const error = `kafka ${topic}: ${describe(err)}`;
+      const error = `kafka ${topic}: ${this.scrub(describe(err))}`;
       return kind === 'permanent' ? { status: 'permanent', error } : { status: 'retryable', error };
     }
   }
@@ -392,7 +527,17 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
         description:
           'Bootstrap brokers as host:port. An entry may list several separated by commas, so a value taken from an environment variable such as KAFKA_BROKERS (h1:9092,h2:9092) works as one entry.',
       },
-      topic: { type: 'string', minLength: 1, description: 'Topic to produce to.' },
+      topic: {
+        type: 'string',
+        minLength: 1,
+        description: 'Topic to produce to; with `topicExpression`, the topic of events for which it yields null or "".',
+      },
+      topicExpression: {
+        type: 'string',
+        minLength: 1,
+        description:
+          'CEL expression choosing the topic per event, e.g. `"crs." + object.kind.lowerAscii()` or `object.metadata.namespace == "prod" ? "prod-events" : null`; null or "" means `topic`. Variables: object, oldObject, change, patch, event (docs/stages.md). An event for which it fails or yields an invalid topic name is dead-lettered.',
+      },
       clientId: {
         type: 'string',
         default: D.clientId,
@@ -413,9 +558,10 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
       },
       compression: {
         type: 'string',
-        enum: ['none', 'gzip'],
+        enum: Object.keys(COMPRESSION_TYPES),
         default: D.compression,
-        description: 'Compression of record batches.',
+        description:
+          'Compression of record batches: none, gzip, snappy or lz4 (pure-JS codecs; the framing the Java client writes).',
       },
       acks: {
         type: 'integer',
@@ -448,7 +594,46 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
         description:
           "Approximate most bytes of records in one produce request; larger batches are split. Keep it below the topic's max.message.bytes (1 MB by default).",
       },
+      tls: {
+        ...tlsSchema,
+        description:
+          'TLS to the brokers; present (even `{}`) turns it on, with the system roots unless `caFile`. Verification is on unless `insecureSkipVerify` is true (logged as a warning).',
+      },
+      sasl: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['mechanism', 'username', 'password'],
+        description:
+          'SASL authentication to the brokers (combine with `tls` on a SASL_SSL listener). Give the credentials as env: or file: references (resolved when the pipeline is loaded); the password never appears in logs or errors.',
+        properties: {
+          mechanism: {
+            type: 'string',
+            enum: ['plain', 'scram-sha-256', 'scram-sha-512'],
+            description: 'SASL mechanism.',
+          },
+          username: { type: 'string', minLength: 1, description: 'User name, usually an env: or file: reference.' },
+          password: {
+            type: 'string',
+            minLength: 1,
+            description: 'Password, usually a file: or env: reference.',
+          },
+        },
+      },
     },
+  },
+  check(config) {
+    const problems: { pointer: string; message: string }[] = [];
+    if (typeof config.topicExpression === 'string') {
+      const problem = celProblem(config.topicExpression, 'string');
+      if (problem) problems.push({ pointer: '/topicExpression', message: problem });
+    }
+    const tls = config.tls;
+    if (tls && Boolean(tls.certFile) !== Boolean(tls.keyFile))
+      problems.push({
+        pointer: tls.certFile ? '/tls/keyFile' : '/tls/certFile',
+        message: 'a client certificate needs both tls.certFile and tls.keyFile',
+      });
+    return problems;
   },
   create(config: KafkaSinkConfig, ctx: ComponentContext): Sink {
     return new KafkaSink(config, ctx);

@@ -78,6 +78,9 @@ const kafka: Presence<KafkaSinkConfig> = {
   connectionTimeoutMs: 'optional',
   requestTimeoutMs: 'optional',
   maxBatchBytes: 'optional',
+  topicExpression: 'optional',
+  tls: 'optional',
+  sasl: 'optional',
 };
 const file: Presence<FileSinkConfig> = { path: 'required', fsync: 'optional' };
 // StdoutSinkConfig is Record<string, never>: it has no keys, and neither may the schema

@@ -4,18 +4,28 @@
  * once, never dead-lettered), the config schema, that `start` returns at once and `send` answers
  * retryable for every event, within its timeout, when nothing listens at the broker address, and
  * that a broker that accepts connections but never answers holds neither a send past its abort
- * signal nor the shutdown past its deadline.
+ * signal nor the shutdown past its deadline. Also: the snappy (xerial framing) and LZ4 (frame of
+ * independent blocks) codecs, the topic chosen per event by `topicExpression` and its validation,
+ * TLS and SASL settings handed to kafkajs (TLS checked against a local TLS listener), and that the
+ * SASL password never reaches a log line or an error.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import tls from 'node:tls';
 import kafkajs from 'kafkajs';
 import type { ComponentContext, OutboundEvent } from '../../../src/component.ts';
 import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
 import { DeliveryQueue } from '../../../src/delivery/queue.ts';
+import { lz4Compress, lz4Decompress, snappyCompress, snappyDecompress } from '../../../src/sinks/kafka/codecs.ts';
 import {
   classifyKafkaError,
+  kafkaClientConfig,
   kafkaConfigurationProblem,
   kafkaSink,
   splitBrokers,
@@ -108,7 +118,7 @@ describe('kafka sink', () => {
     (sink as unknown as { kafka: { producer: () => unknown } }).kafka.producer = () => ({
       connect: async () => {},
       disconnect: async () => {},
-      send: async () => {
+      sendBatch: async () => {
         sends++;
         throw exhausted(createErrorFromCode(sends <= 3 ? 29 : 3));
       },
@@ -219,5 +229,355 @@ describe('kafka sink', () => {
       for (const c of sockets) c.destroy();
       srv.close();
     }
+  });
+});
+
+/** Replaces the sink's kafkajs producer with one that records every `sendBatch`. */
+function recordingProducer(sink: unknown, fail?: (n: number) => Error | undefined) {
+  const calls: { topic: string; ids: string[] }[][] = [];
+  (sink as { kafka: { producer: () => unknown } }).kafka.producer = () => ({
+    connect: async () => {},
+    disconnect: async () => {},
+    sendBatch: async (req: {
+      topicMessages: { topic: string; messages: { headers?: Record<string, unknown> }[] }[];
+    }) => {
+      const err = fail?.(calls.length);
+      calls.push(
+        req.topicMessages.map((t) => ({ topic: t.topic, ids: t.messages.map((m) => String(m.headers?.ce_id)) })),
+      );
+      if (err) throw err;
+      return [];
+    },
+  });
+  return calls;
+}
+
+function inNamespace(id: string, ns: string | undefined, kind = 'Backup') {
+  const e = ev(id);
+  const obj = (e.data as { object: { kind: string; metadata: Record<string, unknown> } }).object;
+  obj.kind = kind;
+  if (ns) obj.metadata.namespace = ns;
+  return e;
+}
+
+const out = (ids: string[]): OutboundEvent[] =>
+  ids.map((id, i) => ({ event: ev(id), seq: i + 1, attempts: 1 }) as OutboundEvent);
+
+describe('kafka sink codecs', () => {
+  const text = Buffer.from(
+    Array.from({ length: 5000 }, (_, i) => `{"id":"e-${i}","kind":"Backup","n":${i * 7}}`).join('\n'),
+  );
+  const random = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 2654435761) >>> 24));
+
+  test('snappy writes the xerial framing (magic, versions, chunks of at most 32 KiB) and reads it back', () => {
+    const c = snappyCompress(text);
+    assert.deepEqual([...c.subarray(0, 16)], [0x82, 83, 78, 65, 80, 80, 89, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
+    assert.ok(c.length < text.length / 2, `compressed ${text.length} to ${c.length}`);
+    assert.ok(text.length > 3 * 32 * 1024, 'several chunks');
+    assert.deepEqual(snappyDecompress(c), text);
+    assert.deepEqual(snappyDecompress(snappyCompress(random)), random);
+    assert.deepEqual(snappyDecompress(snappyCompress(Buffer.alloc(0))), Buffer.alloc(0));
+  });
+
+  test('snappy also reads raw (unframed) snappy, as other producers write it', () => {
+    const snappyjs = createRequire(import.meta.url)('snappyjs') as { compress(b: Buffer): Buffer };
+    assert.deepEqual(snappyDecompress(Buffer.from(snappyjs.compress(text))), text);
+  });
+
+  test('lz4 writes a frame of independent 64 KiB blocks with a valid header checksum and reads it back', () => {
+    const c = lz4Compress(text);
+    assert.equal(c.readUInt32LE(0), 0x184d2204);
+    assert.equal(c[4], 0x60, 'FLG: version 1, independent blocks, no checksums');
+    assert.equal(c[5], 0x40, 'BD: 64 KiB blocks');
+    assert.ok(c.length < text.length / 2, `compressed ${text.length} to ${c.length}`);
+    assert.deepEqual(lz4Decompress(c), text);
+    // incompressible data is stored in uncompressed blocks
+    const r = lz4Compress(random);
+    assert.ok(r.length <= random.length + 7 + 4 * 5 + 4);
+    assert.deepEqual(lz4Decompress(r), random);
+    // every block decodes alone (what Kafka's Java reader requires): the second block has no back-reference
+    const lz4js = createRequire(import.meta.url)('lz4js') as {
+      decompressBlock(src: Uint8Array, dst: Uint8Array, s: number, n: number, d: number): number;
+    };
+    const first = c.readUInt32LE(7) & 0x7fffffff;
+    const at = 7 + 4 + first;
+    const second = c.readUInt32LE(at) & 0x7fffffff;
+    const dst = new Uint8Array(64 * 1024);
+    const n = lz4js.decompressBlock(c, dst, at + 4, second, 0);
+    assert.deepEqual(Buffer.from(dst.subarray(0, n)), text.subarray(64 * 1024, 64 * 1024 + n));
+  });
+
+  test('compression accepts none, gzip, snappy and lz4', () => {
+    const s = kafkaSink.configSchema as { properties: { compression: { enum: string[] } } };
+    assert.deepEqual(s.properties.compression.enum, ['none', 'gzip', 'snappy', 'lz4']);
+  });
+});
+
+describe('kafka sink topic per event', () => {
+  test('topicExpression picks each event topic; null or "" fall back to topic; one request carries all topics in order', async () => {
+    const sink = kafkaSink.create(
+      {
+        brokers: ['127.0.0.1:1'],
+        topic: 'crs-default',
+        topicExpression:
+          '!has(object.metadata.namespace) || object.metadata.namespace == "blank" ? "" : "crs." + object.metadata.namespace + "." + object.kind.lowerAscii()',
+      },
+      ctx,
+    );
+    const calls = recordingProducer(sink);
+    const batch = [
+      inNamespace('a', 'prod'),
+      inNamespace('b', 'dev', 'Restore'),
+      inNamespace('c', undefined),
+      inNamespace('d', 'prod'),
+      inNamespace('e', 'blank'),
+    ].map((event, i) => ({ event, seq: i + 1, attempts: 1 }));
+    const res = await sink.send(batch, new AbortController().signal);
+    assert.deepEqual(
+      res.map((r) => r.status),
+      ['ok', 'ok', 'ok', 'ok', 'ok'],
+    );
+    assert.deepEqual(calls, [
+      [
+        { topic: 'crs.prod.backup', ids: ['a', 'd'] },
+        { topic: 'crs.dev.restore', ids: ['b'] },
+        { topic: 'crs-default', ids: ['c', 'e'] },
+      ],
+    ]);
+    await sink.shutdown(Date.now() + 100);
+  });
+
+  test('a topicExpression yielding an empty optional or null means the static topic', async () => {
+    for (const topicExpression of [
+      'object.metadata.?labels.?topic',
+      'has(object.metadata.labels) ? object.metadata.labels.topic : null',
+    ]) {
+      const sink = kafkaSink.create({ brokers: ['127.0.0.1:1'], topic: 'fallback', topicExpression }, ctx);
+      const calls = recordingProducer(sink);
+      const labelled = ev('l');
+      (labelled.data as { object: { metadata: Record<string, unknown> } }).object.metadata.labels = {
+        topic: 'by-label',
+      };
+      const res = await sink.send(
+        [
+          { event: ev('u'), seq: 1, attempts: 1 },
+          { event: labelled, seq: 2, attempts: 1 },
+        ],
+        new AbortController().signal,
+      );
+      assert.deepEqual(
+        res.map((r) => r.status),
+        ['ok', 'ok'],
+        topicExpression,
+      );
+      assert.deepEqual(
+        calls,
+        [
+          [
+            { topic: 'fallback', ids: ['u'] },
+            { topic: 'by-label', ids: ['l'] },
+          ],
+        ],
+        topicExpression,
+      );
+      await sink.shutdown(Date.now() + 100);
+    }
+  });
+
+  test('an event whose topicExpression fails or yields an invalid name is refused alone, naming the expression', async () => {
+    const sink = kafkaSink.create(
+      { brokers: ['127.0.0.1:1'], topic: 't', topicExpression: 'object.metadata.namespace' },
+      ctx,
+    );
+    const calls = recordingProducer(sink);
+    const batch = [inNamespace('a', 'ok'), inNamespace('b', undefined), inNamespace('c', 'bad topic/x')].map(
+      (event, i) => ({ event, seq: i + 1, attempts: 1 }),
+    );
+    const res = await sink.send(batch, new AbortController().signal);
+    assert.equal(res[0]?.status, 'ok');
+    assert.equal(res[1]?.status, 'permanent');
+    assert.match(
+      res[1]?.status === 'permanent' ? res[1].error : '',
+      /event b: topicExpression "object\.metadata\.namespace" failed/,
+    );
+    assert.equal(res[2]?.status, 'permanent');
+    assert.match(res[2]?.status === 'permanent' ? res[2].error : '', /"bad topic\/x", not a valid Kafka topic name/);
+    assert.deepEqual(calls, [[{ topic: 'ok', ids: ['a'] }]]);
+    await sink.shutdown(Date.now() + 100);
+  });
+
+  test('a missing topic (auto-create off) is retryable for the whole request and names the topic', async () => {
+    const { logger, lines } = captureLogger();
+    const sink = kafkaSink.create(
+      { brokers: ['127.0.0.1:1'], topic: 't', topicExpression: '"orders-" + object.kind.lowerAscii()' },
+      { ...ctx, logger },
+    );
+    recordingProducer(sink, () => exhausted(createErrorFromCode(3)));
+    const res = await sink.send(out(['a', 'b']), new AbortController().signal);
+    for (const r of res) {
+      assert.equal(r.status, 'retryable');
+      assert.match(
+        r.status === 'retryable' ? r.error : '',
+        /kafka orders-backup: UNKNOWN_TOPIC_OR_PARTITION: topic "orders-backup" does not exist/,
+      );
+    }
+    const logged = lines.filter((l) => l.code === 'CRB_DELIVERY_CONFIG');
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0]?.topic, 'orders-backup');
+    await sink.shutdown(Date.now() + 100);
+  });
+
+  test('check compiles topicExpression: a syntax error or a non-string result is reported at /topicExpression', () => {
+    const check = kafkaSink.check as NonNullable<typeof kafkaSink.check>;
+    const base = { brokers: ['b:9092'], topic: 't' };
+    assert.deepEqual(check({ ...base, topicExpression: '"crs." + object.kind' }), []);
+    const [syntax] = check({ ...base, topicExpression: '"crs." +' });
+    assert.equal(syntax?.pointer, '/topicExpression');
+    assert.match(syntax?.message ?? '', /CEL syntax error/);
+    const [kind] = check({ ...base, topicExpression: '1 + 2' });
+    assert.equal(kind?.pointer, '/topicExpression');
+    assert.match(kind?.message ?? '', /must produce a string, but it produces int/);
+    const [cert] = check({ ...base, tls: { certFile: '/x.pem' } });
+    assert.equal(cert?.pointer, '/tls/keyFile');
+  });
+});
+
+describe('kafka sink TLS and SASL', () => {
+  test('SASL and TLS settings reach the kafkajs client; no tls block means plaintext', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'crbridge-kafka-tls-'));
+    writeFileSync(join(dir, 'ca.pem'), 'CA-PEM');
+    const base = { brokers: ['a:1,b:2'], clientId: 'c', connectionTimeoutMs: 1, requestTimeoutMs: 2 };
+    const plain = kafkaClientConfig(base, undefined, undefined, undefined);
+    assert.equal(plain.ssl, undefined);
+    assert.equal(plain.sasl, undefined);
+    assert.deepEqual(plain.brokers, ['a:1', 'b:2']);
+    for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512'] as const) {
+      const c = kafkaClientConfig(
+        base,
+        { caFile: join(dir, 'ca.pem'), serverName: 'kafka.internal' },
+        { mechanism, username: 'u', password: 'p' },
+        undefined,
+      );
+      assert.deepEqual(c.sasl, { mechanism, username: 'u', password: 'p' });
+      const ssl = c.ssl as tls.ConnectionOptions;
+      assert.equal(String(ssl.ca), 'CA-PEM');
+      assert.equal(ssl.servername, 'kafka.internal');
+      assert.equal(ssl.rejectUnauthorized, true);
+    }
+    assert.equal(
+      (kafkaClientConfig(base, { insecureSkipVerify: true }, undefined, undefined).ssl as tls.ConnectionOptions)
+        .rejectUnauthorized,
+      false,
+    );
+    assert.throws(
+      () => kafkaClientConfig(base, { caFile: join(dir, 'nope.pem') }, undefined, undefined),
+      /cannot read tls\.caFile .*nope\.pem/,
+    );
+  });
+
+  test('against a TLS listener: an unknown CA is refused, the right CA and server name are accepted (SNI sent)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'crbridge-kafka-tls-'));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=kafka.internal',
+        '-addext',
+        'subjectAltName=DNS:kafka.internal',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
+    const snis: (string | false)[] = [];
+    let handshakes = 0;
+    const srv = tls.createServer(
+      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+      (c) => {
+        handshakes++;
+        c.destroy(); // a broker that hangs up after the handshake: the send fails, retryably
+      },
+    );
+    srv.on('tlsClientError', () => {});
+    srv.on('secureConnection', (s) => snis.push((s as tls.TLSSocket & { servername: string | false }).servername));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const { port } = srv.address() as net.AddressInfo;
+    const { logger, lines } = captureLogger();
+    try {
+      const untrusted = kafkaSink.create(
+        { brokers: [`127.0.0.1:${port}`], topic: 't', tls: {}, connectionTimeoutMs: 1000, requestTimeoutMs: 1000 },
+        { ...ctx, logger },
+      );
+      const [r1] = await untrusted.send(out(['a']), new AbortController().signal);
+      assert.equal(r1?.status, 'retryable');
+      assert.equal(handshakes, 0, 'the self-signed certificate was not accepted');
+      await untrusted.shutdown(Date.now() + 200);
+
+      const trusted = kafkaSink.create(
+        {
+          brokers: [`127.0.0.1:${port}`],
+          topic: 't',
+          tls: { caFile: join(dir, 'cert.pem'), serverName: 'kafka.internal' },
+          connectionTimeoutMs: 1000,
+          requestTimeoutMs: 1000,
+        },
+        { ...ctx, logger },
+      );
+      const [r2] = await trusted.send(out(['a']), new AbortController().signal);
+      assert.equal(r2?.status, 'retryable');
+      assert.ok(handshakes >= 1, 'the TLS handshake succeeded');
+      assert.equal(snis[0], 'kafka.internal');
+      await trusted.shutdown(Date.now() + 200);
+
+      const insecure = kafkaSink.create(
+        { brokers: [`127.0.0.1:${port}`], topic: 't', tls: { insecureSkipVerify: true } },
+        { ...ctx, logger },
+      );
+      await insecure.start(new AbortController().signal);
+      assert.ok(lines.some((l) => l.level === 'warn' && /certificate verification is off/.test(String(l.msg))));
+      await insecure.shutdown(Date.now() + 200);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('the SASL password never appears in a log line or an error, even when kafkajs puts it there', async () => {
+    const secret = 'S3cr3t-kafka-pass';
+    const { logger, lines } = captureLogger();
+    const sink = kafkaSink.create(
+      {
+        brokers: ['127.0.0.1:1'],
+        topic: 't',
+        sasl: { mechanism: 'scram-sha-512', username: 'crbridge', password: secret },
+      },
+      { ...ctx, logger },
+    );
+    recordingProducer(sink, (n) => {
+      const e = n === 0 ? createErrorFromCode(58) : new Error(`connection failed for password ${secret}`);
+      e.message = `${e.message} (password ${secret})`;
+      return e;
+    });
+    const results = [
+      ...(await sink.send(out(['a']), new AbortController().signal)),
+      ...(await sink.send(out(['b']), new AbortController().signal)),
+    ];
+    // kafkajs' own log lines go through the sink's log creator
+    const client = (sink as unknown as { kafka: { logger: () => { error(m: string, f: object): void } } }).kafka;
+    client.logger().error(`Failed with ${secret}`, { broker: 'b', sasl: { password: secret } });
+    const all = JSON.stringify({ results, lines });
+    assert.ok(results.every((r) => r.status === 'retryable'));
+    assert.ok(lines.length >= 2, JSON.stringify(lines));
+    assert.ok(!all.includes(secret), all);
+    assert.ok(all.includes('[redacted]'));
+    await sink.shutdown(Date.now() + 100);
   });
 });
