@@ -115,6 +115,8 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     queueCapacity: 'optional',
     queueBytes: 'optional',
     maxBatch: 'optional',
+    concurrency: 'optional',
+    outageAlertMs: 'optional',
     retry: 'optional',
   };
   // every retry field has a default, so a written block may omit any of them
@@ -124,6 +126,7 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     multiplier: 'optional',
     randomizationFactor: 'optional',
     maxElapsedMs: 'optional',
+    maxRetryAfterMs: 'optional',
   };
   assertAgrees('delivery', delivery, deliveryConfigSchema);
   assertAgrees('delivery.retry', retry, (deliveryConfigSchema as ObjectSchema).properties?.retry);
@@ -134,6 +137,7 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     multiplier: 'required',
     randomizationFactor: 'required',
     maxElapsedMs: 'required',
+    maxRetryAfterMs: 'required',
   };
   assert.deepEqual(Object.keys(resolvedRetry).sort(), Object.keys(retry).sort());
 

@@ -157,7 +157,7 @@ describe('DeliveryQueue', () => {
     await queue.shutdown(Date.now() + 1000);
   });
 
-  test('failed events are re-sent, in order, before anything queued after them', async () => {
+  test('failed events are re-sent, in order, before the later events of their object (those the sink took go again)', async () => {
     const sink = new FakeSink(3, (b, call) =>
       b.map(
         (o): DeliveryResult =>
@@ -169,14 +169,12 @@ describe('DeliveryQueue', () => {
     for (const id of ['a', 'b', 'c', 'd', 'e']) all.push((await queue.enqueue(ev(id))).settled);
     await queue.start(abort.signal);
     await Promise.all(all);
+    // all five are events of one object: c, answered ok after b failed, goes again after b
     assert.deepEqual(
       sink.calls.map((c) => c.ids),
-      [
-        ['a', 'b', 'c'],
-        ['b', 'd', 'e'],
-      ],
+      [['a', 'b', 'c'], ['b', 'c', 'd'], ['e']],
     );
-    assert.deepEqual(sink.calls[1]?.attempts, [2, 1, 1]);
+    assert.deepEqual(sink.calls[1]?.attempts, [2, 2, 1]);
     await queue.shutdown(Date.now() + 1000);
   });
 
@@ -207,19 +205,75 @@ describe('DeliveryQueue', () => {
     await queue.shutdown(Date.now() + 1000);
   });
 
-  test('an event that keeps failing past maxElapsedMs is dead-lettered as exhausted', async () => {
-    const sink = new FakeSink(10, (b) => b.map(() => ({ status: 'retryable', error: 'broker down' })));
-    const { queue, deadLetter, abort } = setup(sink, fast({ initialIntervalMs: 10, maxElapsedMs: 80 }));
+  test('an event that keeps failing past maxElapsedMs while the endpoint answers others is dead-lettered as exhausted', async () => {
+    const sink = new FakeSink(10, (b) =>
+      b.map(
+        (o): DeliveryResult => (o.event.id === 'a' ? { status: 'retryable', error: 'broker down' } : { status: 'ok' }),
+      ),
+    );
+    const { queue, deadLetter, abort } = setup(
+      sink,
+      fast({ initialIntervalMs: 10, maxIntervalMs: 20, maxElapsedMs: 80 }, { concurrency: 2 }),
+    );
     await queue.start(abort.signal);
     const t0 = Date.now();
-    await (await queue.enqueue(ev('a'))).settled;
+    const { settled } = await queue.enqueue(ev('a', 'uid-a'));
+    // another object keeps the endpoint answering
+    let others = 0;
+    const feeder = (async () => {
+      while (!(await settlesWithin(settled, 5))) {
+        await (await queue.enqueue(ev(`o${others}`, `uid-o${others}`))).settled;
+        others++;
+      }
+    })();
+    await settled;
+    await feeder;
     assert.ok(Date.now() - t0 >= 80);
+    assert.ok(others >= 5, `others delivered meanwhile: ${others}`);
     assert.equal(deadLetter.entries.length, 1);
     const entry = deadLetter.entries[0];
+    assert.equal(entry?.event.id, 'a');
     assert.equal(entry?.code, 'CRB_DELIVERY_RETRYABLE');
     assert.match(entry?.errors[0] ?? '', /^retries exhausted after \d+ attempts in \d+ ms: broker down$/);
     assert.ok((entry?.attempts ?? 0) >= 3, `attempts ${entry?.attempts}`);
     assert.equal(queue.depth, 0);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('while the whole endpoint is down nothing ages: events are kept past maxElapsedMs, and the outage is reported once', async () => {
+    let up = false;
+    const sink = new FakeSink(10, (b) =>
+      b.map((): DeliveryResult => (up ? { status: 'ok' } : { status: 'retryable', error: 'connection refused' })),
+    );
+    const { logger, lines } = captureLogger();
+    const { queue, m, deadLetter, abort } = setup(
+      sink,
+      fast({ initialIntervalMs: 5, maxIntervalMs: 10, maxElapsedMs: 40 }, { outageAlertMs: 1000 }),
+      logger,
+    );
+    // outageAlertMs has a schema minimum of 1 s; a test may go lower through the resolved config
+    (queue as unknown as { config: DeliveryConfig }).config.outageAlertMs = 60;
+    await queue.start(abort.signal);
+    const s = [];
+    for (const id of ['a', 'b', 'c']) s.push((await queue.enqueue(ev(id, `uid-${id}`))).settled);
+    await tick(30);
+    assert.equal(m.failing.get(L), 0, 'not yet reported');
+    await tick(170);
+    assert.equal(await settlesWithin(Promise.all(s), 0), false);
+    assert.equal(deadLetter.entries.length, 0, 'nothing dead-lettered by age while the endpoint is down');
+    assert.equal(m.failing.get(L), 1);
+    assert.ok(m.failingSeconds.get(L) >= 0.1, `failing for ${m.failingSeconds.get(L)} s`);
+    const alerts = lines.filter((l) => l.msg === 'endpoint failing continuously; its events stay queued');
+    assert.equal(alerts.length, 1);
+    assert.equal(alerts[0]?.level, 'error');
+    assert.equal(alerts[0]?.queued, 3);
+    up = true;
+    await Promise.all(s);
+    assert.equal(deadLetter.entries.length, 0);
+    assert.equal(m.failing.get(L), 0);
+    assert.equal(m.failingSeconds.get(L), 0);
+    assert.equal(lines.filter((l) => l.msg === 'endpoint answering again').length, 1);
+    assert.equal(lines.filter((l) => l.msg === 'delivery recovered').length, 1);
     await queue.shutdown(Date.now() + 1000);
   });
 
@@ -350,7 +404,7 @@ describe('DeliveryQueue', () => {
     await queue.shutdown(Date.now() + 100);
   });
 
-  test('events delivered behind a dead one settle only after its dead letter is written', async () => {
+  test('settles are per event: one delivered after a dead one settles at once, the dead one once its letter is written', async () => {
     const sink = new FakeSink(10, (b) =>
       b.map((o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'nope' } : { status: 'ok' })),
     );
@@ -372,14 +426,15 @@ describe('DeliveryQueue', () => {
     }
     await queue.start(new AbortController().signal);
     await tick(30);
-    assert.deepEqual(order, ['a'], 'c waits for the dead letter of bad');
+    // out-of-order settles are fine: the source's OrderedCommits orders commits per object
+    assert.deepEqual(order, ['a', 'c'], 'bad waits for its dead letter, c does not');
     release();
     await Promise.all(s);
-    assert.deepEqual(order, ['a', 'bad', 'c']);
+    assert.deepEqual(order, ['a', 'c', 'bad']);
     await queue.shutdown(Date.now() + 100);
   });
 
-  test('a dead letter still failing at the shutdown deadline: its settled and those behind it reject', async () => {
+  test('a dead letter still failing at the shutdown deadline: its settled rejects, delivered ones settled', async () => {
     const sink = new FakeSink(10, (b) =>
       b.map((o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'nope' } : { status: 'ok' })),
     );
@@ -406,7 +461,7 @@ describe('DeliveryQueue', () => {
     assert.equal(a?.status, 'fulfilled', 'a was delivered before bad');
     assert.equal(bad?.status, 'rejected');
     assert.equal((bad as PromiseRejectedResult).reason.code, 'CRB_SHUTDOWN');
-    assert.equal(c?.status, 'rejected');
+    assert.equal(c?.status, 'fulfilled', 'c was delivered');
     assert.equal(queue.depth, 0);
   });
 
@@ -509,27 +564,44 @@ describe('retryDelay', () => {
     multiplier: 2,
     randomizationFactor: 0.5,
     maxElapsedMs: 0,
+    maxRetryAfterMs: 60_000,
   };
   test('grows exponentially and is capped at maxIntervalMs', () => {
-    const mid = () => 0.5;
+    const top = () => 0.999999;
     assert.deepEqual(
-      [1, 2, 3, 4, 5, 6].map((n) => retryDelay(retry, n, 0, mid)),
+      [1, 2, 3, 4, 5, 6].map((n) => retryDelay(retry, n, 0, top)),
       [100, 200, 400, 800, 1000, 1000],
     );
   });
-  test('jitter stays within ± randomizationFactor', () => {
+  test('jitter draws from [wait × (1 − randomizationFactor), wait]: maxIntervalMs is a true cap', () => {
     assert.equal(
       retryDelay(retry, 2, 0, () => 0),
       100,
     );
     assert.equal(
       retryDelay(retry, 2, 0, () => 0.999999),
-      300,
+      200,
     );
     for (let i = 0; i < 200; i++) {
       const d = retryDelay(retry, 3, 0);
-      assert.ok(d >= 200 && d <= 600, String(d));
+      assert.ok(d >= 200 && d <= 400, String(d));
+      const capped = retryDelay(retry, 10, 0);
+      assert.ok(capped >= 500 && capped <= 1000, String(capped));
     }
+  });
+  test('randomizationFactor 1 (the default) is full jitter: anywhere in [0, wait]', () => {
+    const full = { ...retry, randomizationFactor: 1 };
+    assert.equal(resolveDeliveryConfig().retry.randomizationFactor, 1);
+    assert.equal(
+      retryDelay(full, 4, 0, () => 0),
+      0,
+    );
+    assert.equal(
+      retryDelay(full, 4, 0, () => 0.5),
+      400,
+    );
+    const draws = Array.from({ length: 400 }, () => retryDelay(full, 4, 0));
+    assert.ok(Math.min(...draws) < 200 && Math.max(...draws) > 600 && Math.max(...draws) <= 800);
   });
   test('Retry-After wins when longer, even past maxIntervalMs', () => {
     assert.equal(
@@ -537,7 +609,7 @@ describe('retryDelay', () => {
       5000,
     );
     assert.equal(
-      retryDelay(retry, 1, 10, () => 0.5),
+      retryDelay(retry, 1, 10, () => 0.999999),
       100,
     );
   });
