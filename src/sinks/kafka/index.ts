@@ -166,6 +166,8 @@ const DISCONNECT_WAIT_MS = 1000;
 
 class KafkaSink implements Sink {
   readonly maxBatch = 500;
+  /** `connect` is not single-flight (two overlapping sends could each build a producer): no overlap yet. */
+  readonly maxConcurrency = 1;
   private readonly config: Required<KafkaSinkConfig>;
   private readonly logger: Logger;
   private readonly kafka: Kafka;
