@@ -613,10 +613,12 @@ describe('DeliveryQueue lanes (concurrency, order per object)', () => {
   test('a 100 ms sink at concurrency 16 has 16 sends in flight and delivers ~16x what concurrency 1 does', async () => {
     const run = async (concurrency: number) => {
       const sink = new OverlapSink(1, () => 100);
-      const { queue, abort } = setup(sink, fast({}, { concurrency }));
+      const { queue, m, abort } = setup(sink, fast({}, { concurrency }));
       await queue.start(abort.signal);
       for (let i = 0; i < 64; i++) await queue.enqueue(ev(`e${i}`, `uid-${i}`));
-      await tick(450);
+      await tick(50);
+      assert.equal(m.inFlight.get(L), concurrency, 'crbridge_component_in_flight_sends');
+      await tick(400);
       const delivered = sink.calls.length;
       await queue.shutdown(Date.now() + 1000);
       return { delivered, max: sink.maxInFlight };
