@@ -155,17 +155,35 @@ export interface OutboundEvent {
 }
 
 /**
- * A sink only delivers. Queueing, batching, retry with backoff, Retry-After and dead letters live
- * once in `src/delivery`.
+ * A sink only delivers. Queueing, batching, concurrency, retry with backoff, Retry-After and dead
+ * letters live once in `src/delivery`.
  *
- * Ordering: `send` is never called concurrently for one sink, and batches arrive in queue order;
- * a retried batch is re-sent before anything queued after it.
+ * Ordering: `send` may be called concurrently, up to the queue's `concurrency` (default
+ * `defaultConcurrency`, never above `maxConcurrency`), but never with two events of one object in
+ * flight at once: an object's events (same `partitionkey`, else `k8suid`, else `subject`) are in at
+ * most one batch at a time, in queue order within it, and its later events wait until that batch
+ * is answered; a retried event is re-sent before the object's later events. Batches of different
+ * objects may complete in any order. Within a batch the sink delivers one object's events in
+ * their batch order; if it reports one of them not `ok`, the queue re-sends that object's later
+ * events of the batch after it too (whatever their result), so the object's newest state is the
+ * one delivered last.
  * Idempotency: a batch may be sent more than once (after a retryable result or a crash), so a sink
  * should make duplicates harmless where its destination allows (the event `id` is stable).
  */
 export interface Sink extends Lifecycle {
   /** Most events `send` accepts at once. */
   readonly maxBatch: number;
+  /**
+   * How many `send` calls may be in flight at once when the pipeline's `delivery.concurrency` does
+   * not say; absent = 1. HTTP sinks declare 16 (one request per send waits on the network).
+   */
+  readonly defaultConcurrency?: number;
+  /**
+   * The most concurrent `send` calls this sink can take (absent = no limit): a sink whose `send`
+   * is not safe to overlap (one file handle, one stream) declares 1 and a higher configured
+   * `concurrency` is cut to it.
+   */
+  readonly maxConcurrency?: number;
   /** Returns one result per event, in the order of `batch`. Must not throw for per-event failures. */
   send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]>;
 }

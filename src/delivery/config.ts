@@ -1,7 +1,9 @@
 /**
  * The `delivery:` block every sink config may carry: queue bounds (events and bytes, like the
  * OpenTelemetry Collector's `sending_queue` with its items and bytes sizers, blocking on overflow),
- * batch size and the retry policy (exponential backoff with jitter, like its `retry_on_failure`).
+ * batch size, how many batches may be in flight at once (`concurrency`, never two of one object),
+ * the retry policy (exponential backoff with full jitter, per object, like its `retry_on_failure`)
+ * and when a continuously failing endpoint is reported (`outageAlertMs`).
  * The schema here is the single source of validation, defaults and docs for it.
  */
 import type { JsonSchema } from '../component.ts';
@@ -14,10 +16,19 @@ export interface RetryConfig {
   maxIntervalMs: number;
   /** Factor by which the wait grows after each further failure. */
   multiplier: number;
-  /** Jitter: each wait is drawn uniformly from `wait * (1 ± randomizationFactor)`. */
+  /**
+   * Jitter: each wait is drawn uniformly from `[wait × (1 − randomizationFactor), wait]`, so
+   * `maxIntervalMs` is a true cap; 1 (the default) is "full jitter" (uniform in `[0, wait]`).
+   */
   randomizationFactor: number;
-  /** How long one event may keep failing before it is dead-lettered; 0 = retry forever. */
+  /**
+   * How long one event may keep failing before it is dead-lettered; 0 = retry forever. Only time
+   * while the endpoint answers counts (see `DeliveryQueue`): an endpoint that is down keeps its
+   * events rather than dead-lettering them by age.
+   */
   maxElapsedMs: number;
+  /** Longest wait a destination's `Retry-After` may impose on the whole sink; a longer one is cut to this. */
+  maxRetryAfterMs: number;
 }
 
 export interface DeliveryConfig {
@@ -30,6 +41,13 @@ export interface DeliveryConfig {
   queueBytes: number;
   /** Most events in one `send` (also bounded by the sink's own `maxBatch`). */
   maxBatch: number;
+  /**
+   * Most `send` calls in flight at once; undefined = the sink's `defaultConcurrency` (1 when it
+   * declares none). Never more than the sink's `maxConcurrency`.
+   */
+  concurrency?: number;
+  /** After this long with no send answered, the endpoint is reported as failing (metric, one error log). */
+  outageAlertMs: number;
   retry: RetryConfig;
 }
 
@@ -37,12 +55,14 @@ export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
   queueCapacity: 10_000,
   queueBytes: 16 * 1024 * 1024,
   maxBatch: 500,
+  outageAlertMs: 5 * 60_000,
   retry: Object.freeze({
     initialIntervalMs: 500,
     maxIntervalMs: 30_000,
     multiplier: 2,
-    randomizationFactor: 0.5,
-    maxElapsedMs: 0,
+    randomizationFactor: 1,
+    maxElapsedMs: 6 * 3_600_000,
+    maxRetryAfterMs: 15 * 60_000,
   }),
 });
 
@@ -52,7 +72,7 @@ const d = DEFAULT_DELIVERY_CONFIG;
 export const deliveryConfigSchema: JsonSchema = {
   type: 'object',
   description:
-    'How events reach this sink: a bounded in-memory queue, batching, and retry with exponential backoff and jitter. Events that fail permanently or exhaust their retries go to the pipeline dead-letter file.',
+    'How events reach this sink: a bounded in-memory queue, batching, concurrent sends in order per object, and retry per object with exponential backoff and full jitter. Events that fail permanently or exhaust their retries go to the pipeline dead-letter file.',
   additionalProperties: false,
   properties: {
     queueCapacity: {
@@ -73,6 +93,20 @@ export const deliveryConfigSchema: JsonSchema = {
       minimum: 1,
       default: d.maxBatch,
       description: "Most events handed to the sink in one send (the sink's own limit may be lower).",
+    },
+    concurrency: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1024,
+      description:
+        "Most batches sent at once. Events of one object (its partitionkey, k8suid or subject) are never in flight together and are sent in order; an object whose event is being retried holds back only its own later events. Default: the sink's own (16 for HTTP sinks, 1 for file and stdout, which never send concurrently).",
+    },
+    outageAlertMs: {
+      type: 'integer',
+      minimum: 1000,
+      default: d.outageAlertMs,
+      description:
+        'Milliseconds without any send answered (every attempt failed retryably) after which the endpoint is reported as failing: the crbridge_component_failing gauge turns 1 and one error is logged. Its events stay queued; they are not dead-lettered by age while it is down.',
     },
     retry: {
       type: 'object',
@@ -103,14 +137,21 @@ export const deliveryConfigSchema: JsonSchema = {
           minimum: 0,
           maximum: 1,
           default: d.retry.randomizationFactor,
-          description: 'Jitter: each wait is drawn uniformly from wait × (1 ± randomizationFactor).',
+          description:
+            'Jitter: each wait is drawn uniformly from [wait × (1 − randomizationFactor), wait], so maxIntervalMs is a true cap; 1 is full jitter.',
         },
         maxElapsedMs: {
           type: 'integer',
           minimum: 0,
           default: d.retry.maxElapsedMs,
+          description: `Milliseconds an event may keep failing before it is dead-lettered (code CRB_DELIVERY_RETRYABLE); ${d.retry.maxElapsedMs / 3_600_000} hours by default; 0 retries forever. Only time while the endpoint answers other sends counts: while every send fails (the endpoint is down) events are kept, not dead-lettered by age.`,
+        },
+        maxRetryAfterMs: {
+          type: 'integer',
+          minimum: 0,
+          default: d.retry.maxRetryAfterMs,
           description:
-            'Milliseconds an event may keep failing before it is dead-lettered (code CRB_DELIVERY_RETRYABLE); 0 retries forever.',
+            'Longest pause in milliseconds a Retry-After from the destination may impose; a Retry-After pauses every send of this sink, and a longer one is cut to this.',
         },
       },
     },
@@ -122,6 +163,8 @@ export interface PartialDeliveryConfig {
   queueCapacity?: number;
   queueBytes?: number;
   maxBatch?: number;
+  concurrency?: number;
+  outageAlertMs?: number;
   retry?: Partial<RetryConfig>;
 }
 
@@ -131,6 +174,8 @@ export function resolveDeliveryConfig(partial: PartialDeliveryConfig = {}): Deli
     queueCapacity: partial.queueCapacity ?? d.queueCapacity,
     queueBytes: partial.queueBytes ?? d.queueBytes,
     maxBatch: partial.maxBatch ?? d.maxBatch,
+    ...(partial.concurrency !== undefined && { concurrency: partial.concurrency }),
+    outageAlertMs: partial.outageAlertMs ?? d.outageAlertMs,
     retry: { ...d.retry, ...stripUndefined(partial.retry ?? {}) },
   };
 }

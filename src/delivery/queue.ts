@@ -1,13 +1,15 @@
 /**
  * The delivery queue in front of every sink: an in-memory FIFO bounded by events and by bytes, with
- * back-pressure, one worker that hands batches to `sink.send`, retry with exponential backoff and
- * jitter (honouring Retry-After), and the dead-letter destination for permanent failures and
- * exhausted retries (written durably: a failing write is retried and blocks the worker). Sinks only
- * deliver; everything about "again, later, or never" lives here once (after the OpenTelemetry
- * Collector's exporterhelper sending_queue + retry_on_failure and Vector's sinks/util). A durable
- * spool will slot in behind the same interface later.
+ * back-pressure; a dispatcher that hands up to `concurrency` batches at once to `sink.send`, never
+ * two holding events of one object (lanes per object: order per object, not globally); retry per
+ * object with exponential backoff and full jitter, a sink-wide pause for Retry-After, a maximum
+ * age per event that only counts while the endpoint answers, a loud report of an endpoint down for
+ * long; and the dead-letter destination for permanent failures and exhausted retries (written
+ * durably: a failing write is retried and holds its objects back). Sinks only deliver; everything
+ * about "again, later, or never" lives here once (after the OpenTelemetry Collector's exporterhelper
+ * sending_queue + retry_on_failure and Vector's sinks/util). A durable outbox slots in behind it.
  */
-import { backoffDelay, sleep } from '../backoff.ts';
+import { backoffDelay } from '../backoff.ts';
 import type { DeliveryResult, Lifecycle, OutboundEvent, Sink } from '../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { approxEventBytes } from '../events/build.ts';
@@ -31,14 +33,27 @@ export interface DeliveryQueueContext {
 
 interface Item {
   event: CloudEvent;
+  /** The object it belongs to (see {@link objectKey}): its lane. */
+  key: string;
   seq: number;
   /** What it counts against `queueBytes`. */
   bytes: number;
   attempts: number;
   /** When this event first failed retryably (for maxElapsedMs). */
   firstFailureAt: number | undefined;
+  /** The sink's accumulated down time at `firstFailureAt` (down time does not age an event). */
+  downAtFirstFailure: number;
+  /** Settled, dead-lettered or failed: nothing more happens to it. */
+  done: boolean;
   settle: () => void;
   fail: (err: CrbridgeError) => void;
+}
+
+/** The retry state of one object while its events fail: its own streak, not the sink's. */
+interface Lane {
+  streak: number;
+  /** Not sent again before this time (epoch ms). */
+  until: number;
 }
 
 interface RoomWaiter {
@@ -51,26 +66,53 @@ interface RoomWaiter {
 const SHUTDOWN_GRACE_MS = 100;
 
 /**
- * The wait before retry number `streak` (1-based) of a failure streak: exponential growth capped
- * at maxIntervalMs, jittered by ± randomizationFactor, and never shorter than `retryAfterMs`.
+ * The object an event belongs to, whose events are delivered in order: its `partitionkey` (the
+ * object's uid as the builder sets it), else its `k8suid`, else its `subject`; events with none of
+ * them share one lane (kept in order among themselves).
+ */
+export function objectKey(event: CloudEvent): string {
+  const e = event as Record<string, unknown>;
+  for (const k of ['partitionkey', 'k8suid', 'subject'] as const) {
+    const v = e[k];
+    if (typeof v === 'string' && v !== '') return `${k[0]}:${v}`;
+  }
+  return '';
+}
+
+/**
+ * The wait before retry number `streak` (1-based) of one object's failure streak: exponential
+ * growth capped at maxIntervalMs, drawn uniformly from [wait × (1 − randomizationFactor), wait]
+ * (randomizationFactor 1 = full jitter, so maxIntervalMs is a true cap), and never shorter than
+ * `retryAfterMs`.
  */
 export function retryDelay(retry: RetryConfig, streak: number, retryAfterMs = 0, random = Math.random): number {
-  const rf = retry.randomizationFactor;
+  const rf = Math.min(1, Math.max(0, retry.randomizationFactor));
   const wait = backoffDelay(streak, retry.initialIntervalMs, retry.maxIntervalMs, random, retry.multiplier, [
     1 - rf,
-    1 + rf,
+    1,
   ]);
   return Math.max(wait, retryAfterMs);
 }
 
 /**
- * One sink's queue and delivery worker.
+ * One sink's queue and its dispatcher.
  *
- * Ordering: events are sent in `enqueue` order in batches of at most
- * `min(sink.maxBatch, config.maxBatch)`; `send` is never concurrent. Events that failed retryably
- * stay at the head of the queue and are re-sent, in order, before anything queued after them. An
- * event refused for good leaves the queue only once its dead letter is written; until then the
- * worker sends nothing else (so `settled` promises resolve in queue order).
+ * Ordering: one FIFO in `enqueue` order; up to `concurrency` batches of at most
+ * `min(sink.maxBatch, config.maxBatch)` events are in flight at once. A batch never holds an event
+ * of an object (see {@link objectKey}) that is in flight, waiting out its backoff, or queued
+ * before an event left out; so each object's events are sent in queue order, one batch at a time.
+ * An event that failed retryably goes back to its place and its object waits out its own backoff
+ * (its own streak): later events of that object wait behind it, other objects keep flowing. A
+ * `Retry-After` pauses the whole sink (the endpoint asked), capped at `retry.maxRetryAfterMs`.
+ * Back-pressure: held-back events stay counted against `queueCapacity`/`queueBytes`, so a failing
+ * object (or endpoint) eventually makes `enqueue` wait.
+ * Settling: each event settles on its own, in any order across objects (and within one object, an
+ * event after a dead-lettered one may settle before that dead letter is written). That is enough:
+ * the source's checkpoint rule (`OrderedCommits` in `src/sources/kubernetes/commits.ts`) commits
+ * an object's entry only past changes whose earlier changes of the same object all settled.
+ * Age: an event is dead-lettered once it has failed for `retry.maxElapsedMs` counting only time
+ * while the endpoint answers (some send got an `ok` or `permanent`); while every send fails, the
+ * endpoint is down: nothing ages, and past `outageAlertMs` it is reported (gauge, one error log).
  * Idempotency: an event may be sent more than once (retries); its `id` stays the same.
  */
 export class DeliveryQueue implements Lifecycle {
@@ -81,7 +123,16 @@ export class DeliveryQueue implements Lifecycle {
   private readonly labels: { component: string };
   private readonly dead: DurableDeadLetter;
   private readonly sizeOf: (event: CloudEvent) => number;
-  private readonly items: Item[] = [];
+  /** Events not in flight, in seq order. */
+  private readonly waiting: Item[] = [];
+  /** Batches handed to the sink and not yet applied. */
+  private readonly inFlight = new Set<Item[]>();
+  /** Objects with a batch in flight. */
+  private readonly busy = new Set<string>();
+  /** Objects in a failure streak. */
+  private readonly lanes = new Map<string, Lane>();
+  /** Events waiting or in flight. */
+  private count = 0;
   private queuedBytes = 0;
   private readonly roomWaiters: RoomWaiter[] = [];
   /** Aborted at the shutdown deadline or when the start signal aborts: stops sends and backoff waits. */
@@ -89,13 +140,20 @@ export class DeliveryQueue implements Lifecycle {
   private nextSeq = 1;
   private wakeWorker: (() => void) | undefined;
   private closing = false;
-  /** Set once shutdown has given up on what is left: a late worker step changes nothing. */
+  /** Set once shutdown has given up on what is left: a late send result changes nothing. */
   private finished = false;
   private worker: Promise<void> | undefined;
   private shutdownPromise: Promise<void> | undefined;
-  /** Consecutive sends that left retryable failures; 0 when the last send fully succeeded. */
-  private streak = 0;
-  private streakStart = 0;
+  /** No send before this (a Retry-After). */
+  private pausedUntil = 0;
+  /** Since when no send has been answered (every one failed retryably); undefined while it answers. */
+  private downSince: number | undefined;
+  /** Down time of past outages, ms. */
+  private downTotal = 0;
+  private outageReported = false;
+  /** When the first object of the current failure episode failed (for the recovery log). */
+  private failingSince = 0;
+  private readonly concurrency: number;
 
   constructor(sink: Sink, config: DeliveryConfig, ctx: DeliveryQueueContext) {
     this.sink = sink;
@@ -110,16 +168,29 @@ export class DeliveryQueue implements Lifecycle {
       metrics: ctx.metrics,
       retry: ctx.deadLetterRetry,
     });
+    const wanted = Math.max(1, config.concurrency ?? sink.defaultConcurrency ?? 1);
+    this.concurrency = Math.min(wanted, Math.max(1, sink.maxConcurrency ?? wanted));
+    if (this.concurrency < wanted)
+      ctx.logger.warn('delivery.concurrency is above what this sink can take; using its limit', {
+        code: ErrorCode.DeliveryConfig,
+        concurrency: wanted,
+        limit: this.concurrency,
+      });
   }
 
   /** Events waiting or in flight. */
   get depth(): number {
-    return this.items.length;
+    return this.count;
   }
 
   /** Bytes of the events waiting or in flight (as counted against `queueBytes`). */
   get bytes(): number {
     return this.queuedBytes;
+  }
+
+  /** Most sends in flight at once: `delivery.concurrency`, else the sink's default, within its limit. */
+  get maxInFlight(): number {
+    return this.concurrency;
   }
 
   private get batchLimit(): number {
@@ -141,7 +212,7 @@ export class DeliveryQueue implements Lifecycle {
    */
   async enqueue(event: CloudEvent, signal?: AbortSignal): Promise<{ settled: Promise<void> }> {
     const bytes = this.sizeOf(event);
-    while (!this.closing && !this.fits(this.items.length, this.queuedBytes, bytes)) {
+    while (!this.closing && !this.fits(this.count, this.queuedBytes, bytes)) {
       signal?.throwIfAborted();
       await new Promise<void>((resolve, reject) => {
         const waiter: RoomWaiter = { bytes, resolve: done, reject: fail };
@@ -171,7 +242,19 @@ export class DeliveryQueue implements Lifecycle {
     });
     // A caller that drops `settled` must not turn a shutdown rejection into an unhandled one.
     settled.catch(() => {});
-    this.items.push({ event, seq: this.nextSeq++, bytes, attempts: 0, firstFailureAt: undefined, settle, fail });
+    this.waiting.push({
+      event,
+      key: objectKey(event),
+      seq: this.nextSeq++,
+      bytes,
+      attempts: 0,
+      firstFailureAt: undefined,
+      downAtFirstFailure: 0,
+      done: false,
+      settle,
+      fail,
+    });
+    this.count++;
     this.queuedBytes += bytes;
     this.m.received.inc(this.labels);
     this.gauges();
@@ -179,7 +262,7 @@ export class DeliveryQueue implements Lifecycle {
     return { settled };
   }
 
-  /** Starts the sink, then the worker loop. Returns quickly. */
+  /** Starts the sink, then the dispatcher. Returns quickly. */
   async start(signal: AbortSignal): Promise<void> {
     if (signal.aborted) this.stop.abort();
     else signal.addEventListener('abort', () => this.stop.abort(), { once: true });
@@ -190,10 +273,11 @@ export class DeliveryQueue implements Lifecycle {
   }
 
   /**
-   * Stops taking new events, keeps delivering until the queue is empty or `deadline` passes, then
-   * shuts the sink down. Events still undelivered at the deadline are logged and their `settled`
-   * rejects (CRB_SHUTDOWN), so a source checkpoint does not move past them. Never waits much past
-   * the deadline, even for a sink that ignores its abort signal. Idempotent.
+   * Stops taking new events, keeps delivering until the queue is empty or `deadline` passes (then
+   * in-flight sends are aborted), then shuts the sink down. Events still undelivered at the
+   * deadline are logged and their `settled` rejects (CRB_SHUTDOWN), so a source checkpoint does not
+   * move past them. Never waits much past the deadline, even for a sink that ignores its abort
+   * signal. Idempotent.
    */
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
@@ -211,7 +295,10 @@ export class DeliveryQueue implements Lifecycle {
         this.stop.abort();
       }
       this.finished = true;
-      const left = this.items.splice(0);
+      const left = [...this.waiting.splice(0), ...[...this.inFlight].flat()].filter((it) => !it.done);
+      left.sort((a, b) => a.seq - b.seq);
+      this.inFlight.clear();
+      this.count = 0;
       this.queuedBytes = 0;
       this.gauges();
       if (left.length > 0) {
@@ -221,7 +308,10 @@ export class DeliveryQueue implements Lifecycle {
           firstSeq: left[0]?.seq,
         });
         const err = this.shutdownError(`shut down with ${left.length} events undelivered`);
-        for (const it of left) it.fail(err);
+        for (const it of left) {
+          it.done = true;
+          it.fail(err);
+        }
       }
       const sinkDown = this.sink.shutdown(deadline).catch((err: unknown) => {
         this.ctx.logger.error('sink shutdown failed', { code: ErrorCode.Internal, error: err });
@@ -239,8 +329,9 @@ export class DeliveryQueue implements Lifecycle {
   }
 
   private gauges(): void {
-    this.m.queueDepth.set(this.labels, this.items.length);
+    this.m.queueDepth.set(this.labels, this.count);
     this.m.queueBytes.set(this.labels, this.queuedBytes);
+    this.m.inFlight.set(this.labels, this.inFlight.size);
   }
 
   private wake(): void {
@@ -251,7 +342,7 @@ export class DeliveryQueue implements Lifecycle {
 
   /** Admits waiting enqueuers in order while they fit (the first that does not fit waits on). */
   private releaseRoom(): void {
-    let count = this.items.length;
+    let count = this.count;
     let queued = this.queuedBytes;
     while (this.roomWaiters.length > 0) {
       const w = this.roomWaiters[0] as RoomWaiter;
@@ -263,49 +354,142 @@ export class DeliveryQueue implements Lifecycle {
     }
   }
 
+  /** The dispatcher: starts batches while there is a free slot and something sendable, else waits. */
   private async run(): Promise<void> {
     for (;;) {
-      if (this.stop.signal.aborted || this.finished) return;
-      if (this.items.length === 0) {
-        if (this.closing) return;
-        await new Promise<void>((r) => {
-          this.wakeWorker = r;
-        });
-        continue;
-      }
-      const batch = this.items.slice(0, Math.min(this.items.length, this.batchLimit));
-      for (const it of batch) it.attempts++;
-      const outbound: OutboundEvent[] = batch.map((it) => ({ event: it.event, seq: it.seq, attempts: it.attempts }));
-      const t0 = performance.now();
-      let results: DeliveryResult[];
-      try {
-        results = await this.sink.send(outbound, this.stop.signal);
-        if (results.length !== batch.length) {
-          const error = `sink returned ${results.length} results for ${batch.length} events`;
-          results = batch.map(() => ({ status: 'retryable', error }));
+      if (this.stop.signal.aborted || this.finished) break;
+      if (this.closing && this.count === 0) break;
+      const now = Date.now();
+      let nextAt = Number.POSITIVE_INFINITY;
+      if (now < this.pausedUntil) nextAt = this.pausedUntil;
+      else
+        while (this.inFlight.size < this.concurrency) {
+          const { batch, retryAt } = this.take(now);
+          nextAt = Math.min(nextAt, retryAt);
+          if (batch.length === 0) break;
+          this.launch(batch);
         }
-      } catch (err) {
-        const error = errorMessage(err);
+      await this.idle(nextAt);
+    }
+    // at the deadline the in-flight sends were aborted; wait for them to return (bounded by shutdown)
+    await Promise.allSettled([...this.inFlight].map((b) => this.pending.get(b)));
+  }
+
+  private readonly pending = new Map<Item[], Promise<void>>();
+
+  /** Waits for a wake (enqueue, a send answered, shutdown), the time `until`, or the stop signal. */
+  private idle(until: number): Promise<void> {
+    if (this.stop.signal.aborted) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.stop.signal.removeEventListener('abort', done);
+        if (this.wakeWorker === done) this.wakeWorker = undefined;
+        resolve();
+      };
+      if (Number.isFinite(until)) timer = setTimeout(done, Math.max(0, until - Date.now()));
+      this.stop.signal.addEventListener('abort', done, { once: true });
+      this.wakeWorker = done;
+    });
+  }
+
+  /**
+   * The next batch: the oldest waiting events whose objects are neither in flight nor waiting out
+   * a backoff, in queue order, at most `batchLimit`. An object left out is left out entirely (its
+   * later events never overtake it). `retryAt` is the earliest time a backoff ends.
+   */
+  private take(now: number): { batch: Item[]; retryAt: number } {
+    const batch: Item[] = [];
+    let retryAt = Number.POSITIVE_INFINITY;
+    const limit = this.batchLimit;
+    let contiguous = true;
+    let skipped: Set<string> | undefined;
+    for (let i = 0; i < this.waiting.length && batch.length < limit; i++) {
+      const it = this.waiting[i] as Item;
+      let out = this.busy.has(it.key) || skipped?.has(it.key) === true;
+      if (!out) {
+        const lane = this.lanes.get(it.key);
+        if (lane && lane.until > now) {
+          out = true;
+          retryAt = Math.min(retryAt, lane.until);
+        }
+      }
+      if (out) {
+        contiguous = false;
+        skipped ??= new Set();
+        skipped.add(it.key);
+      } else batch.push(it);
+    }
+    if (batch.length === 0) return { batch, retryAt };
+    if (contiguous) this.waiting.splice(0, batch.length);
+    else {
+      const taken = new Set(batch);
+      let w = 0;
+      for (let r = 0; r < this.waiting.length; r++) {
+        const it = this.waiting[r] as Item;
+        if (!taken.has(it)) this.waiting[w++] = it;
+      }
+      this.waiting.length = w;
+    }
+    return { batch, retryAt };
+  }
+
+  private launch(batch: Item[]): void {
+    this.inFlight.add(batch);
+    for (const it of batch) {
+      it.attempts++;
+      this.busy.add(it.key);
+    }
+    this.gauges();
+    const p = this.deliver(batch).finally(() => {
+      this.pending.delete(batch);
+      this.inFlight.delete(batch);
+      for (const it of batch) this.busy.delete(it.key);
+      this.gauges();
+      this.wake();
+    });
+    this.pending.set(batch, p);
+  }
+
+  private async deliver(batch: Item[]): Promise<void> {
+    const outbound: OutboundEvent[] = batch.map((it) => ({ event: it.event, seq: it.seq, attempts: it.attempts }));
+    const t0 = performance.now();
+    let results: DeliveryResult[];
+    try {
+      results = await this.sink.send(outbound, this.stop.signal);
+      if (results.length !== batch.length) {
+        const error = `sink returned ${results.length} results for ${batch.length} events`;
         results = batch.map(() => ({ status: 'retryable', error }));
       }
-      this.m.sendDuration.observe(this.labels, (performance.now() - t0) / 1000);
-      const retry = await this.apply(batch, results);
-      if (retry) await this.backoff(retry);
+    } catch (err) {
+      const error = errorMessage(err);
+      results = batch.map(() => ({ status: 'retryable', error }));
     }
+    this.m.sendDuration.observe(this.labels, (performance.now() - t0) / 1000);
+    try {
+      await this.apply(batch, results);
+    } catch (err) {
+      this.ctx.logger.error('delivery worker failed', { code: ErrorCode.Internal, error: err });
+    }
+  }
+
+  /** The sink's accumulated down time up to `now`. */
+  private downTime(now: number): number {
+    return this.downTotal + (this.downSince === undefined ? 0 : now - this.downSince);
   }
 
   /**
    * Settles delivered events, dead-letters refused and exhausted ones (waiting until their dead
-   * letters are written), and keeps retryable ones at the head of the queue. Returns the retry
-   * info when some stay for another attempt.
+   * letters are written), and puts retryable ones back in their place with their object's backoff.
    */
-  private async apply(
-    batch: Item[],
-    results: DeliveryResult[],
-  ): Promise<{ failed: number; error: string; retryAfterMs: number } | undefined> {
-    if (this.finished) return undefined;
+  private async apply(batch: Item[], results: DeliveryResult[]): Promise<void> {
+    if (this.finished) return;
     const now = Date.now();
-    const again = new Set<Item>();
+    const answered = results.some((r) => r.status !== 'retryable');
+    this.endpoint(now, answered, results);
+    const again: Item[] = [];
+    const failedKeys = new Set<string>();
     const delivered: Item[] = [];
     const dead: { item: Item; code: string; error: string }[] = [];
     let retryAfterMs = 0;
@@ -314,55 +498,130 @@ export class DeliveryQueue implements Lifecycle {
     for (let i = 0; i < batch.length; i++) {
       const item = batch[i] as Item;
       const r = results[i] as DeliveryResult;
+      if (failedKeys.has(item.key)) {
+        // an earlier event of its object stays: this one is re-sent after it, whatever its result
+        again.push(item);
+        continue;
+      }
       if (r.status === 'ok') delivered.push(item);
       else if (r.status === 'permanent') {
         this.m.errors.inc({ ...this.labels, code: ErrorCode.DeliveryPermanent });
         dead.push({ item, code: ErrorCode.DeliveryPermanent, error: r.error });
       } else {
         this.m.errors.inc({ ...this.labels, code: ErrorCode.DeliveryRetryable });
-        item.firstFailureAt ??= now;
+        if (item.firstFailureAt === undefined) {
+          item.firstFailureAt = now;
+          item.downAtFirstFailure = this.downTime(now);
+        }
         const elapsed = now - item.firstFailureAt;
-        if (maxElapsed > 0 && elapsed >= maxElapsed) {
+        const age = elapsed - (this.downTime(now) - item.downAtFirstFailure);
+        if (maxElapsed > 0 && age >= maxElapsed) {
           dead.push({
             item,
             code: ErrorCode.DeliveryRetryable,
             error: `retries exhausted after ${item.attempts} attempts in ${elapsed} ms: ${r.error}`,
           });
         } else {
-          again.add(item);
+          again.push(item);
+          failedKeys.add(item.key);
           lastError = r.error;
           retryAfterMs = Math.max(retryAfterMs, r.retryAfterMs ?? 0);
         }
       }
     }
     if (delivered.length > 0) this.m.sent.inc(this.labels, delivered.length);
-    // Events settle in queue order: delivered ones behind a dead one once its dead letter is written.
-    const firstDead = dead.length > 0 ? (dead[0] as { item: Item }).item.seq : Number.POSITIVE_INFINITY;
-    const early = new Set<Item>();
-    if (dead.length > 0) for (const it of delivered) if (it.seq < firstDead) early.add(it);
-    for (const it of early) it.settle();
-    // Dead items stay queued (and counted) until their dead letters are written.
-    const unwritten = dead.length > 0 ? await this.deadLetter(dead) : undefined;
-    if (this.finished) return undefined;
-    // A dead letter not written (the deadline came): it and what follows stay for shutdown to reject.
-    const stays = (it: Item) => again.has(it) || (unwritten !== undefined && unwritten.size > 0 && !early.has(it));
-    const keep = batch.filter(stays);
-    this.items.splice(0, batch.length, ...keep);
-    for (const it of batch) if (!stays(it)) this.queuedBytes -= it.bytes;
-    for (const it of batch) if (!stays(it) && !early.has(it)) it.settle();
-    if (again.size === 0 && this.streak > 0) {
-      this.ctx.logger.info('delivery recovered', { attempts: this.streak + 1, failingMs: now - this.streakStart });
-      this.streak = 0;
+    for (const it of delivered) this.release(it, true);
+    // retryable ones go back to their place (their objects stay busy until this batch is done)
+    if (again.length > 0) {
+      this.m.retries.inc(this.labels, again.length);
+      for (const it of again) insertBySeq(this.waiting, it);
+    }
+    const firstFailing = this.lanes.size === 0 && failedKeys.size > 0;
+    for (const it of batch) if (!failedKeys.has(it.key)) this.lanes.delete(it.key);
+    let longest = 0;
+    for (const key of failedKeys) {
+      const lane = this.lanes.get(key) ?? { streak: 0, until: 0 };
+      lane.streak++;
+      lane.until = now + retryDelay(this.config.retry, lane.streak);
+      longest = Math.max(longest, lane.streak);
+      this.lanes.set(key, lane);
+    }
+    if (retryAfterMs > 0)
+      this.pausedUntil = Math.max(this.pausedUntil, now + Math.min(retryAfterMs, this.config.retry.maxRetryAfterMs));
+    if (firstFailing) {
+      this.failingSince = now;
+      this.ctx.logger.warn('delivery failing; retrying with backoff', {
+        code: ErrorCode.DeliveryRetryable,
+        error: lastError,
+        events: again.length,
+        ...(retryAfterMs > 0 && { retryAfterMs }),
+      });
+    } else if (failedKeys.size > 0)
+      this.ctx.logger.debug('delivery still failing', { error: lastError, attempt: longest, objects: this.lanes.size });
+    else if (this.lanes.size === 0 && this.failingSince > 0) {
+      this.ctx.logger.info('delivery recovered', { failingMs: now - this.failingSince });
+      this.failingSince = 0;
     }
     this.gauges();
     this.releaseRoom();
-    return again.size > 0 ? { failed: again.size, error: lastError, retryAfterMs } : undefined;
+    if (dead.length > 0) {
+      // its objects stay busy (this batch in flight) until the dead letters are written
+      const unwritten = await this.deadLetter(dead);
+      if (this.finished) return;
+      for (const { item } of dead) if (!unwritten.has(item)) this.release(item, true);
+      // a dead letter not written (the deadline came): it stays for shutdown to reject
+      for (const it of unwritten) insertBySeq(this.waiting, it);
+      this.gauges();
+      this.releaseRoom();
+    }
+  }
+
+  /** An event leaves the queue: settled (delivered or dead-lettered). */
+  private release(it: Item, settle: boolean): void {
+    if (it.done) return;
+    it.done = true;
+    this.count--;
+    this.queuedBytes -= it.bytes;
+    if (settle) it.settle();
+  }
+
+  /**
+   * Tracks whether the endpoint answers: after `outageAlertMs` with no send answered it is reported
+   * once (error log, `crbridge_component_failing` 1) and reported recovered when one is.
+   */
+  private endpoint(now: number, answered: boolean, results: DeliveryResult[]): void {
+    if (answered) {
+      if (this.downSince !== undefined) {
+        this.downTotal += now - this.downSince;
+        if (this.outageReported) this.ctx.logger.info('endpoint answering again', { failingMs: now - this.downSince });
+        this.downSince = undefined;
+        this.outageReported = false;
+        this.m.failing.set(this.labels, 0);
+        this.m.failingSeconds.set(this.labels, 0);
+      }
+      return;
+    }
+    this.downSince ??= now;
+    const down = now - this.downSince;
+    this.m.failingSeconds.set(this.labels, down / 1000);
+    if (!this.outageReported && down >= this.config.outageAlertMs) {
+      this.outageReported = true;
+      this.m.failing.set(this.labels, 1);
+      const r = results.find((x) => x.status === 'retryable');
+      this.ctx.logger.error('endpoint failing continuously; its events stay queued', {
+        code: ErrorCode.DeliveryRetryable,
+        failingMs: down,
+        queued: this.count,
+        error: r && r.status === 'retryable' ? r.error : '',
+      });
+    }
   }
 
   /**
    * Writes the dead letters through the durable writer, which retries failed writes with backoff:
-   * the worker waits (back-pressure) rather than dropping anything. Settles nothing; returns the
-   * items whose dead letter was not written because the shutdown deadline came first.
+   * the batch's objects stay held back (and counted) rather than anything being dropped. Settles
+   * nothing; returns the items whose dead letter was not written because the shutdown deadline
+   * came first.
    */
   private async deadLetter(dead: { item: Item; code: string; error: string }[]): Promise<Set<Item>> {
     const time = new Date().toISOString();
@@ -394,24 +653,18 @@ export class DeliveryQueue implements Lifecycle {
     );
     return unwritten;
   }
+}
 
-  private async backoff(retry: { failed: number; error: string; retryAfterMs: number }): Promise<void> {
-    this.streak++;
-    this.m.retries.inc(this.labels, retry.failed);
-    const wait = retryDelay(this.config.retry, this.streak, retry.retryAfterMs);
-    if (this.streak === 1) {
-      this.streakStart = Date.now();
-      this.ctx.logger.warn('delivery failing; retrying with backoff', {
-        code: ErrorCode.DeliveryRetryable,
-        error: retry.error,
-        events: retry.failed,
-        waitMs: wait,
-      });
-    } else {
-      this.ctx.logger.debug('delivery still failing', { error: retry.error, attempt: this.streak, waitMs: wait });
-    }
-    await sleep(wait, this.stop.signal);
+/** Inserts `it` into `items` (sorted by seq) at its place; retried events are old, so search from the front. */
+function insertBySeq(items: Item[], it: Item): void {
+  let lo = 0;
+  let hi = items.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((items[mid] as Item).seq < it.seq) lo = mid + 1;
+    else hi = mid;
   }
+  items.splice(lo, 0, it);
 }
 
 /** True once `p` settled, false when the clock reaches `until` first. */

@@ -138,5 +138,17 @@ export function componentMetrics(m: Metrics) {
       'Failed attempts to write a dead letter (each is retried; the event stays unsettled until written).',
     ),
     sendDuration: m.histogram('crbridge_component_send_duration_seconds', 'Duration of one sink send call.'),
+    inFlight: m.gauge(
+      'crbridge_component_in_flight_sends',
+      'Sink send calls in flight (at most the delivery concurrency).',
+    ),
+    failing: m.gauge(
+      'crbridge_component_failing',
+      '1 while a sink has answered no send for longer than its delivery.outageAlertMs (its events stay queued), else 0.',
+    ),
+    failingSeconds: m.gauge(
+      'crbridge_component_failing_seconds',
+      'Seconds since a sink last answered a send, while every send since has failed retryably; 0 when it answers.',
+    ),
   };
 }

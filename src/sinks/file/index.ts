@@ -24,6 +24,8 @@ const PERMANENT_CODES = new Set(['EACCES', 'EPERM', 'EISDIR', 'ENOTDIR', 'EROFS'
 
 class FileSink implements Sink {
   readonly maxBatch = 1000;
+  /** One handle and its size: overlapping appends would interleave and break the cut-back on failure. */
+  readonly maxConcurrency = 1;
   private readonly path: string;
   private readonly fsync: boolean;
   private handle: FileHandle | undefined;

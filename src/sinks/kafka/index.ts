@@ -266,6 +266,11 @@ interface Encoded {
 
 class KafkaSink implements Sink {
   readonly maxBatch = 500;
+  /**
+   * One batch in flight: a failed produce request is retried with everything after it, and
+   * idempotent producing keeps order only within one in-flight request; lift once measured safe.
+   */
+  readonly maxConcurrency = 1;
   private readonly config: Required<Omit<KafkaSinkConfig, 'topicExpression' | 'tls' | 'sasl'>>;
   private readonly logger: Logger;
   private readonly kafka: Kafka;

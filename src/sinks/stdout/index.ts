@@ -73,6 +73,8 @@ export function createStreamSink(stream: Writable): Sink {
     });
   return {
     maxBatch: 1000,
+    // one stream with its drain wait: overlapping writes are not safe
+    maxConcurrency: 1,
     async start() {},
     async send(batch: readonly OutboundEvent[]): Promise<DeliveryResult[]> {
       const { text, results } = serializeLines(batch);

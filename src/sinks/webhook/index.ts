@@ -87,6 +87,8 @@ type Handshake = { ok: true; bucket: TokenBucket | undefined } | { ok: false; re
 
 class WebhookSink implements Sink {
   readonly maxBatch: number;
+  /** HTTP: many objects in flight at once (the queue never sends two events of one object together). */
+  readonly defaultConcurrency = 16;
   private readonly url: string;
   /** The URL as it may be shown: scheme, host and port only. */
   private readonly origin: string;

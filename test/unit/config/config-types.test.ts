@@ -131,6 +131,8 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     queueCapacity: 'optional',
     queueBytes: 'optional',
     maxBatch: 'optional',
+    concurrency: 'optional',
+    outageAlertMs: 'optional',
     retry: 'optional',
   };
   // every retry field has a default, so a written block may omit any of them
@@ -140,6 +142,7 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     multiplier: 'optional',
     randomizationFactor: 'optional',
     maxElapsedMs: 'optional',
+    maxRetryAfterMs: 'optional',
   };
   assertAgrees('delivery', delivery, deliveryConfigSchema);
   assertAgrees('delivery.retry', retry, (deliveryConfigSchema as ObjectSchema).properties?.retry);
@@ -150,6 +153,7 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     multiplier: 'required',
     randomizationFactor: 'required',
     maxElapsedMs: 'required',
+    maxRetryAfterMs: 'required',
   };
   assert.deepEqual(Object.keys(resolvedRetry).sort(), Object.keys(retry).sort());
 

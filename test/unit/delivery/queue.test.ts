@@ -2,13 +2,15 @@
  * DeliveryQueue against a scriptable fake sink: batching in queue order, back-pressure, retry with
  * exponential backoff (timed with small intervals), Retry-After, per-order retry of failed heads,
  * permanent and exhausted events to the dead letter, `settled` semantics, shutdown drain and
- * deadline, metrics and log-once behaviour.
+ * deadline, metrics and log-once behaviour; concurrency with lanes per object (a property test over
+ * random outcomes and latencies), per-object backoff, the outage report and the age rule.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { DeliveryResult } from '../../../src/component.ts';
+import fc from 'fast-check';
+import type { DeliveryResult, OutboundEvent } from '../../../src/component.ts';
 import { type DeliveryConfig, resolveDeliveryConfig } from '../../../src/delivery/config.ts';
-import { DeliveryQueue, retryDelay } from '../../../src/delivery/queue.ts';
+import { DeliveryQueue, objectKey, retryDelay } from '../../../src/delivery/queue.ts';
 import { silentLogger } from '../../../src/telemetry/logger.ts';
 import { componentMetrics, Metrics } from '../../../src/telemetry/metrics.ts';
 import { captureLogger, ev, FakeSink, MemoryDeadLetter, settlesWithin, tick } from './helpers.ts';
@@ -157,7 +159,7 @@ describe('DeliveryQueue', () => {
     await queue.shutdown(Date.now() + 1000);
   });
 
-  test('failed events are re-sent, in order, before anything queued after them', async () => {
+  test('failed events are re-sent, in order, before the later events of their object (those the sink took go again)', async () => {
     const sink = new FakeSink(3, (b, call) =>
       b.map(
         (o): DeliveryResult =>
@@ -169,14 +171,12 @@ describe('DeliveryQueue', () => {
     for (const id of ['a', 'b', 'c', 'd', 'e']) all.push((await queue.enqueue(ev(id))).settled);
     await queue.start(abort.signal);
     await Promise.all(all);
+    // all five are events of one object: c, answered ok after b failed, goes again after b
     assert.deepEqual(
       sink.calls.map((c) => c.ids),
-      [
-        ['a', 'b', 'c'],
-        ['b', 'd', 'e'],
-      ],
+      [['a', 'b', 'c'], ['b', 'c', 'd'], ['e']],
     );
-    assert.deepEqual(sink.calls[1]?.attempts, [2, 1, 1]);
+    assert.deepEqual(sink.calls[1]?.attempts, [2, 2, 1]);
     await queue.shutdown(Date.now() + 1000);
   });
 
@@ -207,19 +207,75 @@ describe('DeliveryQueue', () => {
     await queue.shutdown(Date.now() + 1000);
   });
 
-  test('an event that keeps failing past maxElapsedMs is dead-lettered as exhausted', async () => {
-    const sink = new FakeSink(10, (b) => b.map(() => ({ status: 'retryable', error: 'broker down' })));
-    const { queue, deadLetter, abort } = setup(sink, fast({ initialIntervalMs: 10, maxElapsedMs: 80 }));
+  test('an event that keeps failing past maxElapsedMs while the endpoint answers others is dead-lettered as exhausted', async () => {
+    const sink = new FakeSink(10, (b) =>
+      b.map(
+        (o): DeliveryResult => (o.event.id === 'a' ? { status: 'retryable', error: 'broker down' } : { status: 'ok' }),
+      ),
+    );
+    const { queue, deadLetter, abort } = setup(
+      sink,
+      fast({ initialIntervalMs: 10, maxIntervalMs: 20, maxElapsedMs: 80 }, { concurrency: 2 }),
+    );
     await queue.start(abort.signal);
     const t0 = Date.now();
-    await (await queue.enqueue(ev('a'))).settled;
+    const { settled } = await queue.enqueue(ev('a', 'uid-a'));
+    // another object keeps the endpoint answering
+    let others = 0;
+    const feeder = (async () => {
+      while (!(await settlesWithin(settled, 5))) {
+        await (await queue.enqueue(ev(`o${others}`, `uid-o${others}`))).settled;
+        others++;
+      }
+    })();
+    await settled;
+    await feeder;
     assert.ok(Date.now() - t0 >= 80);
+    assert.ok(others >= 5, `others delivered meanwhile: ${others}`);
     assert.equal(deadLetter.entries.length, 1);
     const entry = deadLetter.entries[0];
+    assert.equal(entry?.event.id, 'a');
     assert.equal(entry?.code, 'CRB_DELIVERY_RETRYABLE');
     assert.match(entry?.errors[0] ?? '', /^retries exhausted after \d+ attempts in \d+ ms: broker down$/);
     assert.ok((entry?.attempts ?? 0) >= 3, `attempts ${entry?.attempts}`);
     assert.equal(queue.depth, 0);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('while the whole endpoint is down nothing ages: events are kept past maxElapsedMs, and the outage is reported once', async () => {
+    let up = false;
+    const sink = new FakeSink(10, (b) =>
+      b.map((): DeliveryResult => (up ? { status: 'ok' } : { status: 'retryable', error: 'connection refused' })),
+    );
+    const { logger, lines } = captureLogger();
+    const { queue, m, deadLetter, abort } = setup(
+      sink,
+      fast({ initialIntervalMs: 5, maxIntervalMs: 10, maxElapsedMs: 40 }, { outageAlertMs: 1000 }),
+      logger,
+    );
+    // outageAlertMs has a schema minimum of 1 s; a test may go lower through the resolved config
+    (queue as unknown as { config: DeliveryConfig }).config.outageAlertMs = 60;
+    await queue.start(abort.signal);
+    const s = [];
+    for (const id of ['a', 'b', 'c']) s.push((await queue.enqueue(ev(id, `uid-${id}`))).settled);
+    await tick(30);
+    assert.equal(m.failing.get(L), 0, 'not yet reported');
+    await tick(170);
+    assert.equal(await settlesWithin(Promise.all(s), 0), false);
+    assert.equal(deadLetter.entries.length, 0, 'nothing dead-lettered by age while the endpoint is down');
+    assert.equal(m.failing.get(L), 1);
+    assert.ok(m.failingSeconds.get(L) >= 0.1, `failing for ${m.failingSeconds.get(L)} s`);
+    const alerts = lines.filter((l) => l.msg === 'endpoint failing continuously; its events stay queued');
+    assert.equal(alerts.length, 1);
+    assert.equal(alerts[0]?.level, 'error');
+    assert.equal(alerts[0]?.queued, 3);
+    up = true;
+    await Promise.all(s);
+    assert.equal(deadLetter.entries.length, 0);
+    assert.equal(m.failing.get(L), 0);
+    assert.equal(m.failingSeconds.get(L), 0);
+    assert.equal(lines.filter((l) => l.msg === 'endpoint answering again').length, 1);
+    assert.equal(lines.filter((l) => l.msg === 'delivery recovered').length, 1);
     await queue.shutdown(Date.now() + 1000);
   });
 
@@ -350,7 +406,7 @@ describe('DeliveryQueue', () => {
     await queue.shutdown(Date.now() + 100);
   });
 
-  test('events delivered behind a dead one settle only after its dead letter is written', async () => {
+  test('settles are per event: one delivered after a dead one settles at once, the dead one once its letter is written', async () => {
     const sink = new FakeSink(10, (b) =>
       b.map((o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'nope' } : { status: 'ok' })),
     );
@@ -372,14 +428,15 @@ describe('DeliveryQueue', () => {
     }
     await queue.start(new AbortController().signal);
     await tick(30);
-    assert.deepEqual(order, ['a'], 'c waits for the dead letter of bad');
+    // out-of-order settles are fine: the source's OrderedCommits orders commits per object
+    assert.deepEqual(order, ['a', 'c'], 'bad waits for its dead letter, c does not');
     release();
     await Promise.all(s);
-    assert.deepEqual(order, ['a', 'bad', 'c']);
+    assert.deepEqual(order, ['a', 'c', 'bad']);
     await queue.shutdown(Date.now() + 100);
   });
 
-  test('a dead letter still failing at the shutdown deadline: its settled and those behind it reject', async () => {
+  test('a dead letter still failing at the shutdown deadline: its settled rejects, delivered ones settled', async () => {
     const sink = new FakeSink(10, (b) =>
       b.map((o): DeliveryResult => (o.event.id === 'bad' ? { status: 'permanent', error: 'nope' } : { status: 'ok' })),
     );
@@ -406,7 +463,7 @@ describe('DeliveryQueue', () => {
     assert.equal(a?.status, 'fulfilled', 'a was delivered before bad');
     assert.equal(bad?.status, 'rejected');
     assert.equal((bad as PromiseRejectedResult).reason.code, 'CRB_SHUTDOWN');
-    assert.equal(c?.status, 'rejected');
+    assert.equal(c?.status, 'fulfilled', 'c was delivered');
     assert.equal(queue.depth, 0);
   });
 
@@ -502,6 +559,303 @@ describe('DeliveryQueue', () => {
   });
 });
 
+/** A sink that answers after `latency` ms and records how many sends overlap, and which objects. */
+class OverlapSink extends FakeSink {
+  inFlight = 0;
+  maxInFlight = 0;
+  readonly busy = new Set<string>();
+  overlapOfOneObject = 0;
+  private readonly latency: (batch: readonly OutboundEvent[]) => number;
+  readonly defaultConcurrency?: number;
+  readonly maxConcurrency?: number;
+  constructor(
+    maxBatch: number,
+    latency: (batch: readonly OutboundEvent[]) => number,
+    respond?: FakeSink['respond'],
+    defaultConcurrency?: number,
+    maxConcurrency?: number,
+  ) {
+    super(maxBatch, respond);
+    this.latency = latency;
+    if (defaultConcurrency !== undefined) this.defaultConcurrency = defaultConcurrency;
+    if (maxConcurrency !== undefined) this.maxConcurrency = maxConcurrency;
+  }
+  override async send(batch: readonly OutboundEvent[]): Promise<DeliveryResult[]> {
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    const keys = new Set(batch.map((o) => objectKey(o.event)));
+    for (const k of keys) if (this.busy.has(k)) this.overlapOfOneObject++;
+    for (const k of keys) this.busy.add(k);
+    try {
+      const ms = this.latency(batch);
+      if (ms > 0) await tick(ms);
+      return await super.send(batch);
+    } finally {
+      for (const k of keys) this.busy.delete(k);
+      this.inFlight--;
+    }
+  }
+}
+
+/** A small deterministic PRNG (mulberry32) so a fast-check seed replays a whole run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('DeliveryQueue lanes (concurrency, order per object)', () => {
+  test('a 100 ms sink at concurrency 16 has 16 sends in flight and delivers ~16x what concurrency 1 does', async () => {
+    const run = async (concurrency: number) => {
+      const sink = new OverlapSink(1, () => 100);
+      const { queue, m, abort } = setup(sink, fast({}, { concurrency }));
+      await queue.start(abort.signal);
+      for (let i = 0; i < 64; i++) await queue.enqueue(ev(`e${i}`, `uid-${i}`));
+      await tick(50);
+      assert.equal(m.inFlight.get(L), concurrency, 'crbridge_component_in_flight_sends');
+      await tick(400);
+      const delivered = sink.calls.length;
+      await queue.shutdown(Date.now() + 1000);
+      return { delivered, max: sink.maxInFlight };
+    };
+    const one = await run(1);
+    const sixteen = await run(16);
+    assert.equal(one.max, 1);
+    assert.equal(sixteen.max, 16);
+    assert.ok(one.delivered >= 3 && one.delivered <= 5, `concurrency 1 delivered ${one.delivered}`);
+    assert.ok(sixteen.delivered >= 48, `concurrency 16 delivered ${sixteen.delivered}`);
+    assert.ok(sixteen.delivered >= 10 * one.delivered, `${sixteen.delivered} vs ${one.delivered}`);
+  });
+
+  test('the sink declares its default concurrency and its limit; a configured value wins, within the limit', async () => {
+    const cases: [number | undefined, number | undefined, number | undefined, number][] = [
+      [undefined, undefined, undefined, 1],
+      [undefined, 16, undefined, 16],
+      [4, 16, undefined, 4],
+      [8, undefined, 1, 1],
+    ];
+    for (const [configured, def, max, expected] of cases) {
+      const sink = new OverlapSink(1, () => 20, undefined, def, max);
+      const { logger, lines } = captureLogger();
+      const { queue, abort } = setup(
+        sink,
+        fast({}, configured === undefined ? {} : { concurrency: configured }),
+        logger,
+      );
+      assert.equal(queue.maxInFlight, expected);
+      await queue.start(abort.signal);
+      const s = [];
+      for (let i = 0; i < 40; i++) s.push((await queue.enqueue(ev(`e${i}`, `uid-${i}`))).settled);
+      await Promise.all(s);
+      assert.equal(sink.maxInFlight, expected, `configured ${configured}, default ${def}, limit ${max}`);
+      assert.equal(
+        lines.filter((l) => l.level === 'warn').length,
+        configured !== undefined && max !== undefined && configured > max ? 1 : 0,
+      );
+      await queue.shutdown(Date.now() + 1000);
+    }
+  });
+
+  test("one object's events are never in flight together, whatever the concurrency", async () => {
+    const sink = new OverlapSink(2, () => 5);
+    const { queue, abort } = setup(sink, fast({}, { concurrency: 16 }));
+    await queue.start(abort.signal);
+    const s = [];
+    for (let i = 0; i < 20; i++) s.push((await queue.enqueue(ev(`e${i}`, 'hot'))).settled);
+    await Promise.all(s);
+    assert.equal(sink.maxInFlight, 1);
+    assert.deepEqual(
+      sink.sentIds,
+      Array.from({ length: 20 }, (_, i) => `e${i}`),
+    );
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('a failing object blocks only itself: the others keep flowing at full concurrency', async () => {
+    let healed = false;
+    const sink = new OverlapSink(
+      1,
+      () => 10,
+      (b) =>
+        b.map(
+          (o): DeliveryResult =>
+            o.event.partitionkey === 'bad' && !healed ? { status: 'retryable', error: '500' } : { status: 'ok' },
+        ),
+    );
+    const { queue, m, abort } = setup(sink, fast({ initialIntervalMs: 20, maxIntervalMs: 40 }, { concurrency: 4 }));
+    await queue.start(abort.signal);
+    const bad = [];
+    for (let i = 0; i < 3; i++) bad.push((await queue.enqueue(ev(`bad${i}`, 'bad'))).settled);
+    const good = [];
+    for (let i = 0; i < 40; i++) good.push((await queue.enqueue(ev(`g${i}`, `uid-${i % 10}`))).settled);
+    await Promise.all(good);
+    assert.equal(await settlesWithin(Promise.all(bad), 0), false, 'the failing object is still failing');
+    assert.equal(sink.maxInFlight, 4);
+    // only the head of the failing object was ever sent; its later events waited behind it
+    const badSends = sink.calls.flatMap((c) => c.ids).filter((id) => id.startsWith('bad'));
+    assert.ok(badSends.length >= 2);
+    assert.deepEqual(new Set(badSends), new Set(['bad0']));
+    assert.equal(m.sent.get(L), 40);
+    healed = true;
+    await Promise.all(bad);
+    const order = sink.sentIds.filter((id) => id.startsWith('bad'));
+    assert.deepEqual(order.slice(-3), ['bad0', 'bad1', 'bad2']);
+    assert.equal(queue.depth, 0);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test("backoff follows each object's own streak, not the sink's", async () => {
+    const failures = new Map<string, number>([
+      ['a', 4],
+      ['b', 1],
+    ]);
+    const sink = new FakeSink(1, (batch) =>
+      batch.map((o): DeliveryResult => {
+        const id = o.event.id;
+        const left = failures.get(id) ?? 0;
+        if (left > 0) {
+          failures.set(id, left - 1);
+          return { status: 'retryable', error: 'x' };
+        }
+        return { status: 'ok' };
+      }),
+    );
+    const { queue, abort } = setup(sink, fast({ initialIntervalMs: 20, maxIntervalMs: 1000 }, { concurrency: 4 }));
+    await queue.start(abort.signal);
+    const a = (await queue.enqueue(ev('a', 'uid-a'))).settled;
+    await tick(70); // a has failed three times: its next wait is 80 ms
+    const b = (await queue.enqueue(ev('b', 'uid-b'))).settled;
+    const t0 = Date.now();
+    await b;
+    assert.ok(Date.now() - t0 < 60, `b retried after its own first backoff (20 ms), not a's: ${Date.now() - t0} ms`);
+    await a;
+    const aGaps = sink.calls
+      .map((c, i) => ({ c, i }))
+      .filter(({ c }) => c.ids[0] === 'a')
+      .map(({ c }) => c.at);
+    const gaps = aGaps.slice(1).map((t, i) => t - (aGaps[i] ?? 0));
+    assert.equal(gaps.length, 4);
+    for (const [i, want] of [20, 40, 80, 160].entries())
+      assert.ok((gaps[i] ?? 0) >= want - 2 && (gaps[i] ?? 0) < want + 60, `gap ${i}: ${gaps[i]} ~ ${want}`);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('Retry-After pauses every object of the sink, and is capped at retry.maxRetryAfterMs', async () => {
+    let first = true;
+    const sink = new OverlapSink(
+      1,
+      () => 0,
+      (b) =>
+        b.map((): DeliveryResult => {
+          if (first) {
+            first = false;
+            return { status: 'retryable', error: '429', retryAfterMs: 3_600_000 };
+          }
+          return { status: 'ok' };
+        }),
+    );
+    const { queue, abort } = setup(sink, fast({ initialIntervalMs: 1, maxRetryAfterMs: 150 }, { concurrency: 1 }));
+    await queue.start(abort.signal);
+    const x = (await queue.enqueue(ev('x', 'uid-x'))).settled;
+    await tick(10);
+    const y = (await queue.enqueue(ev('y', 'uid-y'))).settled;
+    assert.equal(await settlesWithin(y, 80), false, 'another object waits out the Retry-After too');
+    const t0 = sink.calls[0]?.at ?? 0;
+    await Promise.all([x, y]);
+    const next = (sink.calls[1]?.at ?? 0) - t0;
+    assert.ok(next >= 148 && next < 1000, `resumed after ${next} ms (Retry-After 1 h capped at 150 ms)`);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
+  test('property: random outcomes and latencies at concurrency > 1 keep per-object order, settle each event once, never exceed concurrency', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          objects: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 40 }),
+          concurrency: fc.integer({ min: 2, max: 8 }),
+          maxBatch: fc.integer({ min: 1, max: 5 }),
+          seed: fc.integer(),
+          // false: a sink keeping the contract (after one of an object's events fails, its later
+          // events of the batch fail too); true: any per-event answer
+          arbitrary: fc.boolean(),
+        }),
+        async ({ objects, concurrency, maxBatch, seed, arbitrary }) => {
+          const random = prng(seed);
+          const oks: string[] = [];
+          const sink = new OverlapSink(
+            maxBatch,
+            () => Math.floor(random() * 4),
+            (batch) => {
+              const failed = new Set<string>();
+              return batch.map((o): DeliveryResult => {
+                const key = objectKey(o.event);
+                const r = random();
+                let res: DeliveryResult;
+                if (!arbitrary && failed.has(key)) res = { status: 'retryable', error: 'behind a failure' };
+                else if (o.attempts >= 5 || r < 0.6) res = { status: 'ok' };
+                else if (r < 0.9) res = { status: 'retryable', error: 'flaky', ...(r > 0.85 && { retryAfterMs: 2 }) };
+                else res = { status: 'permanent', error: 'refused' };
+                if (res.status === 'ok') oks.push(o.event.id);
+                else failed.add(key);
+                return res;
+              });
+            },
+          );
+          const { queue, deadLetter, abort } = setup(
+            sink,
+            fast({ initialIntervalMs: 1, maxIntervalMs: 4, randomizationFactor: 1, maxElapsedMs: 0 }, { concurrency }),
+          );
+          await queue.start(abort.signal);
+          const counts = new Map<string, number>();
+          const settled: Promise<void>[] = [];
+          const queued = objects.map((o, i) => ({ id: `e${i}`, key: `uid-${o}` }));
+          for (const { id, key } of queued) {
+            const { settled: p } = await queue.enqueue(ev(id, key));
+            settled.push(p.then(() => void counts.set(id, (counts.get(id) ?? 0) + 1)));
+          }
+          await Promise.all(settled);
+          await queue.shutdown(Date.now() + 1000);
+
+          assert.ok(sink.maxInFlight <= concurrency, `in flight ${sink.maxInFlight} > ${concurrency}`);
+          assert.equal(sink.overlapOfOneObject, 0, 'two sends of one object overlapped');
+          for (const { id } of queued) assert.equal(counts.get(id), 1, `${id} settled once`);
+          const deadIds = deadLetter.entries.map((e) => e.event.id);
+          assert.equal(new Set(deadIds).size, deadIds.length, 'each dead letter written once');
+          assert.equal(queue.depth, 0);
+          for (let o = 0; o <= 5; o++) {
+            const key = `uid-${o}`;
+            const mine = queued.filter((q) => q.key === key).map((q) => q.id);
+            const delivered = oks.filter((id) => mine.includes(id));
+            const dead = new Set(deadIds.filter((id) => mine.includes(id)));
+            if (!arbitrary) {
+              // each event delivered once or dead-lettered once, first deliveries in queue order
+              assert.deepEqual(
+                delivered,
+                mine.filter((id) => !dead.has(id)),
+                `object ${key}`,
+              );
+            } else {
+              // the sink may have taken an event after its object's earlier one failed: then it is
+              // sent again after that one, so the last deliveries are in queue order
+              // (an event refused for good on such a re-send is dead-lettered: it leaves the order)
+              const last = delivered.filter((id, i) => delivered.lastIndexOf(id) === i && !dead.has(id));
+              const expected = mine.filter((id) => last.includes(id));
+              assert.deepEqual(last, expected, `object ${key}: last deliveries in queue order`);
+              for (const id of mine) assert.ok(last.includes(id) || dead.has(id), `${id} delivered or dead`);
+            }
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
+  });
+});
+
 describe('retryDelay', () => {
   const retry = {
     initialIntervalMs: 100,
@@ -509,27 +863,44 @@ describe('retryDelay', () => {
     multiplier: 2,
     randomizationFactor: 0.5,
     maxElapsedMs: 0,
+    maxRetryAfterMs: 60_000,
   };
   test('grows exponentially and is capped at maxIntervalMs', () => {
-    const mid = () => 0.5;
+    const top = () => 0.999999;
     assert.deepEqual(
-      [1, 2, 3, 4, 5, 6].map((n) => retryDelay(retry, n, 0, mid)),
+      [1, 2, 3, 4, 5, 6].map((n) => retryDelay(retry, n, 0, top)),
       [100, 200, 400, 800, 1000, 1000],
     );
   });
-  test('jitter stays within ± randomizationFactor', () => {
+  test('jitter draws from [wait × (1 − randomizationFactor), wait]: maxIntervalMs is a true cap', () => {
     assert.equal(
       retryDelay(retry, 2, 0, () => 0),
       100,
     );
     assert.equal(
       retryDelay(retry, 2, 0, () => 0.999999),
-      300,
+      200,
     );
     for (let i = 0; i < 200; i++) {
       const d = retryDelay(retry, 3, 0);
-      assert.ok(d >= 200 && d <= 600, String(d));
+      assert.ok(d >= 200 && d <= 400, String(d));
+      const capped = retryDelay(retry, 10, 0);
+      assert.ok(capped >= 500 && capped <= 1000, String(capped));
     }
+  });
+  test('randomizationFactor 1 (the default) is full jitter: anywhere in [0, wait]', () => {
+    const full = { ...retry, randomizationFactor: 1 };
+    assert.equal(resolveDeliveryConfig().retry.randomizationFactor, 1);
+    assert.equal(
+      retryDelay(full, 4, 0, () => 0),
+      0,
+    );
+    assert.equal(
+      retryDelay(full, 4, 0, () => 0.5),
+      400,
+    );
+    const draws = Array.from({ length: 400 }, () => retryDelay(full, 4, 0));
+    assert.ok(Math.min(...draws) < 200 && Math.max(...draws) > 600 && Math.max(...draws) <= 800);
   });
   test('Retry-After wins when longer, even past maxIntervalMs', () => {
     assert.equal(
@@ -537,7 +908,7 @@ describe('retryDelay', () => {
       5000,
     );
     assert.equal(
-      retryDelay(retry, 1, 10, () => 0.5),
+      retryDelay(retry, 1, 10, () => 0.999999),
       100,
     );
   });
