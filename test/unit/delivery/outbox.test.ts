@@ -30,6 +30,7 @@ import {
   type OutboxRecord,
   outboxConfigSchema,
   outboxPath,
+  PAGE_SIZE,
   resolveOutboxConfig,
   SqliteOutbox,
 } from '../../../src/delivery/outbox.ts';
@@ -413,11 +414,11 @@ describe('SqliteOutbox: bounds and a full disk', () => {
 
   test('disk full (SQLITE_FULL): rejects with CRB_OUTBOX_FULL, stores nothing of it, recovers after acks', async () => {
     const path = outboxPath(tmp(), 'p', 'hook');
-    const { outbox, m, lines } = make(path, {}, { maxPageCount: 40 });
+    const { outbox, m, lines } = make(path, {}, { maxPageCount: Math.ceil((150 * 1024) / PAGE_SIZE) + 2 }); // room for ~150 KB of rows;
     await outbox.open();
     const seqs = await outbox.append(Array.from({ length: 20 }, (_, i) => rec(i, 'k', 2000)));
     await assert.rejects(
-      outbox.append(Array.from({ length: 100 }, (_, i) => rec(100 + i, 'k', 2000))),
+      outbox.append(Array.from({ length: 200 }, (_, i) => rec(100 + i, 'k', 2000))),
       (err: { code?: string; message: string }) => {
         assert.equal(err.code, ErrorCode.OutboxFull);
         assert.match(err.message, /disk .* is full/);
