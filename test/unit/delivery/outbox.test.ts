@@ -414,7 +414,7 @@ describe('SqliteOutbox: bounds and a full disk', () => {
 
   test('disk full (SQLITE_FULL): rejects with CRB_OUTBOX_FULL, stores nothing of it, recovers after acks', async () => {
     const path = outboxPath(tmp(), 'p', 'hook');
-    const { outbox, m, lines } = make(path, {}, { maxPageCount: Math.ceil((150 * 1024) / PAGE_SIZE) + 2 }); // room for ~150 KB of rows;
+    const { outbox, m, lines } = make(path, {}, { maxPageCount: Math.ceil((150 * 1024) / PAGE_SIZE) + 2 }); // ~150 KB of rows fit
     await outbox.open();
     const seqs = await outbox.append(Array.from({ length: 20 }, (_, i) => rec(i, 'k', 2000)));
     await assert.rejects(
