@@ -125,6 +125,8 @@ export const RESUME_FRACTION = 0.9;
 export const PAGE_SIZE = 16_384;
 /** WAL size at which SQLite copies it into the database file (its automatic checkpoint). */
 export const WAL_CHECKPOINT_BYTES = 16 * 2 ** 20;
+/** SQLite page cache per outbox (allocated as used). */
+export const CACHE_BYTES = 8 * 2 ** 20;
 /** How long an ack waits for other acks or an append to share its transaction. */
 export const ACK_FLUSH_MS = 10;
 
@@ -490,6 +492,7 @@ export class SqliteOutbox implements Outbox {
       db.exec('PRAGMA journal_mode = WAL');
       db.exec(`PRAGMA wal_autocheckpoint = ${Math.round(WAL_CHECKPOINT_BYTES / PAGE_SIZE)}`);
       db.exec(`PRAGMA journal_size_limit = ${2 * WAL_CHECKPOINT_BYTES}`);
+      db.exec(`PRAGMA cache_size = -${CACHE_BYTES / 1024}`); // KiB: the WAL's pages stay cached until checkpointed
       const sync = { 'per-batch': 'FULL', interval: 'NORMAL', off: 'OFF' }[this.config.fsync];
       db.exec(`PRAGMA synchronous = ${sync}`);
       if (this.maxPageCount !== undefined) db.exec(`PRAGMA max_page_count = ${Math.floor(this.maxPageCount)}`);
@@ -502,7 +505,7 @@ export class SqliteOutbox implements Outbox {
     }
     this.db = db;
     this.insert = db.prepare('INSERT INTO outbox (seq, key, id, body, bytes, crc) VALUES (?, ?, ?, ?, ?, ?)');
-    this.del = db.prepare('DELETE FROM outbox WHERE seq = ?');
+    this.del = db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?');
     return db;
   }
 
@@ -628,7 +631,7 @@ export class SqliteOutbox implements Outbox {
       db.exec('BEGIN IMMEDIATE');
       try {
         for (const a of appends) for (const r of a.rows) insert.run(r.seq, r.key, r.id, r.body, r.bytes, crcOf(r));
-        for (const seq of acks) del.run(seq);
+        for (const [from, to] of ranges(acks)) del.run(from, to);
         db.exec('COMMIT');
       } catch (err) {
         try {
@@ -732,6 +735,26 @@ export class SqliteOutbox implements Outbox {
       { cause: err },
     );
   }
+}
+
+/** Sorted seqs as runs of consecutive numbers (`[from, to]`): one range delete each. */
+function ranges(seqs: number[]): [number, number][] {
+  const out: [number, number][] = [];
+  if (seqs.length === 0) return out;
+  const sorted = seqs.length > 1 ? Float64Array.from(seqs).sort() : seqs;
+  let from = sorted[0] as number;
+  let to = from;
+  for (let i = 1; i < sorted.length; i++) {
+    const s = sorted[i] as number;
+    if (s === to + 1) to = s;
+    else if (s !== to) {
+      out.push([from, to]);
+      from = s;
+      to = s;
+    }
+  }
+  out.push([from, to]);
+  return out;
 }
 
 interface RawRow {
