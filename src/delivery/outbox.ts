@@ -129,6 +129,8 @@ export const WAL_CHECKPOINT_BYTES = 16 * 2 ** 20;
 export const CACHE_BYTES = 8 * 2 ** 20;
 /** How long an ack waits for other acks or an append to share its transaction. */
 export const ACK_FLUSH_MS = 10;
+/** After a failed transaction, when its acks are committed again (unless an append comes first). */
+export const ACK_RETRY_MS = 1000;
 
 /** One event to store, as the sink will send it. */
 export interface OutboxRecord {
@@ -418,13 +420,17 @@ export class SqliteOutbox implements Outbox {
       this.wakeRoomWaiters();
     }
     this.gauges();
-    if (!this.ackTimer && !this.closed) {
-      this.ackTimer = setTimeout(() => {
-        this.ackTimer = undefined;
-        this.flushNow();
-      }, ACK_FLUSH_MS);
-      this.ackTimer.unref();
-    }
+    this.scheduleAckFlush(ACK_FLUSH_MS);
+  }
+
+  /** Commits pending acks after `ms` unless an append's transaction takes them first. */
+  private scheduleAckFlush(ms: number): void {
+    if (this.ackTimer || this.closed) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = undefined;
+      this.flushNow();
+    }, ms);
+    this.ackTimer.unref();
   }
 
   async flush(): Promise<void> {
@@ -655,7 +661,10 @@ export class SqliteOutbox implements Outbox {
   /** Nothing of the failed transaction is stored: its appends reject and un-count; its acks are retried. */
   private failFlush(appends: PendingAppend[], acks: number[], err: unknown): void {
     for (const a of appends) for (const r of a.rows) if (this.sizes.delete(r.seq)) this.storedBytes -= r.bytes;
-    if (!this.closed) this.pendingAcks = acks.concat(this.pendingAcks);
+    if (!this.closed && acks.length > 0) {
+      this.pendingAcks = acks.concat(this.pendingAcks);
+      this.scheduleAckFlush(ACK_RETRY_MS);
+    }
     const full = isDiskFull(err);
     const closedErr = err instanceof CrbridgeError && err.code === ErrorCode.Shutdown;
     const reason = full ? 'disk-full' : 'io';

@@ -24,6 +24,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import {
+  ACK_RETRY_MS,
   type FsyncPolicy,
   type OutboxConfig,
   type OutboxEntry,
@@ -466,6 +467,30 @@ describe('SqliteOutbox: bounds and a full disk', () => {
       replayAll((await again.outbox.open()).batches()).map((e) => e.id),
       ['ev-200'],
     );
+    await again.outbox.close(soon());
+  });
+});
+
+describe('SqliteOutbox: acks of a failed transaction', () => {
+  test('are committed again on their own after ACK_RETRY_MS', async () => {
+    const path = outboxPath(tmp(), 'p', 'hook');
+    const { outbox, metrics } = make(path, {}, { maxPageCount: Math.ceil((150 * 1024) / PAGE_SIZE) + 2 });
+    await outbox.open();
+    const seqs = await outbox.append(Array.from({ length: 20 }, (_, i) => rec(i, 'k', 2000)));
+    const commits = () =>
+      Number(/crbridge_outbox_commit_duration_seconds_count\{component="p\/hook"\} (\d+)/.exec(metrics.render())?.[1]);
+    assert.equal(commits(), 1);
+    outbox.ack(seqs); // shares the next transaction, which fails for the big append
+    await assert.rejects(outbox.append(Array.from({ length: 200 }, (_, i) => rec(100 + i, 'k', 2000))), {
+      code: ErrorCode.OutboxFull,
+    });
+    assert.equal(commits(), 1);
+    await tick(ACK_RETRY_MS + 300);
+    assert.equal(commits(), 2, 'the acks were committed without another call');
+    assert.equal(outbox.status().ready, true, 'and the commit cleared the disk-full state');
+    await outbox.close(soon());
+    const again = make(path);
+    assert.equal((await again.outbox.open()).count, 0);
     await again.outbox.close(soon());
   });
 });
