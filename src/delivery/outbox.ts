@@ -188,6 +188,12 @@ export interface OutboxStatus {
  * same ids (at least once).
  * Secrets: the outbox stores the events exactly as the sink sends them, built and redacted by the
  * event builder; it adds nothing to them and logs no event contents.
+ *
+ * Use by a delivery queue: `open()` at start, and queue the replayed events (`JSON.parse(body)`)
+ * before any new one; `enqueue` appends `{ key: uid, id, body: toStructuredJson(event) }` and
+ * lets the source's checkpoint advance once `append` resolves; on CRB_OUTBOX_FULL the source pauses
+ * until `whenRoom()` (or retries later after a full disk); `ack([seq])` once the event is delivered
+ * or its dead letter written; `status()` feeds /readyz; `close(deadline)` after the queue's shutdown.
  */
 export interface Outbox {
   /** Opens (creates) the file, sets aside a damaged one, and returns what is left to deliver. Once. */
