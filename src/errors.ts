@@ -38,6 +38,15 @@ export const ErrorCode = {
    * rejects with this code, and the source keeps its checkpoint before it.
    */
   Shutdown: 'CRB_SHUTDOWN',
+  /**
+   * A sink's durable outbox refused an append: it holds `maxBytes` or `maxEntries` already, or the
+   * disk is full. Nothing was stored; the caller pauses its source and resumes from its checkpoint.
+   */
+  OutboxFull: 'CRB_OUTBOX_FULL',
+  /** A sink's outbox could not be opened, read or written (other than full); nothing of the call was stored. */
+  OutboxIo: 'CRB_OUTBOX_IO',
+  /** A sink's outbox file was found damaged at open: set aside (renamed), what could be read is kept. */
+  OutboxCorrupt: 'CRB_OUTBOX_CORRUPT',
   /** The checkpoint store could not be read or written. */
   Checkpoint: 'CRB_CHECKPOINT',
   /** A stage's CEL expression failed for one event (a missing field, a value of the wrong type). */

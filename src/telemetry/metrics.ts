@@ -152,3 +152,31 @@ export function componentMetrics(m: Metrics) {
     ),
   };
 }
+
+/** The metric names of the durable per-sink outboxes (`src/delivery/outbox.ts`), by `component`. */
+export function outboxMetrics(m: Metrics) {
+  return {
+    entries: m.gauge('crbridge_outbox_entries', 'Events stored in a sink outbox and not yet acknowledged.'),
+    bytes: m.gauge('crbridge_outbox_bytes', 'Bytes (structured JSON) of the events stored in a sink outbox.'),
+    full: m.gauge(
+      'crbridge_outbox_full',
+      '1 while a sink outbox refuses appends (its byte or entry bound reached, or the disk full); the source pauses.',
+    ),
+    refused: m.counter(
+      'crbridge_outbox_refused_appends_total',
+      'Outbox append calls refused, by reason (bound, disk-full, io).',
+    ),
+    corrupt: m.counter(
+      'crbridge_outbox_corrupt_total',
+      'Outbox files found damaged at open and set aside (renamed *.corrupt-<time>).',
+    ),
+    corruptEntries: m.counter(
+      'crbridge_outbox_corrupt_entries_total',
+      'Outbox entries dropped because their checksum did not match (entries of unreadable pages are not counted).',
+    ),
+    commitDuration: m.histogram(
+      'crbridge_outbox_commit_duration_seconds',
+      'Duration of one outbox transaction (appends and acks since the last one), fsync included.',
+    ),
+  };
+}
