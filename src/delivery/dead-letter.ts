@@ -133,6 +133,12 @@ export function deadLetterEvent(entry: DeadLetterEntry): CloudEvent {
   };
 }
 
+export interface SinkDeadLetterOptions {
+  /** `<pipeline>/dead-letter`: the component label of its metrics and the prefix of its errors. */
+  id: string;
+  metrics?: Metrics | undefined;
+}
+
 interface SinkPending {
   event: CloudEvent;
   resolve: () => void;
@@ -149,8 +155,12 @@ interface SinkPending {
  * in flight at a time. Idempotency: a retried dead letter carries the same id.
  * Lifecycle: `start`/`shutdown` are the sink's (the pipeline calls them); `close` only waits for
  * the batch in flight, since several queues share one destination.
+ * Metrics (component `opts.id`, `<pipeline>/dead-letter`): received, sent, errors by code, send
+ * duration.
  */
-export function sinkDeadLetter(sink: Sink, opts: { id: string }): DeadLetter & Lifecycle {
+export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLetter & Lifecycle {
+  const m = opts.metrics && componentMetrics(opts.metrics);
+  const labels = { component: opts.id };
   let pending: SinkPending[] = [];
   let flushing: Promise<void> | undefined;
   let seq = 0;
@@ -163,12 +173,21 @@ export function sinkDeadLetter(sink: Sink, opts: { id: string }): DeadLetter & L
       const batch = pending.slice(0, Math.max(1, sink.maxBatch));
       pending = pending.slice(batch.length);
       const out: OutboundEvent[] = batch.map((p) => ({ event: p.event, seq: ++seq, attempts: 1 }));
+      m?.received.inc(labels, batch.length);
+      const t0 = performance.now();
       try {
         const results = await sink.send(out, stop.signal);
+        m?.sendDuration.observe(labels, (performance.now() - t0) / 1000);
         batch.forEach((p, i) => {
           const r = results[i];
-          if (r?.status === 'ok') p.resolve();
-          else
+          if (r?.status === 'ok') {
+            m?.sent.inc(labels);
+            p.resolve();
+          } else {
+            m?.errors.inc({
+              ...labels,
+              code: r?.status === 'permanent' ? ErrorCode.DeliveryPermanent : ErrorCode.DeliveryRetryable,
+            });
             p.reject(
               new CrbridgeError(
                 ErrorCode.DeadLetterWrite,
@@ -176,8 +195,10 @@ export function sinkDeadLetter(sink: Sink, opts: { id: string }): DeadLetter & L
                 { id: p.event.id },
               ),
             );
+          }
         });
       } catch (err) {
+        m?.errors.inc({ ...labels, code: ErrorCode.DeadLetterWrite }, batch.length);
         for (const p of batch)
           p.reject(
             new CrbridgeError(

@@ -113,7 +113,10 @@ export class Runtime {
       if (dl?.sink) {
         const { type, ...own } = dl.sink;
         const ctx = ctxFor(pipeline, 'dead-letter');
-        return sinkDeadLetter(find<SinkFactory>(registry.sinks, type, 'sink').create(own, ctx), { id: ctx.id });
+        return sinkDeadLetter(find<SinkFactory>(registry.sinks, type, 'sink').create(own, ctx), {
+          id: ctx.id,
+          metrics: opts.metrics,
+        });
       }
       return fileDeadLetter(dl?.path ?? join(opts.stateDir, 'dead-letter', `${pipeline}.jsonl`));
     };

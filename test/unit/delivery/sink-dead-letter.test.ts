@@ -71,7 +71,7 @@ describe('sinkDeadLetter', () => {
   test('through the real file sink: write resolves once the line is stored, as a dead-letter CloudEvent', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'crb-sdl-')), 'dead.jsonl');
     const { ctx: c } = ctx();
-    const dl = sinkDeadLetter(fileSink.create({ path }, c), { id: c.id });
+    const dl = sinkDeadLetter(fileSink.create({ path }, c), { id: c.id, metrics: c.metrics });
     await dl.start(new AbortController().signal);
     await Promise.all([dl.write(entry('a')), dl.write(entry('b'))]);
     const lines = readFileSync(path, 'utf8')
@@ -84,6 +84,12 @@ describe('sinkDeadLetter', () => {
         ['io.crbridge.deadletter', 'a.dead.p/hook', 'a', 'HTTP 400: refused a', 3],
         ['io.crbridge.deadletter', 'b.dead.p/hook', 'b', 'HTTP 400: refused b', 3],
       ],
+    );
+    const m = componentMetrics(c.metrics);
+    assert.deepEqual(
+      [m.received.get({ component: 'p/dead-letter' }), m.sent.get({ component: 'p/dead-letter' })],
+      [2, 2],
+      'counted as the component <pipeline>/dead-letter',
     );
     await dl.close();
     await dl.shutdown(Date.now() + 1000);
@@ -101,7 +107,8 @@ describe('sinkDeadLetter', () => {
       if (a === 'throw') throw new Error('socket hang up');
       return b.map(() => a ?? { status: 'ok' });
     });
-    const inner = sinkDeadLetter(sink, { id: 'p/dead-letter' });
+    const sinkMetrics = new Metrics();
+    const inner = sinkDeadLetter(sink, { id: 'p/dead-letter', metrics: sinkMetrics });
     await assert.rejects(inner.write(entry('x')), (err: { code?: string; message?: string }) => {
       assert.equal(err.code, 'CRB_DEAD_LETTER_WRITE');
       assert.match(String(err.message), /p\/dead-letter.*x\.dead\.p\/hook.*retryable: HTTP 503: busy/);
@@ -116,6 +123,13 @@ describe('sinkDeadLetter', () => {
     const logged = lines.filter((l) => l.code === 'CRB_DEAD_LETTER_WRITE');
     assert.equal(logged.length, 1, 'logged once');
     assert.equal(lines.filter((l) => l.msg === 'dead letters are written again').length, 1);
+    const errors = componentMetrics(sinkMetrics).errors;
+    assert.deepEqual(
+      ['CRB_DELIVERY_RETRYABLE', 'CRB_DELIVERY_PERMANENT', 'CRB_DEAD_LETTER_WRITE'].map((code) =>
+        errors.get({ component: 'p/dead-letter', code }),
+      ),
+      [1, 1, 1],
+    );
     await durable.close(Date.now() + 1000);
   });
 
