@@ -56,7 +56,7 @@ const eventsSchema: JsonSchema = {
 const validationSchema: JsonSchema = {
   type: 'object',
   description:
-    "Checks every event passes before any sink sees it. The envelope (CloudEvents 1.0) and the data (crbridge's published schema) are always checked; failures go to the dead-letter file.",
+    "Checks every event passes before any sink sees it. The envelope (CloudEvents 1.0) and the data (crbridge's published schema) are always checked; failures go to the dead-letter destination (spec.deadLetter).",
   additionalProperties: false,
   properties: {
     crdSchema: {
