@@ -6,6 +6,7 @@
  * (same id every time); concurrent writes go in call order, in batches of at most maxBatch, one
  * send at a time. Through the real webhook sink to a receiver answering 400: the rejection carries
  * the HTTP error but none of the sink's secrets, and the redacted field of the event stays masked.
+ * A PipelineRunner starts the dead-letter sink before its sinks and shuts it down after them.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -22,11 +23,15 @@ import {
   deadLetterEvent,
   sinkDeadLetter,
 } from '../../../src/delivery/dead-letter.ts';
+import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
+import { DeliveryQueue } from '../../../src/delivery/queue.ts';
 import { buildEvent } from '../../../src/events/build.ts';
+import { PipelineRunner } from '../../../src/runtime/pipeline.ts';
 import { fileSink } from '../../../src/sinks/file/index.ts';
 import { webhookSink } from '../../../src/sinks/webhook/index.ts';
 import { componentMetrics, Metrics } from '../../../src/telemetry/metrics.ts';
 import { WebhookReceiver } from '../../support/webhook-receiver.ts';
+import { backup, delta } from '../events/fixtures.ts';
 import { captureLogger, ev, FakeSink, settlesWithin, tick } from './helpers.ts';
 
 const entry = (id: string, uid = 'uid-1'): DeadLetterEntry => ({
@@ -181,6 +186,63 @@ describe('sinkDeadLetter', () => {
     await dl.write(entry('b'));
     await Promise.all([dl.shutdown(Date.now() + 1000), dl.shutdown(Date.now() + 1000)]);
     assert.deepEqual([sink.started, sink.shutdowns], [1, 1]);
+  });
+});
+
+describe('a pipeline with a dead-letter sink', () => {
+  test('starts it before its sinks and shuts it down after them; a refused event reaches it as a dead-letter CloudEvent', async () => {
+    const order: string[] = [];
+    const recording = (name: string, sink: FakeSink) => {
+      const start = sink.start.bind(sink);
+      const shutdown = sink.shutdown.bind(sink);
+      sink.start = async () => {
+        order.push(`start ${name}`);
+        await start();
+      };
+      sink.shutdown = async () => {
+        order.push(`shutdown ${name}`);
+        await shutdown();
+      };
+      return sink;
+    };
+    const out = recording(
+      'out',
+      new FakeSink(10, (b) => b.map(() => ({ status: 'permanent', error: 'HTTP 400: refused' }))),
+    );
+    const deadSink = recording('dead-letter', new FakeSink());
+    const metrics = new Metrics();
+    const { logger } = captureLogger();
+    const deadLetter = sinkDeadLetter(deadSink, { id: 'p/dead-letter', metrics });
+    const queue = new DeliveryQueue(out, resolveDeliveryConfig(), { id: 'p/out', logger, metrics, deadLetter });
+    const origShutdown = queue.shutdown.bind(queue);
+    queue.shutdown = async (d: number) => {
+      order.push('shutdown queue');
+      await origShutdown(d);
+    };
+    const runner = new PipelineRunner({
+      name: 'p',
+      eventOptions: { clusterName: 'unit' },
+      validator: { validate: () => ({ ok: true }) },
+      stages: [],
+      sinks: [{ id: 'p/out', queue }],
+      deadLetter,
+      logger,
+      metrics,
+    });
+    await runner.start(new AbortController().signal);
+    const { settled } = await runner.push(delta('added', backup({ rv: '1' })));
+    await settled;
+    assert.equal(out.calls.length, 1);
+    const id = out.calls[0]?.ids[0];
+    assert.deepEqual(deadSink.sentIds, [`${id}.dead.p/out`]);
+    await runner.shutdown(Date.now() + 2000);
+    assert.deepEqual(order, [
+      'start dead-letter',
+      'start out',
+      'shutdown queue',
+      'shutdown out',
+      'shutdown dead-letter',
+    ]);
   });
 });
 
