@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { CloudEvent as SdkCloudEvent } from 'cloudevents';
 import type { DeliveryResult } from '../../../src/component.ts';
+import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
 import {
   DEAD_LETTER_EVENT_TYPE,
   type DeadLetterEntry,
@@ -23,7 +24,6 @@ import {
   deadLetterEvent,
   sinkDeadLetter,
 } from '../../../src/delivery/dead-letter.ts';
-import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
 import { DeliveryQueue } from '../../../src/delivery/queue.ts';
 import { buildEvent } from '../../../src/events/build.ts';
 import { PipelineRunner } from '../../../src/runtime/pipeline.ts';
