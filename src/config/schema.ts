@@ -56,7 +56,7 @@ const eventsSchema: JsonSchema = {
 const validationSchema: JsonSchema = {
   type: 'object',
   description:
-    "Checks every event passes before any sink sees it. The envelope (CloudEvents 1.0) and the data (crbridge's published schema) are always checked; failures go to the dead-letter file.",
+    "Checks every event passes before any sink sees it. The envelope (CloudEvents 1.0) and the data (crbridge's published schema) are always checked; failures go to the dead-letter destination (spec.deadLetter).",
   additionalProperties: false,
   properties: {
     crdSchema: {
@@ -68,11 +68,17 @@ const validationSchema: JsonSchema = {
   },
 };
 
-function discriminated(kind: string, factories: readonly AnyFactory[], common: Record<string, JsonSchema>): JsonSchema {
+function discriminated(
+  kind: string,
+  factories: readonly AnyFactory[],
+  common: Record<string, JsonSchema>,
+  opts: { nameRequired?: boolean } = {},
+): JsonSchema {
   const types = factories.map((f) => f.type);
   const typeOptional = kind === 'source';
-  // sinks need a name (metrics, dead letters, delivery state); a stage's is optional
-  const nameRequired = kind === 'sink';
+  // sinks need a name (metrics, dead letters, delivery state); a stage's is optional, and the
+  // dead-letter sink has a fixed one (`<pipeline>/dead-letter`)
+  const nameRequired = opts.nameRequired ?? kind === 'sink';
   if (factories.length === 0)
     return { description: `No ${kind} types exist in this build; leave this list empty.`, not: {} };
   return {
@@ -161,12 +167,23 @@ export function pipelineSchema(factories: readonly AnyFactory[], deliverySchema:
           validation: validationSchema,
           deadLetter: {
             type: 'object',
-            description: 'Where events that cannot be delivered or fail validation are kept.',
+            description:
+              'Where events that cannot be delivered or fail validation are kept: a JSON-lines file (`path`) or any sink (`sink`), not both. While the destination cannot take a dead letter it is retried with backoff and the event stays unsettled (never lost).',
             additionalProperties: false,
             properties: {
               path: {
                 type: 'string',
-                description: 'JSON-lines file for dead letters; default <state-dir>/dead-letter/<pipeline>.jsonl.',
+                description:
+                  'JSON-lines file for dead letters (one DeadLetterEntry per line); default <state-dir>/dead-letter/<pipeline>.jsonl.',
+              },
+              sink: {
+                ...discriminated(
+                  'sink',
+                  sinks,
+                  { type: { type: 'string', description: 'Which sink to use.' } },
+                  { nameRequired: false },
+                ),
+                description: `A sink that receives each dead letter as a CloudEvent of its own (type io.crbridge.deadletter, id "<event id>.dead.<pipeline>/<sink>", data: the event, the errors, the attempt count, the component it failed for, the code and the time). \`type\` selects the sink (${sinks.map((f) => f.type).join(', ')}); the other fields are that sink's own config (no name or delivery block). Its metrics and logs are those of the component <pipeline>/dead-letter.`,
               },
             },
           },

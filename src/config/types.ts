@@ -36,6 +36,13 @@ export interface ValidationConfig {
   crdSchema?: boolean;
 }
 
+/** Where a pipeline's dead letters go: a JSON-lines file (`path`) or any sink (`sink`); not both. */
+export interface DeadLetterConfig {
+  path?: string;
+  /** A sink block without `name` or `delivery`: its `type` and that sink's own config. */
+  sink?: { type: string; [k: string]: unknown };
+}
+
 export interface PipelineConfig {
   apiVersion: typeof PIPELINE_API_VERSION;
   kind: 'Pipeline';
@@ -46,7 +53,7 @@ export interface PipelineConfig {
     sinks: SinkConfig[];
     events?: EventsConfig;
     validation?: ValidationConfig;
-    deadLetter?: { path?: string };
+    deadLetter?: DeadLetterConfig;
   };
 }
 

@@ -1,8 +1,9 @@
 /**
  * Validates parsed pipeline documents against the generated schema (all errors at once) and runs
  * the checks a schema cannot express (unique sink names; `validation.crdSchema` only for Custom
- * Resources; each factory's `check` and each sink's `delivery` rules across fields, on the blocks
- * as written). Turns ajv errors into readable issues.
+ * Resources; `deadLetter` a file or a sink; each factory's `check`, the dead-letter sink's too, and
+ * each sink's `delivery` rules across fields, on the blocks as written). Turns ajv errors into
+ * readable issues.
  */
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import type { AnyFactory, JsonSchema } from '../component.ts';
@@ -99,6 +100,7 @@ export function createPipelineValidator(schema: JsonSchema, factories: readonly 
         });
       }
       out.push(...crdSchemaProblems(value));
+      out.push(...deadLetterProblems(value));
       out.push(...componentProblems(written, factories));
       out.push(...deliveryProblems(written));
       return out;
@@ -137,6 +139,7 @@ function componentProblems(value: unknown, factories: readonly AnyFactory[]): Sc
     for (const q of problems) out.push({ pointer: `${at}${q.pointer}`, message: q.message });
   };
   run('source', spec.source, '/spec/source');
+  run('sink', (spec.deadLetter as { sink?: unknown } | undefined)?.sink, '/spec/deadLetter/sink');
   for (const [kind, list] of [
     ['stage', spec.stages],
     ['sink', spec.sinks],
@@ -159,6 +162,29 @@ function deliveryProblems(value: unknown): SchemaError[] {
     for (const q of checkDeliveryConfig(block as PartialDeliveryConfig))
       out.push({ pointer: `/spec/sinks/${i}/delivery${q.pointer}`, message: q.message });
   });
+  return out;
+}
+
+/** `deadLetter` is a file or a sink, not both; a dead-letter sink takes the component name `dead-letter`. */
+function deadLetterProblems(value: unknown): SchemaError[] {
+  const spec = (value as { spec?: { deadLetter?: { path?: unknown; sink?: unknown }; sinks?: unknown } })?.spec;
+  const dl = spec?.deadLetter;
+  if (!spec || !dl?.sink) return [];
+  const out: SchemaError[] = [];
+  if (dl.path !== undefined)
+    out.push({
+      pointer: '/spec/deadLetter/path',
+      message: 'set either deadLetter.path (a file) or deadLetter.sink, not both; remove one',
+    });
+  if (Array.isArray(spec.sinks))
+    spec.sinks.forEach((s: { name?: unknown }, i) => {
+      if (s?.name === 'dead-letter')
+        out.push({
+          pointer: `/spec/sinks/${i}/name`,
+          message:
+            'the name "dead-letter" is taken by deadLetter.sink (its metrics and logs are <pipeline>/dead-letter); rename this sink',
+        });
+    });
   return out;
 }
 

@@ -2,7 +2,8 @@
  * The dead-letter destination: where events go that a sink refused permanently, that exhausted
  * their retries, or that failed validation. `fileDeadLetter` appends one JSON object per line;
  * writes that arrive while a flush is running are coalesced into the next append + fsync, so a
- * burst of failures costs one fsync per batch, not per event.
+ * burst of failures costs one fsync per batch, not per event. `sinkDeadLetter` sends each entry
+ * as a CloudEvent of its own (`io.crbridge.deadletter`) through any sink (`spec.deadLetter.sink`).
  *
  * `DurableDeadLetter` is the one place that makes a dead letter stick: a write that fails (disk
  * full, folder gone, read-only volume) is retried with backoff until it is written, counted and
@@ -14,8 +15,9 @@ import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { backoffDelay, sleep } from '../backoff.ts';
+import type { Lifecycle, OutboundEvent, Sink } from '../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
-import type { CloudEvent } from '../events/cloudevent.ts';
+import type { CloudEvent, EventData } from '../events/cloudevent.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 
@@ -41,6 +43,12 @@ export interface DeadLetter {
   write(entry: DeadLetterEntry): Promise<void>;
   /** Waits for pending writes and releases the file. A later `write` opens it again. Idempotent. */
   close(): Promise<void>;
+  /**
+   * A destination with a lifecycle of its own (a sink): the pipeline starts it before its sinks
+   * and shuts it down after them (after every queue's dead letters are written or given up).
+   */
+  start?(signal: AbortSignal): Promise<void>;
+  shutdown?(deadline: number): Promise<void>;
 }
 
 interface Pending {
@@ -95,6 +103,143 @@ export function fileDeadLetter(path: string): DeadLetter {
       const h = handle;
       handle = undefined;
       await h?.close();
+    },
+  };
+}
+
+/** The CloudEvents `type` of a dead letter sent through a sink. */
+export const DEAD_LETTER_EVENT_TYPE = 'io.crbridge.deadletter';
+
+/**
+ * The dead letter of `entry` as a CloudEvent of its own: id `<original id>.dead.<component>`
+ * (the same for every retry and restart), the original's source, subject and partition key (so a
+ * keyed sink keeps one object's dead letters together), time = when it was dead-lettered, and
+ * data = the entry (the event as it was, already redacted; the errors; the attempt count; the
+ * component and code).
+ */
+export function deadLetterEvent(entry: DeadLetterEntry): CloudEvent {
+  const e = entry.event;
+  const key = e.partitionkey ?? e.k8suid;
+  return {
+    specversion: '1.0',
+    id: `${e.id}.dead.${entry.component}`,
+    source: typeof e.source === 'string' && e.source !== '' ? e.source : 'crbridge',
+    type: DEAD_LETTER_EVENT_TYPE,
+    ...(typeof e.subject === 'string' && { subject: e.subject }),
+    time: entry.time,
+    datacontenttype: 'application/json',
+    ...(typeof key === 'string' && { partitionkey: key }),
+    data: entry as unknown as EventData,
+  };
+}
+
+export interface SinkDeadLetterOptions {
+  /** `<pipeline>/dead-letter`: the component label of its metrics and the prefix of its errors. */
+  id: string;
+  metrics?: Metrics | undefined;
+}
+
+interface SinkPending {
+  event: CloudEvent;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Dead letters sent through `sink` (the pipeline's `spec.deadLetter.sink`), each as
+ * {@link deadLetterEvent}. `write` resolves when the sink answered `ok` for it and rejects on any
+ * other answer or a throw, so {@link DurableDeadLetter} retries it: while the destination is down
+ * the event stays unsettled, never lost.
+ *
+ * Ordering: writes are coalesced into batches of at most `sink.maxBatch`, in call order, one batch
+ * in flight at a time. Idempotency: a retried dead letter carries the same id.
+ * Lifecycle: `start`/`shutdown` are the sink's (the pipeline calls them); `close` only waits for
+ * the batch in flight, since several queues share one destination.
+ * Metrics (component `opts.id`, `<pipeline>/dead-letter`): received, sent, errors by code, send
+ * duration.
+ */
+export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLetter & Lifecycle {
+  const m = opts.metrics && componentMetrics(opts.metrics);
+  const labels = { component: opts.id };
+  let pending: SinkPending[] = [];
+  let flushing: Promise<void> | undefined;
+  let seq = 0;
+  /** Aborted at the shutdown deadline: a send still in flight is cut. */
+  const stop = new AbortController();
+  let shutdownPromise: Promise<void> | undefined;
+
+  const flush = async (): Promise<void> => {
+    while (pending.length > 0) {
+      const batch = pending.slice(0, Math.max(1, sink.maxBatch));
+      pending = pending.slice(batch.length);
+      const out: OutboundEvent[] = batch.map((p) => ({ event: p.event, seq: ++seq, attempts: 1 }));
+      m?.received.inc(labels, batch.length);
+      const t0 = performance.now();
+      try {
+        const results = await sink.send(out, stop.signal);
+        m?.sendDuration.observe(labels, (performance.now() - t0) / 1000);
+        batch.forEach((p, i) => {
+          const r = results[i];
+          if (r?.status === 'ok') {
+            m?.sent.inc(labels);
+            p.resolve();
+          } else {
+            m?.errors.inc({
+              ...labels,
+              code: r?.status === 'permanent' ? ErrorCode.DeliveryPermanent : ErrorCode.DeliveryRetryable,
+            });
+            p.reject(
+              new CrbridgeError(
+                ErrorCode.DeadLetterWrite,
+                `${opts.id}: the dead-letter sink did not take ${p.event.id}: ${r ? `${r.status}: ${r.error}` : 'no answer'}`,
+                { id: p.event.id },
+              ),
+            );
+          }
+        });
+      } catch (err) {
+        m?.errors.inc({ ...labels, code: ErrorCode.DeadLetterWrite }, batch.length);
+        for (const p of batch)
+          p.reject(
+            new CrbridgeError(
+              ErrorCode.DeadLetterWrite,
+              `${opts.id}: the dead-letter sink failed for ${p.event.id}: ${errorMessage(err)}`,
+              { id: p.event.id },
+            ),
+          );
+      }
+    }
+  };
+
+  const kick = (): void => {
+    flushing ??= flush().finally(() => {
+      flushing = undefined;
+      if (pending.length > 0) kick();
+    });
+  };
+
+  return {
+    write(entry) {
+      const event = deadLetterEvent(entry);
+      return new Promise<void>((resolve, reject) => {
+        pending.push({ event, resolve, reject });
+        kick();
+      });
+    },
+    async close() {
+      while (flushing) await flushing;
+    },
+    start: (signal) => sink.start(signal),
+    shutdown(deadline) {
+      shutdownPromise ??= (async () => {
+        const timer = setTimeout(() => stop.abort(), Math.max(0, deadline - Date.now()));
+        try {
+          await sink.shutdown(deadline);
+        } finally {
+          clearTimeout(timer);
+        }
+      })();
+      return shutdownPromise;
     },
   };
 }

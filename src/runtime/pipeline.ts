@@ -90,6 +90,8 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
   }
 
   async start(signal: AbortSignal): Promise<void> {
+    // a dead-letter sink is up before any queue may give an event up to it
+    await this.parts.deadLetter.start?.(signal);
     for (const s of this.parts.sinks) await s.queue.start(signal);
     const crd = this.parts.crdSchema;
     if (crd) {
@@ -294,12 +296,16 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
     };
   }
 
-  /** Drains the sinks' queues, then lets pending dead letters finish until `deadline` and closes the file. */
+  /**
+   * Drains the sinks' queues, then lets pending dead letters finish until `deadline`, closes the
+   * file and, last, shuts down a dead-letter sink.
+   */
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
       this.parts.crdSchema?.stop();
       await Promise.all(this.parts.sinks.map((s) => s.queue.shutdown(deadline)));
       await this.dead.close(deadline);
+      await this.parts.deadLetter.shutdown?.(deadline);
     })();
     return this.shutdownPromise;
   }

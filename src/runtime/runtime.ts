@@ -20,7 +20,7 @@ import type {
 } from '../component.ts';
 import type { LoadedPipeline } from '../config/types.ts';
 import { resolveDeliveryConfig } from '../delivery/config.ts';
-import { fileDeadLetter } from '../delivery/dead-letter.ts';
+import { type DeadLetter, fileDeadLetter, sinkDeadLetter } from '../delivery/dead-letter.ts';
 import { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { createEventValidator } from '../events/validate.ts';
@@ -108,6 +108,18 @@ export class Runtime {
       shared,
       settings,
     });
+    /** `spec.deadLetter`: a sink (`<pipeline>/dead-letter`), else the JSON-lines file. */
+    const deadLetterOf = (dl: LoadedPipeline['config']['spec']['deadLetter'], pipeline: string): DeadLetter => {
+      if (dl?.sink) {
+        const { type, ...own } = dl.sink;
+        const ctx = ctxFor(pipeline, 'dead-letter');
+        return sinkDeadLetter(find<SinkFactory>(registry.sinks, type, 'sink').create(own, ctx), {
+          id: ctx.id,
+          metrics: opts.metrics,
+        });
+      }
+      return fileDeadLetter(dl?.path ?? join(opts.stateDir, 'dead-letter', `${pipeline}.jsonl`));
+    };
     const validator = createEventValidator();
     // one handle set per validator instance: the factory returns the same one for the same schema
     const crdSchemas = new Map<ObjectSchemaValidator, () => CrdSchemaHandle>();
@@ -157,9 +169,7 @@ export class Runtime {
         const sink = factory.create(own, ctx);
         return { id: ctx.id, queue: null as unknown as DeliveryQueue, sink, delivery, ctx };
       });
-      const deadLetter = fileDeadLetter(
-        config.spec.deadLetter?.path ?? join(opts.stateDir, 'dead-letter', `${name}.jsonl`),
-      );
+      const deadLetter = deadLetterOf(config.spec.deadLetter, name);
       for (const s of sinks) {
         s.queue = new DeliveryQueue(s.sink, resolveDeliveryConfig(s.delivery as never), {
           id: s.id,
