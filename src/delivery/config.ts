@@ -3,10 +3,25 @@
  * OpenTelemetry Collector's `sending_queue` with its items and bytes sizers, blocking on overflow),
  * batch size, how many batches may be in flight at once (`concurrency`, never two of one object),
  * the retry policy (exponential backoff with full jitter, per object, like its `retry_on_failure`)
- * and when a continuously failing endpoint is reported (`outageAlertMs`).
+ * and when a continuously failing endpoint is reported (`outageAlertMs`), and the sink's durable
+ * outbox (`outbox`, off by default; see {@link OutboxDeliveryConfig}).
  * The schema here is the single source of validation, defaults and docs for it.
  */
 import type { JsonSchema } from '../component.ts';
+import { DEFAULT_OUTBOX_CONFIG, type OutboxConfig, outboxConfigSchema } from './outbox.ts';
+
+/**
+ * The `outbox:` block: whether the sink's events are stored under --state-dir before the source's
+ * checkpoint advances past them (see `src/delivery/outbox.ts`), and how.
+ */
+export interface OutboxDeliveryConfig extends OutboxConfig {
+  /**
+   * Off by default: a local outbox is only durable where the next process finds it again, i.e. on
+   * a persistent volume (not an emptyDir or a container's own layer). Without it the source's
+   * checkpoint advances only past delivered events, so a restart re-emits the rest from the cluster.
+   */
+  enabled: boolean;
+}
 
 /** Retry policy for retryable failures. */
 export interface RetryConfig {
@@ -49,6 +64,7 @@ export interface DeliveryConfig {
   /** After this long with no send answered, the endpoint is reported as failing (metric, one error log). */
   outageAlertMs: number;
   retry: RetryConfig;
+  outbox: OutboxDeliveryConfig;
 }
 
 export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
@@ -64,6 +80,7 @@ export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
     maxElapsedMs: 6 * 3_600_000,
     maxRetryAfterMs: 15 * 60_000,
   }),
+  outbox: Object.freeze({ enabled: false, ...DEFAULT_OUTBOX_CONFIG }),
 });
 
 const d = DEFAULT_DELIVERY_CONFIG;
@@ -155,6 +172,19 @@ export const deliveryConfigSchema: JsonSchema = {
         },
       },
     },
+    outbox: {
+      ...outboxConfigSchema,
+      description: `${outboxConfigSchema.description} Off by default: a local outbox is only durable where the next process finds it, so enable it only with --state-dir on a persistent volume (not an emptyDir). Without it, the source's checkpoint advances only past delivered events and a restart re-emits the rest from the cluster.`,
+      properties: {
+        enabled: {
+          type: 'boolean',
+          default: false,
+          description:
+            'Store every event of this sink in <state-dir>/outbox/<pipeline>/<sink>.sqlite before the checkpoint advances past it; replayed first after a restart.',
+        },
+        ...(outboxConfigSchema.properties as Record<string, JsonSchema>),
+      },
+    },
   },
 };
 
@@ -166,6 +196,7 @@ export interface PartialDeliveryConfig {
   concurrency?: number;
   outageAlertMs?: number;
   retry?: Partial<RetryConfig>;
+  outbox?: Partial<OutboxDeliveryConfig>;
 }
 
 /** Fills in defaults for every missing field. Pure; never throws (the schema has validated already). */
@@ -177,6 +208,7 @@ export function resolveDeliveryConfig(partial: PartialDeliveryConfig = {}): Deli
     ...(partial.concurrency !== undefined && { concurrency: partial.concurrency }),
     outageAlertMs: partial.outageAlertMs ?? d.outageAlertMs,
     retry: { ...d.retry, ...stripUndefined(partial.retry ?? {}) },
+    outbox: { ...d.outbox, ...stripUndefined(partial.outbox ?? {}) },
   };
 }
 

@@ -7,17 +7,21 @@
  * long; and the dead-letter destination for permanent failures and exhausted retries (written
  * durably: a failing write is retried and holds its objects back). Sinks only deliver; everything
  * about "again, later, or never" lives here once (after the OpenTelemetry Collector's exporterhelper
- * sending_queue + retry_on_failure and Vector's sinks/util). A durable outbox slots in behind it.
+ * sending_queue + retry_on_failure and Vector's sinks/util). With `delivery.outbox.enabled` every
+ * event is also stored in the sink's durable outbox (`outbox.ts`) before it counts as settled, is
+ * removed once delivered or dead-lettered, and what a previous process left there is replayed first.
  */
 import { backoffDelay } from '../backoff.ts';
 import type { DeliveryResult, Lifecycle, OutboundEvent, Sink } from '../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { approxEventBytes } from '../events/build.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
+import { toStructuredJson } from '../events/serialize.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
 import type { DeliveryConfig, RetryConfig } from './config.ts';
 import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from './dead-letter.ts';
+import { type Outbox, type OutboxEntry, outboxPath, SqliteOutbox } from './outbox.ts';
 
 export interface DeliveryQueueContext {
   /** `<pipeline>/<sink name>`: the `component` label of metrics and dead letters. */
@@ -29,6 +33,11 @@ export interface DeliveryQueueContext {
   sizeOf?: (event: CloudEvent) => number;
   /** Backoff of failed dead-letter writes (first and longest wait); defaults in `dead-letter.ts`. */
   deadLetterRetry?: DeadLetterRetry;
+  /**
+   * The process's --state-dir: with `delivery.outbox.enabled` the outbox lives at
+   * `<stateDir>/outbox/<pipeline>/<sink>.sqlite` (pipeline and sink from `id`). Required then.
+   */
+  stateDir?: string;
 }
 
 interface Item {
@@ -45,6 +54,8 @@ interface Item {
   downAtFirstFailure: number;
   /** Settled, dead-lettered or failed: nothing more happens to it. */
   done: boolean;
+  /** Its seq in the outbox once stored (replayed events have it from the start). */
+  stored: number | undefined;
   settle: () => void;
   fail: (err: CrbridgeError) => void;
 }
@@ -61,6 +72,9 @@ interface RoomWaiter {
   resolve: () => void;
   reject: (e: unknown) => void;
 }
+
+/** After the outbox's disk was full, how long before storing is tried again. */
+const OUTBOX_RETRY_MS = 1000;
 
 /** How long past its deadline shutdown waits for a worker or sink that ignores the abort signal. */
 const SHUTDOWN_GRACE_MS = 100;
@@ -114,6 +128,12 @@ export function retryDelay(retry: RetryConfig, streak: number, retryAfterMs = 0,
  * while the endpoint answers (some send got an `ok` or `permanent`); while every send fails, the
  * endpoint is down: nothing ages, and past `outageAlertMs` it is reported (gauge, one error log).
  * Idempotency: an event may be sent more than once (retries); its `id` stays the same.
+ * Outbox (`delivery.outbox.enabled`): `start` opens it and queues what it holds (seq order, so per
+ * object in order, the same ids) before any new event; `enqueue` appends each event and its
+ * `settled` resolves once stored (or delivered, if that comes first); an event is acked when
+ * delivered or its dead letter written. A full outbox (bounds or disk) makes `enqueue` wait until
+ * it has room again, and events refused meanwhile are stored again in seq order before any later
+ * one. Shutdown closes it: what is not delivered stays there for the next process.
  */
 export class DeliveryQueue implements Lifecycle {
   private readonly sink: Sink;
@@ -154,6 +174,12 @@ export class DeliveryQueue implements Lifecycle {
   /** When the first object of the current failure episode failed (for the recovery log). */
   private failingSince = 0;
   private readonly concurrency: number;
+  private readonly outbox: Outbox | undefined;
+  /** Resolves once the outbox's replay is all queued (at once without an outbox). */
+  private replayed: Promise<void> = Promise.resolve();
+  /** Events whose append was refused (outbox full), in seq order, to be stored before any later one. */
+  private unstored: Item[] = [];
+  private storing: Promise<void> | undefined;
 
   constructor(sink: Sink, config: DeliveryConfig, ctx: DeliveryQueueContext) {
     this.sink = sink;
@@ -168,6 +194,18 @@ export class DeliveryQueue implements Lifecycle {
       metrics: ctx.metrics,
       retry: ctx.deadLetterRetry,
     });
+    if (config.outbox.enabled) {
+      if (!ctx.stateDir)
+        throw new CrbridgeError(ErrorCode.DeliveryConfig, `${ctx.id}: delivery.outbox needs a state dir`);
+      const slash = ctx.id.indexOf('/');
+      this.outbox = new SqliteOutbox({
+        path: outboxPath(ctx.stateDir, ctx.id.slice(0, slash), ctx.id.slice(slash + 1)),
+        id: ctx.id,
+        logger: ctx.logger,
+        metrics: ctx.metrics,
+        config: config.outbox,
+      });
+    }
     const wanted = Math.max(1, config.concurrency ?? sink.defaultConcurrency ?? 1);
     this.concurrency = Math.min(wanted, Math.max(1, sink.maxConcurrency ?? wanted));
     if (this.concurrency < wanted)
@@ -203,15 +241,53 @@ export class DeliveryQueue implements Lifecycle {
   }
 
   /**
-   * Accepts an event. Resolves when there is room in the queue, by count and by bytes
-   * (back-pressure); the returned `settled` resolves once the event is delivered or its dead letter
-   * is written, and rejects with a CrbridgeError of code CRB_SHUTDOWN when the shutdown deadline
+   * Accepts an event. Resolves when there is room in the queue, by count and by bytes, and (with
+   * the outbox) in the outbox (back-pressure); the returned `settled` resolves once the event is
+   * delivered or its dead letter is written, or, with the outbox, once it is stored there (whichever
+   * comes first), and rejects with a CrbridgeError of code CRB_SHUTDOWN when the shutdown deadline
    * comes first (the source then keeps its checkpoint before it). Never rejects for delivery
    * failures. `enqueue` itself rejects only when the queue is shutting down or `signal` aborts while
    * waiting for room (with the signal's reason).
    */
   async enqueue(event: CloudEvent, signal?: AbortSignal): Promise<{ settled: Promise<void> }> {
+    await this.replayed;
     const bytes = this.sizeOf(event);
+    await this.room(bytes, signal);
+    // back-pressure from the outbox: wait while earlier events are still refused
+    while (!this.closing && this.storing) {
+      signal?.throwIfAborted();
+      await abortable(this.storing, signal);
+      await this.room(bytes, signal);
+    }
+    if (this.closing) throw this.shutdownError('the delivery queue is shut down');
+    let settle!: () => void;
+    let fail!: (err: CrbridgeError) => void;
+    const settled = new Promise<void>((resolve, reject) => {
+      settle = resolve;
+      fail = reject;
+    });
+    // A caller that drops `settled` must not turn a shutdown rejection into an unhandled one.
+    settled.catch(() => {});
+    const item: Item = {
+      event,
+      key: objectKey(event),
+      seq: this.nextSeq++,
+      bytes,
+      attempts: 0,
+      firstFailureAt: undefined,
+      downAtFirstFailure: 0,
+      done: false,
+      stored: undefined,
+      settle,
+      fail,
+    };
+    this.add(item);
+    if (this.outbox) this.store([item]);
+    return { settled };
+  }
+
+  /** Waits until an event of `bytes` fits the in-memory bounds (or the queue is closing). */
+  private async room(bytes: number, signal?: AbortSignal): Promise<void> {
     while (!this.closing && !this.fits(this.count, this.queuedBytes, bytes)) {
       signal?.throwIfAborted();
       await new Promise<void>((resolve, reject) => {
@@ -233,39 +309,159 @@ export class DeliveryQueue implements Lifecycle {
         this.roomWaiters.push(waiter);
       });
     }
-    if (this.closing) throw this.shutdownError('the delivery queue is shut down');
-    let settle!: () => void;
-    let fail!: (err: CrbridgeError) => void;
-    const settled = new Promise<void>((resolve, reject) => {
-      settle = resolve;
-      fail = reject;
+  }
+
+  private add(item: Item): void {
+    this.waiting.push(item);
+    this.count++;
+    this.queuedBytes += item.bytes;
+    this.m.received.inc(this.labels);
+    this.gauges();
+    this.wake();
+  }
+
+  /**
+   * Appends `items` (in seq order) to the outbox; once stored they count as settled. Refused ones
+   * (outbox full, disk full, a write error) go to `unstored` and are stored again, in order, by
+   * {@link storeLater}, while `enqueue` waits.
+   */
+  private store(items: Item[]): void {
+    const outbox = this.outbox as Outbox;
+    if (this.storing || !outbox.status().ready) {
+      this.refused(items);
+      return;
+    }
+    outbox.append(items.map((it) => ({ key: it.key, id: it.event.id, body: toStructuredJson(it.event) }))).then(
+      (seqs) => {
+        for (let i = 0; i < items.length; i++) this.stored(items[i] as Item, seqs[i] as number);
+      },
+      (err: unknown) => {
+        if (err instanceof CrbridgeError && err.code === ErrorCode.Shutdown) return; // shutdown rejects them
+        this.refused(items, err);
+      },
+    );
+  }
+
+  private stored(it: Item, seq: number): void {
+    it.stored = seq;
+    if (it.done) this.outbox?.ack([seq]);
+    else it.settle();
+  }
+
+  private refused(items: Item[], err?: unknown): void {
+    for (const it of items) insertBySeq(this.unstored, it);
+    if (err !== undefined && !(err instanceof CrbridgeError && err.code === ErrorCode.OutboxFull))
+      this.ctx.logger.once('error', `${this.ctx.id}:outbox-store`, 'cannot store events in the outbox; retrying', {
+        code: err instanceof CrbridgeError ? err.code : ErrorCode.OutboxIo,
+        error: errorMessage(err),
+      });
+    this.storing ??= this.storeLater().finally(() => {
+      this.storing = undefined;
     });
-    // A caller that drops `settled` must not turn a shutdown rejection into an unhandled one.
-    settled.catch(() => {});
-    this.waiting.push({
+  }
+
+  /** Stores the refused events again, oldest first, once the outbox has room; until shutdown. */
+  private async storeLater(): Promise<void> {
+    const outbox = this.outbox as Outbox;
+    while (this.unstored.length > 0 && !this.stop.signal.aborted) {
+      try {
+        await outbox.whenRoom(this.stop.signal);
+        if (!outbox.status().ready) await sleep(OUTBOX_RETRY_MS, this.stop.signal);
+      } catch {
+        return; // the deadline: what is left is rejected by shutdown
+      }
+      // delivered (or dead-lettered) meanwhile: nothing to store
+      const items = this.unstored.splice(0).filter((it) => !it.done);
+      if (items.length === 0) return;
+      try {
+        const seqs = await outbox.append(
+          items.map((it) => ({ key: it.key, id: it.event.id, body: toStructuredJson(it.event) })),
+        );
+        for (let i = 0; i < items.length; i++) this.stored(items[i] as Item, seqs[i] as number);
+      } catch (err) {
+        if (err instanceof CrbridgeError && err.code === ErrorCode.Shutdown) return;
+        this.unstored = items.concat(this.unstored);
+        if (!(err instanceof CrbridgeError && err.code === ErrorCode.OutboxFull))
+          await sleep(OUTBOX_RETRY_MS, this.stop.signal).catch(() => {});
+      }
+    }
+  }
+
+  /**
+   * Readiness for /readyz: not ready while the outbox refuses events (full, or its disk is), with
+   * why. Without an outbox always ready (a full in-memory queue is ordinary back-pressure).
+   */
+  status(): { ready: boolean; reasons: string[] } {
+    if (!this.outbox) return { ready: true, reasons: [] };
+    const st = this.outbox.status();
+    return { ready: st.ready, reasons: [...st.reasons] };
+  }
+
+  /** Opens the outbox and queues what it holds, in order, before any new event (as room allows). */
+  private async replay(): Promise<void> {
+    const outbox = this.outbox as Outbox;
+    const replay = await outbox.open();
+    if (replay.count === 0) return;
+    this.ctx.logger.info('replaying the outbox', { events: replay.count, bytes: replay.bytes });
+    let done!: () => void;
+    this.replayed = new Promise<void>((r) => {
+      done = r;
+    });
+    void (async () => {
+      try {
+        for (const batch of replay.batches()) {
+          for (const entry of batch) {
+            if (this.closing) return;
+            const item = this.fromEntry(entry);
+            if (!item) continue;
+            await this.room(item.bytes);
+            if (this.closing) return;
+            this.add(item);
+          }
+        }
+      } catch (err) {
+        if (!this.closing)
+          this.ctx.logger.error('outbox replay failed', { code: ErrorCode.OutboxIo, error: errorMessage(err) });
+      } finally {
+        done();
+      }
+    })();
+  }
+
+  /** A queue item of a stored event (its CloudEvent rebuilt from the structured JSON, same id). */
+  private fromEntry(entry: OutboxEntry): Item | undefined {
+    let event: CloudEvent;
+    try {
+      event = JSON.parse(entry.body) as CloudEvent;
+    } catch (err) {
+      // the row's checksum held, so this is not damage on disk: leave it there, report it once
+      this.ctx.logger.once('error', `${this.ctx.id}:outbox-parse`, 'outbox entry is not JSON; left in the outbox', {
+        code: ErrorCode.OutboxCorrupt,
+        seq: entry.seq,
+        error: errorMessage(err),
+      });
+      return undefined;
+    }
+    return {
       event,
-      key: objectKey(event),
+      key: entry.key,
       seq: this.nextSeq++,
-      bytes,
+      bytes: this.sizeOf(event),
       attempts: 0,
       firstFailureAt: undefined,
       downAtFirstFailure: 0,
       done: false,
-      settle,
-      fail,
-    });
-    this.count++;
-    this.queuedBytes += bytes;
-    this.m.received.inc(this.labels);
-    this.gauges();
-    this.wake();
-    return { settled };
+      stored: entry.seq,
+      settle: () => {},
+      fail: () => {},
+    };
   }
 
   /** Starts the sink, then the dispatcher. Returns quickly. */
   async start(signal: AbortSignal): Promise<void> {
     if (signal.aborted) this.stop.abort();
     else signal.addEventListener('abort', () => this.stop.abort(), { once: true });
+    if (this.outbox) await this.replay();
     await this.sink.start(signal);
     this.worker = this.run().catch((err) => {
       this.ctx.logger.error('delivery worker failed', { code: ErrorCode.Internal, error: err });
@@ -320,6 +516,10 @@ export class DeliveryQueue implements Lifecycle {
         this.ctx.logger.warn('the sink did not shut down by the deadline; going on without it', {
           code: ErrorCode.Shutdown,
         });
+      // what is not delivered stays stored for the next process (every step is a bounded local commit)
+      await this.outbox?.close(deadline).catch((err: unknown) => {
+        this.ctx.logger.error('outbox close failed', { code: ErrorCode.OutboxIo, error: errorMessage(err) });
+      });
     })();
     return this.shutdownPromise;
   }
@@ -582,6 +782,7 @@ export class DeliveryQueue implements Lifecycle {
     it.done = true;
     this.count--;
     this.queuedBytes -= it.bytes;
+    if (it.stored !== undefined) this.outbox?.ack([it.stored]);
     if (settle) it.settle();
   }
 
@@ -684,4 +885,40 @@ async function within(p: Promise<unknown>, until: number): Promise<boolean> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Waits for `p`, or rejects with the signal's reason when `signal` aborts first. */
+function abortable(p: Promise<unknown>, signal?: AbortSignal): Promise<void> {
+  if (!signal) return p.then(() => undefined);
+  signal.throwIfAborted();
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      },
+    );
+  });
+}
+
+/** Resolves after `ms`, or rejects when `signal` aborts first. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted();
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }

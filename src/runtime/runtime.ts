@@ -85,6 +85,8 @@ function sharedCrdSchemas(v: ObjectSchemaValidator): () => CrdSchemaHandle {
 export class Runtime {
   readonly pipelines: PipelineRunner[] = [];
   readonly sources: { key: string; id: string; source: Source; pipelines: string[] }[] = [];
+  /** Every sink's delivery queue (their outboxes' state is part of readiness). */
+  private readonly queues: DeliveryQueue[] = [];
   private readonly opts: RuntimeOptions;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -176,7 +178,9 @@ export class Runtime {
           logger: s.ctx.logger,
           metrics: opts.metrics,
           deadLetter,
+          stateDir: opts.stateDir,
         });
+        this.queues.push(s.queue);
       }
       const stages = (config.spec.stages ?? []).map((st, i) => {
         const factory = find<StageFactory>(registry.stages, st.type, 'stage');
@@ -234,7 +238,8 @@ export class Runtime {
 
   /**
    * The sources' state now: ready when every source is ready, live when every source is live;
-   * each reason is prefixed with the source's component id (and its pipelines when shared).
+   * each reason is prefixed with the source's component id (and its pipelines when shared). Not
+   * ready either while a sink's outbox refuses events (full, or its disk is): its source is paused.
    */
   status(): ComponentStatus {
     let ready = true;
@@ -246,6 +251,11 @@ export class Runtime {
       live &&= st.live;
       const who = pipelines.length > 1 ? `${id} (pipelines ${pipelines.join(', ')})` : id;
       for (const r of st.reasons) reasons.push(`${who}: ${r}`);
+    }
+    for (const q of this.queues) {
+      const st = q.status();
+      ready &&= st.ready;
+      reasons.push(...st.reasons);
     }
     return { ready, live, reasons };
   }

@@ -134,6 +134,7 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     concurrency: 'optional',
     outageAlertMs: 'optional',
     retry: 'optional',
+    outbox: 'optional',
   };
   // every retry field has a default, so a written block may omit any of them
   const retry: Presence<Partial<RetryConfig>> = {

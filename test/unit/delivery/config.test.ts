@@ -28,11 +28,14 @@ describe('delivery config', () => {
     walk(deliveryConfigSchema as Node, '');
     // a block the user left empty: what validation fills in is what the queue runs with
     const validate = new Ajv2020({ strict: false, useDefaults: true }).compile(deliveryConfigSchema);
-    const written = { retry: {} };
+    const written = { retry: {}, outbox: {} };
     assert.equal(validate(written), true, JSON.stringify(validate.errors));
     assert.deepEqual(written, resolveDeliveryConfig());
-    const partial = { maxBatch: 7, retry: { multiplier: 3 } };
+    const partial = { maxBatch: 7, retry: { multiplier: 3 }, outbox: { fsync: 'off' } };
     assert.equal(validate(partial), true);
-    assert.deepEqual(partial, resolveDeliveryConfig({ maxBatch: 7, retry: { multiplier: 3 } }));
+    assert.deepEqual(
+      partial,
+      resolveDeliveryConfig({ maxBatch: 7, retry: { multiplier: 3 }, outbox: { fsync: 'off' } }),
+    );
   });
 });
