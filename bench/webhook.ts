@@ -45,12 +45,12 @@ export const SETTINGS: Setting[] = [
 
 /**
  * The receiver (run with `node -e`): reads each request body whole, answers 204 after the delay
- * in the path (`/d/<ms>`), counts requests and bytes; prints its port, then `{requests, bytes}`
+ * in the path (`/d/<ms>`), counts requests, bytes and connections (keep-alive: one per request in flight); prints its port, then `{requests, bytes, connections}`
  * as a JSON line on every `stats` line read from stdin.
  */
 const RECEIVER = `
 const http = require('node:http');
-let requests = 0, bytes = 0;
+let requests = 0, bytes = 0, connections = 0;
 const server = http.createServer((req, res) => {
   const delay = Number(req.url.split('/')[2] ?? 0);
   req.on('data', (c) => { bytes += c.length; });
@@ -60,10 +60,11 @@ const server = http.createServer((req, res) => {
     if (delay > 0) setTimeout(answer, delay); else answer();
   });
 });
+server.on('connection', () => { connections++; });
 server.keepAliveTimeout = 60000;
 server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
 process.stdin.setEncoding('utf8');
-process.stdin.on('data', (d) => { for (const l of d.split('\\n')) if (l === 'stats') process.stdout.write(JSON.stringify({ requests, bytes }) + '\\n'); });
+process.stdin.on('data', (d) => { for (const l of d.split('\\n')) if (l === 'stats') process.stdout.write(JSON.stringify({ requests, bytes, connections }) + '\\n'); });
 process.stdin.on('end', () => process.exit(0));
 `;
 
@@ -99,9 +100,9 @@ export class Receiver {
     if (l !== undefined) return Promise.resolve(l);
     return new Promise((resolve) => this.waiters.push(resolve));
   }
-  async stats(): Promise<{ requests: number; bytes: number }> {
+  async stats(): Promise<{ requests: number; bytes: number; connections: number }> {
     this.child.stdin?.write('stats\n');
-    return JSON.parse(await this.line()) as { requests: number; bytes: number };
+    return JSON.parse(await this.line()) as { requests: number; bytes: number; connections: number };
   }
   async stop(): Promise<void> {
     const exited = once(this.child, 'exit');
@@ -160,6 +161,7 @@ export async function measure(
   seconds: number,
   run: string,
 ) {
+  const c0 = (await receiver.stats()).connections;
   const config: WebhookSinkConfig = {
     url: `http://127.0.0.1:${port}/d/${s.delayMs}`,
     mode: s.mode,
@@ -237,6 +239,7 @@ export async function measure(
     requestsPerSecond: ((n1 - n0) / ms) * 1000,
     receivedPerSecond: ((r1.requests - r0.requests) / ms) * 1000,
     mbPerSecond: (((r1.bytes - r0.bytes) / ms) * 1000) / 2 ** 20,
+    connections: r1.connections - c0,
     senderCpu: ((cpu.user + cpu.system) / 1000 / ms) * 100,
     deadLettered: dead.count,
     undeliveredAtShutdown: failed,
@@ -273,6 +276,7 @@ export const benchmark: Benchmark = {
           objects: OBJECTS,
           signed: true,
           senderCpu: `${Math.round(r.senderCpu)}%`,
+          connections: r.connections,
         };
         report({ name: 'webhook.events_per_second', value: r.eventsPerSecond, unit: 'events/s', parameters: params });
         report({
@@ -282,7 +286,7 @@ export const benchmark: Benchmark = {
           parameters: { mode: s.mode, batchSize: s.batchSize, concurrency: s.concurrency, receiverDelayMs: s.delayMs },
         });
         log(
-          `${s.mode}${s.mode === 'batch' ? ` ×${s.batchSize}` : ''} c=${s.concurrency} receiver ${s.delayMs} ms: ${Math.round(r.eventsPerSecond)} events/s, ${Math.round(r.requestsPerSecond)} requests/s (receiver saw ${Math.round(r.receivedPerSecond)}/s, ${r.mbPerSecond.toFixed(1)} MB/s); sender CPU ${Math.round(r.senderCpu)}%${r.deadLettered > 0 ? `; ${r.deadLettered} dead-lettered!` : ''}`,
+          `${s.mode}${s.mode === 'batch' ? ` ×${s.batchSize}` : ''} c=${s.concurrency} receiver ${s.delayMs} ms: ${Math.round(r.eventsPerSecond)} events/s, ${Math.round(r.requestsPerSecond)} requests/s (receiver saw ${Math.round(r.receivedPerSecond)}/s, ${r.mbPerSecond.toFixed(1)} MB/s, ${r.connections} connections); sender CPU ${Math.round(r.senderCpu)}%${r.deadLettered > 0 ? `; ${r.deadLettered} dead-lettered!` : ''}`,
         );
         if (r.deadLettered > 0) note(`webhook ${s.mode} c=${s.concurrency}: ${r.deadLettered} events dead-lettered`);
       }
