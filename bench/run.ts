@@ -32,6 +32,7 @@ const all: Record<string, () => Promise<Benchmark>> = {
   'kafka-sink': async () => (await import('./kafka-sink.ts')).benchmark,
   'apiserver-cost': async () => (await import('./apiserver-cost.ts')).benchmark,
   outbox: async () => (await import('./outbox.ts')).benchmark,
+  webhook: async () => (await import('./webhook.ts')).benchmark,
 };
 
 /** Date, machine, Node version, commit and load: the header of every run (for bench/RESULTS.md). */

@@ -12,6 +12,7 @@
  * `WebHook-Allowed-Rate` caps requests per minute (a token bucket). No log line, metric label or
  * result error ever holds a secret, the URL's path or query, or a custom header's value.
  */
+import type { KeyObject } from 'node:crypto';
 import { sleep } from '../../backoff.ts';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
 import { ErrorCode } from '../../errors.ts';
@@ -93,7 +94,7 @@ class WebhookSink implements Sink {
   /** The URL as it may be shown: scheme, host and port only. */
   private readonly origin: string;
   private readonly mode: WebhookMode;
-  private readonly keys: Buffer[];
+  private readonly keys: KeyObject[];
   private readonly fixedHeaders: Record<string, string>;
   private readonly client: HttpClient;
   private readonly redactor: Redactor;

@@ -4,7 +4,7 @@
  * `v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, one per secret (several secrets sign
  * at once during a rotation). The key is the base64 part of a `whsec_` secret, decoded. Pure.
  */
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 
 export const SECRET_PREFIX = 'whsec_';
 
@@ -21,13 +21,16 @@ export function secretProblem(secret: string): string | undefined {
   return undefined;
 }
 
-/** The HMAC key of a `whsec_` secret. */
-export function secretKey(secret: string): Buffer {
-  return Buffer.from(secret.slice(SECRET_PREFIX.length), 'base64');
+/**
+ * The HMAC key of a `whsec_` secret, as a KeyObject made once: `createHmac` with a KeyObject costs
+ * about a quarter of what it costs with the raw bytes (which it turns into a key on every call).
+ */
+export function secretKey(secret: string): KeyObject {
+  return createSecretKey(Buffer.from(secret.slice(SECRET_PREFIX.length), 'base64'));
 }
 
 /** The `webhook-signature` header value: one `v1,<sig>` per key, space-separated, over the exact body bytes. */
-export function signatureHeader(keys: readonly Buffer[], id: string, timestampSec: number, body: Buffer): string {
+export function signatureHeader(keys: readonly KeyObject[], id: string, timestampSec: number, body: Buffer): string {
   return keys
     .map((key) => {
       const h = createHmac('sha256', key);
