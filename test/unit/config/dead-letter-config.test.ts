@@ -10,11 +10,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { currentSchema } from '../../../src/cli-schema.ts';
-import { loadPipelines } from '../../../src/config/load.ts';
-import { createPipelineValidator } from '../../../src/config/validate.ts';
-import { ConfigError, type ConfigIssue } from '../../../src/errors.ts';
-import { allFactories } from '../../../src/registry.ts';
+import { issuesOf, where } from './issues.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'crb-dl-config-'));
 
@@ -40,19 +36,6 @@ ${deadLetter}`,
   );
   return file;
 }
-
-function issuesOf(file: string): readonly ConfigIssue[] {
-  try {
-    loadPipelines([file], createPipelineValidator(currentSchema(), allFactories()));
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.issues;
-  }
-  return [];
-}
-
-const where = (issues: readonly ConfigIssue[]) =>
-  issues.map((i) => `${i.file.split('/').pop()}:${i.line} ${i.pointer}`);
 
 test('a kafka, webhook, file or stdout dead-letter sink is accepted; path alone too', () => {
   for (const [n, block] of [
