@@ -6,6 +6,7 @@
 
 import type { CloudEvent } from './events/cloudevent.ts';
 import type { Delta, KubeObject } from './events/delta.ts';
+import type { StateStore } from './state/store.ts';
 import type { Logger } from './telemetry/logger.ts';
 import type { Metrics } from './telemetry/metrics.ts';
 
@@ -56,6 +57,13 @@ export interface ComponentContext {
    * `--kubeconfig` file), for the components that connect somewhere; undefined when not given.
    */
   settings?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Opens this component's durable store `name` (Slack threads, open trace spans): a file under
+   * `stateDir` by default, or the backend the process is configured with, so the state survives a
+   * restart and a leader change. Call `load` before use. Absent (a context built by hand in a
+   * test): keep the state in memory or build a `FileStateStore` yourself.
+   */
+  state?(name: string): StateStore;
 }
 
 export interface ComponentFactory<

@@ -25,6 +25,7 @@ import { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
+import { fileStateOpener, type StateOpener } from '../state/store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import { fanOut, PipelineRunner } from './pipeline.ts';
@@ -44,6 +45,8 @@ export interface RuntimeOptions {
    * (tests inject). Calls that return the same instance share it.
    */
   crdSchemaFor?: (source: Record<string, unknown>, ctx: ObjectSchemaContext) => ObjectSchemaValidator;
+  /** Where components' durable state lives (`ctx.state`); default a file per store under `stateDir`. */
+  state?: StateOpener;
 }
 
 /** The part of a level-3 validator a pipeline uses. */
@@ -100,6 +103,7 @@ export class Runtime {
       return memo.get(key) as T;
     };
     const settings = Object.freeze({ ...opts.settings });
+    const openState = opts.state ?? fileStateOpener(opts.stateDir);
     const ctxFor = (pipeline: string, name: string): ComponentContext => ({
       id: `${pipeline}/${name}`,
       pipeline,
@@ -109,6 +113,7 @@ export class Runtime {
       clusterName: opts.clusterName,
       shared,
       settings,
+      state: (store: string) => openState(`${pipeline}/${name}`, store),
     });
     /** `spec.deadLetter`: a sink (`<pipeline>/dead-letter`), else the JSON-lines file. */
     const deadLetterOf = (dl: LoadedPipeline['config']['spec']['deadLetter'], pipeline: string): DeadLetter => {
