@@ -22,6 +22,7 @@ import { Reflector, type ReflectorOptions } from '../../../src/sources/kubernete
 import { KubernetesSource } from '../../../src/sources/kubernetes/source.ts';
 import { createLogger, silentLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
+import { fakeClock } from './fake-clock.ts';
 import { FakeCluster } from './fake-cluster.ts';
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
@@ -294,27 +295,30 @@ test('a WATCH refused with 403 across all namespaces names the verb and asks for
   assert.equal(t.lists(), 1, 'the LIST was allowed');
 });
 
-test('status: ready with a current list and a running watch; a watch down past the grace is not ready, then ready again', async () => {
+test('status: ready with a current list and a running watch; a watch down past the grace is not ready, then ready again', async (tc) => {
+  const clock = fakeClock(tc);
   const c = new FakeCluster();
-  const t = reflector(c, { reconnectGraceMs: 150 });
+  // the default grace (10 s) and backoff (1 s up to 30 s), on the fake clock
+  const t = reflector(c, { backoffInitialMs: 1000, backoffMaxMs: 30_000 });
   assert.equal(t.r.status().ready, false);
   assert.match(
     t.r.status().reasons[0] ?? '',
     /backups\.example\.com\/v1 in namespace "a": the first LIST is not handed on yet/,
   );
-  await until(() => t.r.status().ready, 'ready');
+  await clock.until(() => t.r.status().ready, 'ready');
   assert.deepEqual(t.r.status(), { ready: true, live: true, reasons: [] });
   c.forbid.add('watch');
   c.closeWatches();
-  await until(() => c.forbidden >= 1, 'a refused watch');
-  assert.equal(t.r.status().ready, true, 'within the reconnect grace');
-  await sleep(200);
+  await clock.until(() => c.forbidden >= 1, 'a refused watch');
+  await clock.advance(9_000, 100);
+  assert.equal(t.r.status().ready, true, 'within the reconnect grace (10 s)');
+  await clock.advance(2_000, 100);
   const st = t.r.status();
-  assert.equal(st.ready, false);
+  assert.equal(st.ready, false, 'down for 11 s: past the grace');
   assert.equal(st.live, true, 'a 403 is an answer: retrying makes progress, a restart would not help');
   assert.match(st.reasons.join('\n'), /cannot watch backups\.example\.com\/v1 in namespace "a": forbidden/);
   c.forbid.clear();
-  await until(() => t.r.status().ready, 'ready again');
+  await clock.until(() => t.r.status().ready, 'ready again', 60_000, 100);
   assert.deepEqual(t.r.status().reasons, []);
   await t.stop();
 });
@@ -351,7 +355,8 @@ test('status: a resource no longer served (404) is not ready at once, naming it'
   await t.stop();
 });
 
-test('status: no answer for longer than progressTimeoutMs is not live; waiting on the handler is', async () => {
+test('status: no answer for longer than progressTimeoutMs is not live; waiting on the handler is', async (tc) => {
+  const clock = fakeClock(tc);
   // a LIST that never answers (what the stall watchdog cannot cut: it guards the watch)
   const c = new FakeCluster();
   const hanging: KubeApi = {
@@ -361,43 +366,47 @@ test('status: no answer for longer than progressTimeoutMs is not live; waiting o
         : c.request(method, path, query, body),
     watch: (...a) => c.watch(...a),
   };
-  const t = reflector(hanging, { progressTimeoutMs: 150 });
-  assert.equal(t.r.status().live, true);
-  await sleep(250);
+  // the default progress timeout: max(3 × stall timeout, 60 s) = 60 s
+  const t = reflector(hanging);
+  await clock.advance(59_000, 1000);
+  assert.equal(t.r.status().live, true, 'within the progress timeout');
+  await clock.advance(2_000, 1000);
   const st = t.r.status();
   assert.equal(st.live, false);
   assert.match(
     st.reasons.join('\n'),
-    /backups\.example\.com\/v1 in namespace "a": stuck: no answer from the API server for \d+ s/,
+    /backups\.example\.com\/v1 in namespace "a": stuck: no answer from the API server for 61 s/,
   );
   await t.stop();
 
-  // back-pressure: the handler takes longer than progressTimeoutMs
-  let block = true;
+  // back-pressure: the handler takes longer than the progress timeout
+  let release: () => void = () => {};
+  const handled = new Promise<void>((res) => {
+    release = res;
+  });
   const b = reflector(c, {
-    progressTimeoutMs: 150,
     handler: {
       onList: async (pages) => {
         for await (const _ of pages) {
         }
       },
-      onEvent: async () => {
-        while (block) await sleep(10);
-      },
+      onEvent: () => handled,
       waitForResource: async () => {},
     },
   });
-  await until(() => c.watches >= 1, 'the watch');
+  await clock.until(() => c.watches >= 1, 'the watch');
   c.create('a', 'slow');
-  await sleep(300);
-  assert.equal(b.r.status().live, true, 'waiting for a slow sink is not being stuck');
-  block = false;
-  await sleep(20);
+  await clock.advance(120_000, 1000);
+  assert.equal(b.r.status().live, true, 'waiting two minutes for a slow sink is not being stuck');
+  release();
+  await clock.advance(100);
   assert.equal(b.r.status().live, true);
   await b.stop();
 });
 
-test('the source: 403 on LIST makes it not ready with the reason and counts CRB_FORBIDDEN; allowed, it is ready again', async () => {
+test('the source: 403 on LIST makes it not ready with the reason and counts CRB_FORBIDDEN; allowed, it is ready again', async (tc) => {
+  // the source's own backoff (1 s doubling up to 30 s) on a fake clock
+  const clock = fakeClock(tc, 100);
   const c = new FakeCluster();
   c.create('a', 'b0');
   c.forbid.add('list');
@@ -417,14 +426,10 @@ test('the source: 403 on LIST makes it not ready with the reason and counts CRB_
       },
     },
   };
-  const s = new KubernetesSource(
-    { group: 'example.com', version: 'v1', resource: 'backups', backoffInitialMs: 1, backoffMaxMs: 5 },
-    ctx,
-    { api: c },
-  );
+  const s = new KubernetesSource({ group: 'example.com', version: 'v1', resource: 'backups' }, ctx, { api: c });
   assert.deepEqual(s.status().ready, false);
   await s.start(new AbortController().signal);
-  await until(() => c.forbidden >= 3, 'refused LISTs');
+  await clock.until(() => c.forbidden >= 3, 'refused LISTs');
   const st = s.status();
   assert.equal(st.ready, false);
   assert.equal(st.live, true);
@@ -436,7 +441,7 @@ test('the source: 403 on LIST makes it not ready with the reason and counts CRB_
   const errors = metrics.counter('crbridge_component_errors_total', '');
   assert.ok(errors.get({ component: 'p/source', code: 'CRB_FORBIDDEN' }) >= 3);
   c.forbid.clear();
-  await until(() => s.status().ready, 'ready once allowed');
+  await clock.until(() => s.status().ready, 'ready once allowed');
   assert.deepEqual(s.status(), { ready: true, live: true, reasons: [] });
   assert.deepEqual(
     got.map((d) => `${d.reason} ${d.kind} ${d.object.metadata.name}`),
@@ -447,7 +452,7 @@ test('the source: 403 on LIST makes it not ready with the reason and counts CRB_
   c.forbid.add('discovery');
   c.served = false;
   c.closeWatches();
-  await until(() => c.forbidden > refusedBefore, 'a refused discovery');
+  await clock.until(() => c.forbidden > refusedBefore, 'a refused discovery');
   assert.equal(s.status().ready, false);
   assert.match(
     s.status().reasons.join('\n'),
@@ -456,7 +461,7 @@ test('the source: 403 on LIST makes it not ready with the reason and counts CRB_
   assert.ok(errors.get({ component: 'p/source', code: 'CRB_FORBIDDEN' }) > refusedBefore);
   c.forbid.clear();
   c.served = true;
-  await until(() => s.status().ready, 'ready once discovery is allowed and the resource served', 15_000);
+  await clock.until(() => s.status().ready, 'ready once discovery is allowed and the resource served');
   await s.shutdown(Date.now() + 1000);
 });
 
@@ -631,49 +636,56 @@ test('the server-side watch timeout of each WATCH is spread uniformly over [t, 2
   }
 });
 
-test('the reconnect backoff starts over after a healthy watch (it delivered an event, or stayed open), not only after a LIST', async () => {
+test('the reconnect backoff starts over after a healthy watch (it delivered an event, or stayed open), not only after a LIST', async (tc) => {
+  const clock = fakeClock(tc);
   const c = new FakeCluster();
   const log = capture('debug');
   const x = reflector(c, {
     logger: log.logger,
-    backoffInitialMs: 10,
-    backoffMaxMs: 10_000,
-    healthyWatchMs: 300,
+    // the defaults: 1 s doubling up to 30 s; a watch open 10 s was healthy; stall watchdog 150 s
+    stallTimeoutMs: 150_000,
+    backoffInitialMs: 1000,
+    backoffMaxMs: 30_000,
     random: () => 1, // no jitter: the delay is the attempt's base
   });
   const attempts = () => log.lines.filter((l) => l.phase === 'watch').map((l) => [l.attempt, l.delayMs]);
   try {
-    await until(() => c.watches === 1, 'first watch');
+    await clock.until(() => c.watches === 1, 'first watch');
     // two refused reconnects, then one that opens and breaks at once (not healthy): the backoff grows
     c.failNewWatches = 2;
     c.breakWatches();
-    await until(() => c.watches === 2, 'second watch');
+    await clock.until(() => c.watches === 2, 'second watch');
     c.breakWatches();
-    await until(() => c.watches === 3, 'third watch');
+    await clock.until(() => c.watches === 3, 'third watch');
     assert.deepEqual(attempts(), [
-      [1, 10],
-      [2, 20],
-      [3, 40],
-      [4, 80],
+      [1, 1000],
+      [2, 2000],
+      [3, 4000],
+      [4, 8000],
     ]);
-    // a watch that stayed open past healthyWatchMs was healthy: the next failure starts over
-    await sleep(400);
+    // a watch open for 9 s was not yet healthy: the next failure backs off further
+    await clock.advance(9_000, 100);
     c.breakWatches();
-    await until(() => c.watches === 4, 'fourth watch');
-    assert.deepEqual(attempts().at(-1), [1, 10]);
+    await clock.until(() => c.watches === 4, 'fourth watch');
+    assert.deepEqual(attempts().at(-1), [5, 16000]);
+    // a watch that stayed open past healthyWatchMs (10 s) was healthy: the next failure starts over
+    await clock.advance(10_500, 100);
+    c.breakWatches();
+    await clock.until(() => c.watches === 5, 'fifth watch');
+    assert.deepEqual(attempts().at(-1), [1, 1000]);
     // a watch that delivered an event was healthy too, however short
     c.failNewWatches = 1;
     c.breakWatches();
-    await until(() => c.watches === 5, 'fifth watch');
+    await clock.until(() => c.watches === 6, 'sixth watch');
     assert.deepEqual(attempts().slice(-2), [
-      [2, 20],
-      [3, 40],
+      [2, 2000],
+      [3, 4000],
     ]);
     c.create('a', 'x1');
-    await until(() => x.seen.includes('x1'), 'the event handed on');
+    await clock.until(() => x.seen.includes('x1'), 'the event handed on');
     c.breakWatches();
-    await until(() => c.watches === 6, 'sixth watch');
-    assert.deepEqual(attempts().at(-1), [1, 10]);
+    await clock.until(() => c.watches === 7, 'seventh watch');
+    assert.deepEqual(attempts().at(-1), [1, 1000]);
     assert.equal(x.lists(), 1, 'no relist: the reset came from the watch');
   } finally {
     await x.stop();

@@ -16,6 +16,7 @@ import { FileCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/
 import { KubernetesSource, type KubernetesSourceConfig, sourceKey } from '../../../src/sources/kubernetes/source.ts';
 import { silentLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
+import { fakeClock } from './fake-clock.ts';
 import { FakeCluster } from './fake-cluster.ts';
 
 export class Recorder implements DeltaReceiver {
@@ -147,64 +148,75 @@ test('410 Gone: relist emits only the real differences, once', async () => {
   await s.stop();
 });
 
-test('a stalled stream (no event, no bookmark) is restarted from the last resourceVersion; changes arrive once', async () => {
+test('a stalled stream (no event, no bookmark) is restarted from the last resourceVersion; changes arrive once', async (t) => {
+  // the default stall watchdog (150 s) on a fake clock
+  const clock = fakeClock(t, 1000);
   const c = new FakeCluster();
   c.create('a', 'b0');
-  const s = makeSource(c, dir());
+  const s = makeSource(c, dir(), { stallTimeoutSeconds: 150, backoffInitialMs: 1000, backoffMaxMs: 30_000 });
   await s.start();
-  await until(() => s.source.synced, 'synced');
+  await clock.until(() => s.source.synced, 'synced');
   for (const w of c.watchers) w.stalled = true; // the proxy stops forwarding, the connection stays open
   c.update('a', 'b0', { x: 1 });
   c.create('a', 'b1');
-  await until(() => s.receiver.deltas.length === 3, 'deltas after stall', 3000);
-  await new Promise((r) => setTimeout(r, 100));
+  await clock.advance(140_000);
+  assert.equal(s.receiver.deltas.length, 1, 'nothing arrives through the stalled stream');
+  const restarts = () =>
+    s.metrics.counter('crbridge_source_watch_restarts_total', '').get({ component: 'p/source', reason: 'stall' });
+  assert.equal(restarts(), 0, 'not restarted before the stall timeout');
+  await clock.until(() => s.receiver.deltas.length === 3, 'deltas after stall', 30_000);
+  await clock.advance(5_000);
   assert.deepEqual(s.receiver.summary(1), ['live modified b0@102', 'live added b1@103']);
-  assert.ok(
-    s.metrics.counter('crbridge_source_watch_restarts_total', '').get({ component: 'p/source', reason: 'stall' }) >= 1,
-  );
+  assert.equal(restarts(), 1);
   assert.equal(c.lists, 1, 'a stall reconnects without relisting');
   await s.stop();
 });
 
-test('bookmarks keep a quiet stream alive and advance the resume point; clean closes reconnect without relist', async () => {
+test('bookmarks keep a quiet stream alive and advance the resume point; clean closes reconnect without relist', async (t) => {
+  const clock = fakeClock(t, 1000);
   const c = new FakeCluster();
   c.create('a', 'b0');
-  const s = makeSource(c, dir(), { stallTimeoutSeconds: 0.2 });
+  // the default stall watchdog (150 s); the API server sends a bookmark about once a minute
+  const s = makeSource(c, dir(), { stallTimeoutSeconds: 150, backoffInitialMs: 1000, backoffMaxMs: 30_000 });
   await s.start();
-  await until(() => s.source.synced, 'synced');
-  const t = setInterval(() => c.bookmark(), 50);
-  await new Promise((r) => setTimeout(r, 500));
-  clearInterval(t);
+  await clock.until(() => s.source.synced, 'synced');
+  const b = setInterval(() => c.bookmark(), 60_000);
+  await clock.advance(600_000, 5000);
+  clearInterval(b);
   assert.equal(
     s.metrics.counter('crbridge_source_watch_restarts_total', '').get({ component: 'p/source', reason: 'stall' }),
     0,
+    'ten quiet minutes with bookmarks: no stall restart',
   );
   c.closeWatches();
   c.create('a', 'b1');
-  await until(() => s.receiver.deltas.length === 2, 'add after reconnect');
+  await clock.until(() => s.receiver.deltas.length === 2, 'add after reconnect');
   assert.equal(c.lists, 1);
   await s.stop();
 });
 
-test('a missing CRD is waited for; a deleted one is reported and picked up again', async () => {
+test('a missing CRD is waited for; a deleted one is reported and picked up again', async (t) => {
+  // the source's discovery backoff (1 s doubling up to 30 s) on a fake clock
+  const clock = fakeClock(t, 100);
   const c = new FakeCluster();
   c.served = false;
   const s = makeSource(c, dir());
   await s.start();
-  await new Promise((r) => setTimeout(r, 200));
-  assert.equal(s.source.synced, false);
+  await clock.advance(60_000, 500);
+  assert.equal(s.source.synced, false, 'a minute without the CRD: still waiting');
   c.served = true;
   c.create('a', 'b0');
-  await until(() => s.source.synced, 'synced after the CRD appears', 15000);
+  await clock.until(() => s.source.synced, 'synced after the CRD appears', 60_000);
   assert.deepEqual(s.receiver.summary(), ['resync added b0@101']);
   // CRD deleted: objects go (live deletes), the resource is gone, then comes back with a new object
   c.delete('a', 'b0');
   c.served = false;
   c.closeWatches();
-  await new Promise((r) => setTimeout(r, 300));
+  await clock.advance(30_000, 500);
+  assert.equal(s.receiver.deltas.length, 2, 'the delete arrived; nothing else while the resource is gone');
   c.served = true;
   c.create('a', 'b1');
-  await until(() => s.receiver.deltas.length === 3, 'deltas after the CRD returns', 15000);
+  await clock.until(() => s.receiver.deltas.length === 3, 'deltas after the CRD returns', 60_000);
   assert.deepEqual(s.receiver.summary(1), ['live deleted b0@102', 'relist added b1@103']);
   await s.stop();
 });
