@@ -1,4 +1,5 @@
 /**
+ * @serial: stops the stack's Kafka and measures memory and the shutdown time.
  * The delivery guarantee under load with the sink down, on the real stack: 10,000 Backups of about
  * 20 KB each are created while Kafka is stopped and the real `crbridge` CLI runs a Kafka pipeline.
  * crbridge must apply back-pressure (a sink queue holds at most `queueBytes`, the rest waits at the

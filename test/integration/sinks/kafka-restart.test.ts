@@ -1,4 +1,5 @@
 /**
+ * @serial: brings up a private stack of its own (CPU-heavy).
  * The kafka sink behind a DeliveryQueue while a REAL broker goes away and comes back. The shared
  * stack's Kafka is left alone: this file brings up a private stack (`CRBRIDGE_STACK_DIR` in a temp
  * folder, a few seconds) and stops/starts ITS Kafka: stopped before the sink starts (start returns

@@ -1,4 +1,5 @@
 /**
+ * @serial: stops and restarts the stack's Kafka.
  * The walking skeleton on the real stack: `crbridge run` carries Backup changes to a Kafka topic
  * and a file as CloudEvents, in order per object; bad pipeline files are refused before start;
  * Kafka down at start is survived with retries and delivery once it is back.

@@ -1,4 +1,5 @@
 /**
+ * @serial: counts kube-apiserver's own LIST/WATCH requests, which other tests would add to.
  * Several pipelines naming the same resource in one `crbridge run` share one LIST and one WATCH
  * (counted by kube-apiserver's own `apiserver_request_total`), each pipeline still receives every
  * change, and SIGINT drains and exits 0.

@@ -1,4 +1,5 @@
 /**
+ * @serial: stops the stack's Kafka.
  * The checkpoint never overtakes delivery, on the real stack (kube-apiserver, Kafka): a pipeline
  * drops status changes with a filter; with Kafka stopped, a Backup's spec changes (the event is
  * stuck in retries) and then its status changes (filtered: settled at once). Past the checkpoint's

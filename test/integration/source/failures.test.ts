@@ -1,4 +1,5 @@
 /**
+ * @serial: compacts etcd (every other watch would get a 410) and times a stalled stream.
  * The reflector against real failures of the real stack: a stalled stream (a TCP proxy that stops
  * forwarding without closing), a 410 Gone after etcd compaction (through a private kube-apiserver
  * with `--watch-cache=false` on the shared etcd), and a kube-apiserver killed and restarted mid-churn.
