@@ -17,6 +17,8 @@ import { mergeRoles, type PolicyRule, pipelinePermissions, processPermissions } 
 import { allFactories, registry } from '../../src/registry.ts';
 import { repoRoot } from '../support/stack.ts';
 
+/** A pipeline's reference to the pod's namespace (the downward API's POD_NAMESPACE). */
+const POD_NS = '$' + '{env:POD_NAMESPACE}';
 const dir = mkdtempSync(join(tmpdir(), 'crb-rbac-unit-'));
 let n = 0;
 
@@ -64,7 +66,7 @@ describe('derived RBAC', () => {
 
   test('listed namespaces, kubernetes checkpoint, crdSchema: a Role per namespace, the CRD by name, the checkpoint ConfigMaps', () => {
     const file = pipeline(
-      '    namespaces: [team-b, team-a]\n    checkpoint: { backend: kubernetes, namespace: "${env:POD_NAMESPACE}" }\n',
+      `    namespaces: [team-b, team-a]\n    checkpoint: { backend: kubernetes, namespace: "${POD_NS}" }\n`,
       '  validation: { crdSchema: true }\n',
     );
     const roles = mergeRoles(rolesOf([file], { POD_NAMESPACE: 'ops' }));
@@ -110,7 +112,7 @@ describe('derived RBAC', () => {
 
   test('crbridge rbac prints applyable YAML bound to the ServiceAccount; $POD_NAMESPACE defaults to --namespace', () => {
     const file = pipeline(
-      '    namespaces: [team-a]\n    checkpoint: { backend: kubernetes, namespace: "${env:POD_NAMESPACE}" }\n',
+      `    namespaces: [team-a]\n    checkpoint: { backend: kubernetes, namespace: "${POD_NS}" }\n`,
     );
     const env = { ...process.env };
     delete env.POD_NAMESPACE;
