@@ -164,7 +164,8 @@ export function valuesSchema(): Record<string, unknown> {
       },
       secretEnv: {
         type: 'array',
-        description: 'Sink credentials: environment variables taken from Secret keys, for env: references in pipelines.',
+        description:
+          'Sink credentials: environment variables taken from Secret keys, for env: references in pipelines.',
         items: strict(
           'One variable from one Secret key.',
           {
