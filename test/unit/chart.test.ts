@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { parse } from 'yaml';
+import { IMAGE_NODE_FLAGS } from '../../bench/lib/crbridge.ts';
 import { chartDir, generatedFiles, LEASE_ID, RELEASE_NAMESPACE, variantKey } from '../../scripts/chart.ts';
 
 test('values.schema.json and files/rbac.json are up to date (node scripts/chart.ts regenerates them)', () => {
@@ -42,4 +43,26 @@ test('files/rbac.json: the Lease only with leader election, the state ConfigMaps
   // file state: the checkpoint ConfigMaps remain (the default pipeline's checkpoint is kubernetes), without list/delete
   assert.doesNotMatch(rulesIn(variantKey(false, 'file'), RELEASE_NAMESPACE), /"list"|"delete"/);
   assert.match(rulesIn(variantKey(false, 'file'), RELEASE_NAMESPACE), /"configmaps"/);
+});
+
+test('the image and the chart agree: numeric non-root user, its state directory, the same Node flags', () => {
+  const dockerfile = readFileSync(join(chartDir, '..', '..', 'Dockerfile'), 'utf8');
+  const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  const values = parse(readFileSync(join(chartDir, 'values.yaml'), 'utf8')) as {
+    podSecurityContext: { runAsUser: number; runAsGroup: number };
+  };
+  const user = /^USER (\d+):(\d+)$/m.exec(final);
+  assert.ok(user, 'the final stage runs as a numeric USER uid:gid (runAsNonRoot can only check a number)');
+  assert.notEqual(user[1], '0');
+  assert.deepEqual(
+    [Number(user[1]), Number(user[2])],
+    [values.podSecurityContext.runAsUser, values.podSecurityContext.runAsGroup],
+  );
+  assert.match(final, new RegExp(`mkdir -p /var/lib/crbridge.*chown ${user[1]}:${user[2]} /var/lib/crbridge`));
+  assert.ok(final.indexOf('chown') < final.indexOf('\nUSER '), 'the directory is made before dropping root');
+  const entry = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(final)?.[1] ?? '[]') as string[];
+  assert.deepEqual(entry.slice(1, -1), [...IMAGE_NODE_FLAGS]);
+  const deployment = readFileSync(join(chartDir, 'templates', 'deployment.yaml'), 'utf8');
+  assert.match(deployment, /- --state-dir=\/var\/lib\/crbridge\n/);
+  assert.match(deployment, /mountPath: \/var\/lib\/crbridge \}/);
 });
