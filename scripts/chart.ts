@@ -137,7 +137,7 @@ export function valuesSchema(): Record<string, unknown> {
         roles: {
           type: 'array',
           description:
-            '`roles` of `crbridge rbac --output json` for pipelines other than the defaults; empty: the generated ones.',
+            'Set by `crbridge rbac --output helm-values` for pipelines other than the defaults; empty: the generated ones.',
           items: strict(
             'The rules of the ClusterRole (namespace null) or of the Role in one namespace.',
             {

@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
 import { currentSchema } from './cli-schema.ts';
 import { loadPipelines } from './config/load.ts';
 import { createPipelineValidator } from './config/validate.ts';
@@ -46,7 +47,8 @@ Options for rbac (YAML on stdout: a ClusterRole and/or a Role per namespace, wit
   --service-account <name>    the ServiceAccount bound (default crbridge)
   --leader-elect              add the leader-election Lease (--leader-election-namespace, --leader-election-id)
   --state-backend <backend>   file | kubernetes (adds the state ConfigMaps in --state-namespace)
-  --output <format>           yaml (default) | json (the rules only, for the Helm chart's rbac.roles)
+  --output <format>           yaml (default) | json (the rules only) | helm-values (a values file
+                              setting the Helm chart's rbac.roles: helm install -f <it>)
 `;
 
 function version(): string {
@@ -132,8 +134,8 @@ function rbac(args: string[]): number {
       ErrorCode.Usage,
       `--state-backend must be file or kubernetes, got "${values['state-backend']}"`,
     );
-  if (values.output !== 'yaml' && values.output !== 'json')
-    throw new CrbridgeError(ErrorCode.Usage, `--output must be yaml or json, got "${values.output}"`);
+  if (!['yaml', 'json', 'helm-values'].includes(values.output))
+    throw new CrbridgeError(ErrorCode.Usage, `--output must be yaml, json or helm-values, got "${values.output}"`);
   const namespace = values.namespace;
   // in a pod, $POD_NAMESPACE (the downward API) is crbridge's own namespace
   const env = { POD_NAMESPACE: namespace, ...process.env };
@@ -153,7 +155,13 @@ function rbac(args: string[]): number {
     }),
   ]);
   const subject = { name: values.name, serviceAccount: values['service-account'], namespace };
-  process.stdout.write(values.output === 'json' ? `${JSON.stringify({ roles }, null, 2)}\n` : rbacYaml(roles, subject));
+  process.stdout.write(
+    values.output === 'json'
+      ? `${JSON.stringify({ roles }, null, 2)}\n`
+      : values.output === 'helm-values'
+        ? `# crbridge rbac ${args.join(' ')}\n${stringify({ rbac: { roles } }, { lineWidth: 0 })}`
+        : rbacYaml(roles, subject),
+  );
   return 0;
 }
 

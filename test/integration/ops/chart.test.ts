@@ -34,11 +34,11 @@ function helm(args: string[]): { status: number | null; stdout: string; stderr: 
 }
 
 let n = 0;
-/** `helm template` with `values` (written to a file); the manifests, or throws with helm's stderr. */
-function template(values: Record<string, unknown> = {}): Manifest[] {
+/** `helm template` with `values` (written to a file), then the files `moreValues`; the manifests, or throws with helm's stderr. */
+function template(values: Record<string, unknown> = {}, moreValues: string[] = []): Manifest[] {
   const file = join(dir, `values-${n++}.yaml`);
   writeFileSync(file, stringify(values));
-  const r = helm(['template', release, chart, '-n', ns, '-f', file]);
+  const r = helm(['template', release, chart, '-n', ns, '-f', file, ...moreValues.flatMap((f) => ['-f', f])]);
   assert.equal(r.status, 0, r.stderr);
   return parseAllDocuments(r.stdout)
     .map((d) => d.toJS() as Manifest)
@@ -183,7 +183,7 @@ describe('the Helm chart', () => {
     assert.match(serverDryRun(ms), /persistentvolumeclaim\/rel-crbridge-state created \(server dry run\)/);
   });
 
-  test('other pipelines with rbac.roles from crbridge rbac --output json, secret env and a ServiceMonitor', () => {
+  test('other pipelines with the values file of crbridge rbac --output helm-values, secret env and a ServiceMonitor', () => {
     const pipeline = {
       apiVersion: 'crbridge.io/v1alpha1',
       kind: 'Pipeline',
@@ -208,35 +208,39 @@ describe('the Helm chart', () => {
     };
     const file = join(dir, 'orders.yaml');
     writeFileSync(file, stringify(pipeline));
-    const json = execFileSync(
-      process.execPath,
-      [
-        cliPath,
-        'rbac',
-        '-c',
-        file,
-        '--namespace',
-        ns,
-        '--leader-elect',
-        '--leader-election-id',
-        full,
-        '--state-backend',
-        'kubernetes',
-        '--output',
-        'json',
-      ],
-      {
-        encoding: 'utf8',
-        env: { ...process.env, WEBHOOK_SECRET: 'whsec_dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=' },
-      },
+    const rbacArgs = (output: string) => [
+      cliPath,
+      'rbac',
+      '-c',
+      file,
+      '--namespace',
+      ns,
+      '--name',
+      full,
+      '--service-account',
+      full,
+      '--leader-elect',
+      '--leader-election-id',
+      full,
+      '--state-backend',
+      'kubernetes',
+      '--output',
+      output,
+    ];
+    const rbacEnv = { ...process.env, WEBHOOK_SECRET: 'whsec_dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=' };
+    const rbacValues = join(dir, 'rbac-values.yaml');
+    writeFileSync(
+      rbacValues,
+      execFileSync(process.execPath, rbacArgs('helm-values'), { encoding: 'utf8', env: rbacEnv }),
     );
+    const printed = execFileSync(process.execPath, rbacArgs('yaml'), { encoding: 'utf8', env: rbacEnv });
     const values = {
       pipelines: { 'backups-to-stdout.yaml': null, 'orders.yaml': pipeline },
-      rbac: { roles: (JSON.parse(json) as { roles: unknown[] }).roles },
       secretEnv: [{ name: 'WEBHOOK_SECRET', secretName: 'hook-credentials', key: 'secret' }],
       serviceMonitor: { enabled: true },
     };
-    const ms = template(values);
+    const ms = template(values, [rbacValues]);
+    assert.deepEqual(rbacOf(ms), rbacOf(parseAllDocuments(printed).map((d) => d.toJS() as Manifest)));
     const roles = byKind(ms, 'Role');
     assert.deepEqual(roles.map((r) => r.metadata.namespace).sort(), [ns]);
     assert.deepEqual(byKind(ms, 'ClusterRole'), [], 'a namespace watch needs no ClusterRole');
@@ -274,7 +278,7 @@ describe('the Helm chart', () => {
     );
     assert.match(
       refused({ pipelines: { 'backups-to-stdout.yaml': { spec: { source: { namespaces: ['x'] } } } } }),
-      /pipelines differ from the chart's defaults.*set rbac\.roles to the roles printed by `crbridge rbac/,
+      /pipelines differ from the chart's defaults.*pass -f with the values file printed by `crbridge rbac .*--output helm-values`, which sets rbac\.roles/,
     );
   });
 });
