@@ -1,6 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 /**
- * The crbridge command line: `run`, `validate`, `schema`, `version`. The only place that calls
+ * The crbridge command line: `run`, `validate`, `schema`, `rbac`, `version`. The only place that calls
  * process.exit. Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
  * The shebang passes the same V8 flag as the container image (a 2 MB young generation keeps RSS
  * low with many watched objects; see bench/RESULTS.md §3), so `npx crbridge` runs like the image.
@@ -9,10 +9,12 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
 import { currentSchema } from './cli-schema.ts';
 import { loadPipelines } from './config/load.ts';
 import { createPipelineValidator } from './config/validate.ts';
 import { ConfigError, CrbridgeError, ErrorCode, errorMessage } from './errors.ts';
+import { mergeRoles, pipelinePermissions, processPermissions, rbacYaml } from './rbac.ts';
 import { allFactories, registry } from './registry.ts';
 import { Runtime } from './runtime/runtime.ts';
 import { startOpsServer } from './server/http.ts';
@@ -25,6 +27,7 @@ Usage:
   crbridge run -c <pipeline.yaml> [-c more.yaml ...] [options]
   crbridge validate -c <pipeline.yaml> [-c ...]      check files without connecting anywhere
   crbridge schema [--out <file>]                        print the pipeline JSON Schema
+  crbridge rbac -c <pipeline.yaml> [-c ...] [options]   print the least-privilege RBAC the pipelines need
   crbridge version
 
 Options for run:
@@ -36,6 +39,16 @@ Options for run:
   --kubeconfig <file>         kubeconfig (default $KUBECONFIG, in-cluster, ~/.kube/config)
   --shutdown-timeout <secs>   how long to drain on SIGTERM (default 25)
   --log-level <level>         debug | info | warn | error (default info)
+
+Options for rbac (YAML on stdout: a ClusterRole and/or a Role per namespace, with bindings):
+  --namespace <ns>            crbridge's namespace: the ServiceAccount's, the Lease's and the state's,
+                              and $POD_NAMESPACE in the pipelines when not set (default "default")
+  --name <name>               name of the roles and bindings (default crbridge)
+  --service-account <name>    the ServiceAccount bound (default crbridge)
+  --leader-elect              add the leader-election Lease (--leader-election-namespace, --leader-election-id)
+  --state-backend <backend>   file | kubernetes (adds the state ConfigMaps in --state-namespace)
+  --output <format>           yaml (default) | json (the rules only) | helm-values (a values file
+                              setting the Helm chart's rbac.roles: helm install -f <it>)
 `;
 
 function version(): string {
@@ -54,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
   }
+  if (command === 'rbac') return rbac(rest);
   const { values } = parseArgs({
     args: rest,
     allowPositionals: false,
@@ -93,6 +107,62 @@ async function main(argv: string[]): Promise<number> {
     default:
       throw new CrbridgeError(ErrorCode.Usage, `unknown command "${command}"; try: crbridge --help`);
   }
+}
+
+/** `crbridge rbac`: its own flags (it takes the Lease and state flags of `run` without running). */
+function rbac(args: string[]): number {
+  const { values } = parseArgs({
+    args,
+    allowPositionals: false,
+    options: {
+      config: { type: 'string', short: 'c', multiple: true },
+      namespace: { type: 'string', default: 'default' },
+      name: { type: 'string', default: 'crbridge' },
+      'service-account': { type: 'string', default: 'crbridge' },
+      'leader-elect': { type: 'boolean', default: false },
+      'leader-election-namespace': { type: 'string' },
+      'leader-election-id': { type: 'string', default: 'crbridge' },
+      'state-backend': { type: 'string', default: 'file' },
+      'state-namespace': { type: 'string' },
+      output: { type: 'string', default: 'yaml' },
+    },
+  });
+  const files = values.config ?? [];
+  if (files.length === 0) throw new CrbridgeError(ErrorCode.Usage, 'rbac needs at least one -c <pipeline.yaml>');
+  if (values['state-backend'] !== 'file' && values['state-backend'] !== 'kubernetes')
+    throw new CrbridgeError(
+      ErrorCode.Usage,
+      `--state-backend must be file or kubernetes, got "${values['state-backend']}"`,
+    );
+  if (!['yaml', 'json', 'helm-values'].includes(values.output))
+    throw new CrbridgeError(ErrorCode.Usage, `--output must be yaml, json or helm-values, got "${values.output}"`);
+  const namespace = values.namespace;
+  // in a pod, $POD_NAMESPACE (the downward API) is crbridge's own namespace
+  const env = { POD_NAMESPACE: namespace, ...process.env };
+  const loaded = loadPipelines(files, createPipelineValidator(currentSchema(), allFactories()), { env });
+  const roles = mergeRoles([
+    ...pipelinePermissions(loaded, registry),
+    ...processPermissions({
+      ...(values['leader-elect'] && {
+        leaderElection: {
+          namespace: values['leader-election-namespace'] ?? namespace,
+          id: values['leader-election-id'],
+        },
+      }),
+      ...(values['state-backend'] === 'kubernetes' && {
+        state: { namespace: values['state-namespace'] ?? namespace },
+      }),
+    }),
+  ]);
+  const subject = { name: values.name, serviceAccount: values['service-account'], namespace };
+  process.stdout.write(
+    values.output === 'json'
+      ? `${JSON.stringify({ roles }, null, 2)}\n`
+      : values.output === 'helm-values'
+        ? `# crbridge rbac ${args.join(' ')}\n${stringify({ rbac: { roles } }, { lineWidth: 0 })}`
+        : rbacYaml(roles, subject),
+  );
+  return 0;
 }
 
 async function run(values: Record<string, unknown>, logger: ReturnType<typeof createLogger>): Promise<number> {

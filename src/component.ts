@@ -85,8 +85,39 @@ export interface ComponentFactory<
    * the component's block (`/expression`); messages say what to do.
    */
   check?(config: Config): { pointer: string; message: string }[];
+  /**
+   * The Kubernetes API access this component needs with `config` (defaults not applied: the block
+   * as written, after `${env:...}` references are resolved), for `crbridge rbac` and the Helm
+   * chart's least-privilege Role/ClusterRole. Pure: no I/O. Absent or empty: it reads nothing from
+   * the cluster. Every request the component makes must be covered, and nothing more: the
+   * real-stack test runs crbridge with exactly these grants.
+   */
+  permissions?(config: Config): Permission[];
   /** Builds the component from validated config. Must not perform I/O; `start` does. */
   create(config: Config, ctx: Ctx): Instance;
+}
+
+/**
+ * One grant of Kubernetes API access (an RBAC rule) a component or the process needs. Rules of
+ * the same namespace, group, resource and names are merged (their verbs united) by `src/rbac.ts`.
+ */
+export interface Permission {
+  /** API group; "" for the core group. */
+  apiGroup: string;
+  /** Plural resource name, e.g. `backups`, `configmaps`, `leases`. */
+  resource: string;
+  /** RBAC verbs, e.g. `get`, `list`, `watch`, `create`, `update`, `delete`. */
+  verbs: readonly string[];
+  /** Where: null for all namespaces or a cluster-scoped resource (a ClusterRole), else a Role in this namespace. */
+  namespace: string | null;
+  /**
+   * Restricts the rule to these object names. Only for verbs the API server authorizes by name:
+   * get/update/patch/delete, and list/watch when the request has `fieldSelector=metadata.name=<name>`
+   * — never create (the name is not known at authorization time).
+   */
+  resourceNames?: readonly string[];
+  /** Why it is needed, one phrase (shown as a comment in the printed YAML). */
+  reason: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +297,12 @@ export interface SourceFactory<C = unknown> extends ComponentFactory<C, Source, 
    * `validation.crdSchema`.
    */
   objectSchema?(config: C, ctx: ObjectSchemaContext): ObjectSchemaValidator;
+  /**
+   * The access {@link objectSchema}'s validator needs (for Kubernetes: reading the one CRD), added
+   * to {@link ComponentFactory.permissions} for pipelines that set `spec.validation.crdSchema`.
+   * Pure, like `permissions`.
+   */
+  objectSchemaPermissions?(config: C): Permission[];
 }
 export type StageFactory<C = unknown> = ComponentFactory<C, Stage, 'stage'>;
 export type SinkFactory<C = unknown> = ComponentFactory<C, Sink, 'sink'>;

@@ -3,8 +3,9 @@
  * or a list of them, with label and field selectors, and hands on its changes gap-free across
  * restarts (see `source.ts`). Pipelines with the same watch share one source (`shareKey`).
  */
-import type { SourceFactory } from '../../component.ts';
+import type { Permission, SourceFactory } from '../../component.ts';
 import { errorMessage } from '../../errors.ts';
+import { crdNameFor } from '../../events/crd-schema.ts';
 import { kubernetesObjectSchema } from './crd-schema.ts';
 import { KUBERNETES_SOURCE_DEFAULTS } from './defaults.ts';
 import { parseFieldSelector, parseLabelSelector } from './selector.ts';
@@ -152,6 +153,36 @@ function crossFieldProblems(config: KubernetesSourceConfig): { pointer: string; 
   return out;
 }
 
+/**
+ * What the source reads and writes: get/list/watch on the watched resource in each listed
+ * namespace (else in all), and with the `kubernetes` checkpoint backend get/create/update on
+ * ConfigMaps in the checkpoint namespace (the store never lists or deletes; the names cannot be
+ * listed ahead, as the bucket count grows). Discovery (`GET /apis/<group>/<version>`) is granted to
+ * every authenticated user by the default ClusterRoleBinding `system:discovery`.
+ */
+export function kubernetesSourcePermissions(config: KubernetesSourceConfig): Permission[] {
+  const group = config.group ?? D.group;
+  const what = `${config.resource}${group ? `.${group}` : ''}`;
+  const namespaces = [...new Set(config.namespaces ?? D.namespaces)].sort();
+  const out: Permission[] = (namespaces.length > 0 ? namespaces : [null]).map((namespace) => ({
+    apiGroup: group,
+    resource: config.resource,
+    verbs: ['get', 'list', 'watch'],
+    namespace,
+    reason: `watch ${what}`,
+  }));
+  const cp = config.checkpoint ?? {};
+  if ((cp.backend ?? D.checkpoint.backend) === 'kubernetes')
+    out.push({
+      apiGroup: '',
+      resource: 'configmaps',
+      verbs: ['get', 'create', 'update'],
+      namespace: cp.namespace ?? D.checkpoint.namespace,
+      reason: `checkpoint ConfigMaps ${cp.name ?? D.checkpoint.name}-* of ${what}`,
+    });
+  return out;
+}
+
 export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
   kind: 'source',
   type: 'kubernetes',
@@ -181,4 +212,16 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
   create: (config, ctx) => new KubernetesSource(config, ctx),
   // level 3: the CRD's openAPIV3Schema, read and followed by a reflector of the CRD (crd-schema.ts)
   objectSchema: (config, ctx) => kubernetesObjectSchema(config, ctx),
+  permissions: kubernetesSourcePermissions,
+  // the CRD reflector lists and watches with fieldSelector metadata.name=<crd>: grantable by name
+  objectSchemaPermissions: (config) => [
+    {
+      apiGroup: 'apiextensions.k8s.io',
+      resource: 'customresourcedefinitions',
+      verbs: ['get', 'list', 'watch'],
+      namespace: null,
+      resourceNames: [crdNameFor({ resource: config.resource, group: config.group ?? D.group })],
+      reason: 'validation.crdSchema: read the CRD schema',
+    },
+  ],
 };
