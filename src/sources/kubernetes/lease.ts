@@ -7,7 +7,7 @@
  * no renewal succeeds within `renewDeadline` of the last one, it has lost (reported at once, even
  * while a request hangs). Every write is a PUT carrying the resourceVersion read (optimistic
  * concurrency: a 409 means someone else wrote first, and this attempt failed). `acquireTime` and
- * `renewTime` are MicroTime (RFC 3339 with microseconds); `leaderTransitions` counts holder changes.
+ * `renewTime` are MicroTime (RFC 3339 with microseconds); `spec.leaseTransitions` (client-go's leaderTransitions) counts holder changes.
  * On shutdown the leader releases the Lease (empty holder, 1 s duration) so a standby takes over
  * at once. Identity: `POD_NAME`, else the hostname and a random suffix.
  */
@@ -30,7 +30,7 @@ export interface LeaseSpec {
   leaseDurationSeconds?: number;
   acquireTime?: string;
   renewTime?: string;
-  leaderTransitions?: number;
+  leaseTransitions?: number;
 }
 
 interface Lease {
@@ -260,7 +260,7 @@ export class LeaseElector implements Elector {
         leaseDurationSeconds: duration,
         acquireTime: microTime(now),
         renewTime: microTime(now),
-        leaderTransitions: 0,
+        leaseTransitions: 0,
       };
       try {
         const out = (await this.o.api.request('POST', this.path(), undefined, this.lease(spec), sig)) as Lease;
@@ -292,7 +292,7 @@ export class LeaseElector implements Elector {
       leaseDurationSeconds: duration,
       acquireTime: mine && rec.acquireTime ? rec.acquireTime : microTime(now),
       renewTime: microTime(now),
-      leaderTransitions: mine ? (rec.leaderTransitions ?? 0) : (rec.leaderTransitions ?? 0) + 1,
+      leaseTransitions: mine ? (rec.leaseTransitions ?? 0) : (rec.leaseTransitions ?? 0) + 1,
     };
     try {
       const out = (await this.o.api.request('PUT', this.path(this.o.name), undefined, this.lease(spec), sig)) as Lease;

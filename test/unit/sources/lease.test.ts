@@ -102,7 +102,7 @@ describe('LeaseElector', () => {
     const spec = api.lease?.spec as LeaseSpec;
     assert.equal(spec.holderIdentity, 'pod-a');
     assert.equal(spec.leaseDurationSeconds, 1);
-    assert.equal(spec.leaderTransitions, 0);
+    assert.equal(spec.leaseTransitions, 0);
     assert.match(spec.acquireTime as string, MICRO);
     assert.match(spec.renewTime as string, MICRO);
     assert.equal(api.writes[0]?.method, 'POST');
@@ -123,7 +123,7 @@ describe('LeaseElector', () => {
     assert.ok(api.writes.slice(1).every((w) => w.method === 'PUT'));
     assert.equal(now.acquireTime, first.acquireTime);
     assert.ok((now.renewTime as string) > (first.renewTime as string));
-    assert.equal(now.leaderTransitions, 0);
+    assert.equal(now.leaseTransitions, 0);
     assert.deepEqual(a.changes, [true]);
     a.abort.abort();
   });
@@ -169,7 +169,7 @@ describe('LeaseElector', () => {
     assert.ok(took <= TIMING.leaseDurationMs + 2 * TIMING.retryPeriodMs * 1.2 + 200, `took over after ${took} ms`);
     const spec = api.lease?.spec as LeaseSpec;
     assert.equal(spec.holderIdentity, 'pod-b');
-    assert.equal(spec.leaderTransitions, 1);
+    assert.equal(spec.leaseTransitions, 1);
     assert.ok(b.metrics.counter('crbridge_leader_transitions_total', '').get({ identity: 'pod-b' }) >= 2);
   });
 
