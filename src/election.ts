@@ -37,3 +37,16 @@ export interface Elector {
   /** Stops campaigning and releases the leadership if held, by `deadline` (epoch ms). */
   shutdown(deadline: number): Promise<void>;
 }
+
+/**
+ * What a source sees of the election (`SourceContext.leadership`): a standby source may keep its
+ * cache warm (list and watch) but hands on nothing, writes no checkpoint and no state until
+ * `whenLeading` resolves; then it resumes from the checkpoint as a restart does. `whenLeading`
+ * resolves once this process leads and its sinks are started (at once if it already does); it
+ * never resolves on a process that stops leading first, and resolves early, with `leading` still
+ * false, when `signal` aborts.
+ */
+export interface Leadership {
+  readonly leading: boolean;
+  whenLeading(signal: AbortSignal): Promise<void>;
+}

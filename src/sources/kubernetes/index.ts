@@ -179,6 +179,8 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
     return out;
   },
   create: (config, ctx) => new KubernetesSource(config, ctx),
+  // a standby lists and watches but hands on nothing until elected (source.ts)
+  warmStandby: true,
   // level 3: the CRD's openAPIV3Schema, read and followed by a reflector of the CRD (crd-schema.ts)
   objectSchema: (config, ctx) => kubernetesObjectSchema(config, ctx),
 };

@@ -2,7 +2,7 @@
  * Fail-over on the real stack: two `crbridge run --leader-elect` instances (same pipeline, a
  * ConfigMap checkpoint, a file sink each) with a short Lease (4 s / 3 s / 1 s). Instance A leads
  * (it holds the Lease), B is a ready standby that emits nothing; Backups churn; A is killed with
- * -9 mid-churn; B takes the Lease within the lease duration (+ a retry period: measured and
+ * -9 mid-churn; B (whose cache followed the cluster all along, writing no checkpoint) takes the Lease within the lease duration (+ a retry period: measured and
  * printed), and then every change has arrived: the final state rebuilt from A's and B's events is
  * the cluster's, every change made while A or B led is an event (or, for those made while no one
  * led, covered by B's net change of that object, as after a restart), objects created, changed and
@@ -143,6 +143,12 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
     const ready = await fetch(`http://127.0.0.1:${bPort}/readyz`);
     assert.equal(ready.status, 200, `a standby is ready: ${await ready.text()}`);
     assert.match((await metric(bPort, /^crbridge_leader\{/)) ?? '', /identity="inst-b"\} 0$/);
+    // a warm standby: its cache follows the cluster, and it writes no checkpoint
+    await waitFor(
+      async () => / 8$/.test((await metric(bPort, /^crbridge_source_objects\{/)) ?? ''),
+      10_000,
+      'the standby caches the 8 objects',
+    );
 
     // churn: updates round-robin, all the time; kill -9 A in the middle
     let churn = true;
@@ -156,6 +162,7 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
     })();
     await new Promise((r) => setTimeout(r, 1500));
     assert.deepEqual(events(sinkOf('b')), [], 'the standby emitted nothing while A led');
+    assert.equal(await metric(bPort, /^crbridge_source_checkpoint_flushes_total\{/), undefined, 'nor checkpointed');
     a.child.kill('SIGKILL');
     const killedAt = Date.now();
     await a.exited;
@@ -250,6 +257,11 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
 
     assert.match((await metric(bPort, /^crbridge_leader\{/)) ?? '', /identity="inst-b"\} 1$/);
     assert.match(b.stderr(), /"msg":"leader election: inst-b leads"/);
+    assert.match(
+      b.stderr(),
+      /"msg":"leading: resumed from the checkpoint"[^\n]*"scopesListed":1/,
+      'from the warm cache',
+    );
     assert.equal(await b.stop('SIGTERM'), 0);
     assert.equal((await leaseHolder(ns)).holder, undefined, 'a leader shutting down releases the Lease');
     process.stdout.write(

@@ -1,15 +1,23 @@
 /**
  * The runtime under leader election, with fake components and a fake elector: a standby starts
- * nothing (no sink, no source: it emits nothing) and is ready saying who leads; once elected it
- * starts sinks then sources; shutdown stops sources, drains sinks and only then releases the
- * leadership; a standby's shutdown stops nothing it never started.
+ * no sink and no source that cannot wait (it emits nothing) and is ready saying who leads; a
+ * warm-standby source runs and its `leadership` resolves only once elected and the sinks are up;
+ * once elected sinks start, then sources; shutdown stops sources, drains sinks and only then
+ * releases the leadership; a standby's shutdown stops nothing it never started.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { DeliveryResult, Sink, SinkFactory, Source, SourceFactory } from '../../../src/component.ts';
+import type {
+  DeliveryResult,
+  Sink,
+  SinkFactory,
+  Source,
+  SourceContext,
+  SourceFactory,
+} from '../../../src/component.ts';
 import type { LoadedPipeline } from '../../../src/config/types.ts';
 import type { Elector, LeadershipState } from '../../../src/election.ts';
 import type { Registry } from '../../../src/registry.ts';
@@ -50,14 +58,16 @@ class FakeElector implements Elector {
   }
 }
 
-function registry(log: string[]): Registry {
+function registry(log: string[], warmStandby = false, seen: SourceContext[] = []): Registry {
   const source: SourceFactory<Record<string, unknown>> = {
     kind: 'source',
     type: 'fake',
     description: 'fake source',
     configSchema: {},
     shareKey: () => 'one',
+    ...(warmStandby && { warmStandby }),
     create(_c, ctx): Source {
+      seen.push(ctx);
       return {
         synced: true,
         status: () => ({ ready: false, live: true, reasons: ['listing'] }),
@@ -94,17 +104,18 @@ const pipeline: LoadedPipeline = {
   } as never,
 };
 
-function setup() {
+function setup(warmStandby = false) {
   const log: string[] = [];
+  const seen: SourceContext[] = [];
   const elector = new FakeElector(log);
-  const rt = new Runtime([pipeline], registry(log), {
+  const rt = new Runtime([pipeline], registry(log, warmStandby, seen), {
     stateDir: mkdtempSync(join(tmpdir(), 'crb-lease-rt-')),
     clusterName: 'unit',
     logger: silentLogger,
     metrics: new Metrics(),
     elector,
   });
-  return { log, elector, rt, ac: new AbortController() };
+  return { log, elector, rt, seen, ac: new AbortController() };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 20));
@@ -132,5 +143,42 @@ test('a standby that never led stops nothing on shutdown, and starts nothing whe
   elector.elect();
   await tick();
   assert.deepEqual(log, ['elector start', 'elector release']);
+  ac.abort();
+});
+
+test('a warm-standby source runs on a standby; its leadership resolves once elected and the sinks are up', async () => {
+  const { log, elector, rt, seen, ac } = setup(true);
+  await rt.start(ac.signal);
+  assert.deepEqual(log, ['start source a/source', 'elector start'], 'the warm source runs, no sink');
+  const leadership = seen[0]?.leadership;
+  assert.ok(leadership, 'the source gets the leadership');
+  assert.equal(leadership.leading, false);
+  let resolvedWith: string[] | undefined;
+  void leadership.whenLeading(ac.signal).then(() => {
+    resolvedWith = [...log];
+  });
+  await tick();
+  assert.equal(resolvedWith, undefined, 'not before the election');
+  assert.equal(rt.status().ready, true, 'a standby is ready');
+  elector.elect();
+  await tick();
+  assert.deepEqual(
+    resolvedWith,
+    ['start source a/source', 'elector start', 'start sink a/s'],
+    'after the sinks started',
+  );
+  assert.equal(leadership.leading, true);
+  assert.equal(log.filter((l) => l.startsWith('start source')).length, 1, 'the source is not started twice');
+  log.length = 0;
+  await rt.shutdown(Date.now() + 2000);
+  assert.deepEqual(log, ['stop source a/source', 'stop sink a/s', 'elector release']);
+  ac.abort();
+});
+
+test('a warm-standby source of a standby that never led is stopped on shutdown; no sink is', async () => {
+  const { log, rt, ac } = setup(true);
+  await rt.start(ac.signal);
+  await rt.shutdown(Date.now() + 2000);
+  assert.deepEqual(log, ['start source a/source', 'elector start', 'stop source a/source', 'elector release']);
   ac.abort();
 });
