@@ -6,6 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SourceFactory } from './component.ts';
+import type { LoadedPipeline } from './config/types.ts';
 import type { Elector } from './election.ts';
 import { CrbridgeError, ErrorCode } from './errors.ts';
 import { type KubeApi, kubeApi, loadKubeConfig, SERVICE_ACCOUNT_DIR } from './sources/kubernetes/client.ts';
@@ -104,7 +106,13 @@ export function haFromFlags(
     api ??= kubeApi(loadKubeConfig(o.kubeconfig));
     return api;
   };
-  const out: HaWiring = { outboxDurable: !elect || values['state-dir-persistent'] === true };
+  const persistent = values['state-dir-persistent'] === true;
+  const out: HaWiring = { outboxDurable: !elect || persistent };
+  if (elect && backend === 'file' && !persistent)
+    o.logger.warn(
+      'component state (Slack threads, trace state) is kept in --state-dir, which the next leader does not see; pass --state-backend kubernetes to keep it across a leader change',
+      { code: ErrorCode.State },
+    );
   if (elect) {
     const timing = {
       leaseDurationMs: seconds(values, 'leader-election-lease-duration', LEASE_DEFAULTS.leaseDurationSeconds),
@@ -128,4 +136,28 @@ export function haFromFlags(
   }
   if (backend === 'kubernetes') out.state = configMapStateOpener(client(), dnsName(values, 'state-namespace', ns));
   return out;
+}
+
+/**
+ * With `--leader-elect`, what a new leader must resume from has to be where it finds it: refuses
+ * (a usage error naming each file, pipeline and field) a source whose checkpoint is on the local
+ * disk, unless `--state-dir-persistent` says the state dir is shared storage.
+ */
+export function checkElectionConfig(
+  values: Record<string, unknown>,
+  loaded: readonly LoadedPipeline[],
+  sources: readonly SourceFactory[],
+): void {
+  if (values['leader-elect'] !== true || values['state-dir-persistent'] === true) return;
+  const problems: string[] = [];
+  for (const p of loaded) {
+    const { type, ...config } = p.config.spec.source;
+    const factory = type ? sources.find((f) => f.type === type) : sources[0];
+    const local = factory?.localState?.(config);
+    if (local)
+      problems.push(
+        `${p.file}: pipeline "${p.config.metadata.name}", /spec/source${local.pointer}: ${local.message}; with --leader-elect set checkpoint.backend: kubernetes (ConfigMaps), or put --state-dir on storage every replica shares and pass --state-dir-persistent`,
+      );
+  }
+  if (problems.length > 0) throw new CrbridgeError(ErrorCode.Usage, problems.join('\n'), { problems });
 }

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { HA_OPTIONS, HA_USAGE, haFromFlags } from './cli-ha.ts';
+import { checkElectionConfig, HA_OPTIONS, HA_USAGE, haFromFlags } from './cli-ha.ts';
 import { currentSchema } from './cli-schema.ts';
 import { loadPipelines } from './config/load.ts';
 import { createPipelineValidator } from './config/validate.ts';
@@ -113,6 +113,7 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
 
   // Validation comes first and is complete: nothing is built, created or connected before it passes.
   const loaded = loadPipelines(files, createPipelineValidator(currentSchema(), allFactories()));
+  checkElectionConfig(values, loaded, registry.sources);
   mkdirSync(stateDir, { recursive: true });
   // Node and library warnings (e.g. kafkajs' TimeoutNegativeWarning) become JSON logs, once per kind.
   process.removeAllListeners('warning');

@@ -278,6 +278,12 @@ export interface SourceFactory<C = unknown> extends ComponentFactory<C, Source, 
    * this process leads.
    */
   warmStandby?: boolean;
+  /**
+   * Where the source keeps what a successor must resume from (its checkpoint) when that is on this
+   * process's local disk (`--state-dir`), as a JSON pointer into the source config and a sentence
+   * for the user; undefined when it lives where another process finds it. Pure.
+   */
+  localState?(config: C): { pointer: string; message: string } | undefined;
 }
 export type StageFactory<C = unknown> = ComponentFactory<C, Stage, 'stage'>;
 export type SinkFactory<C = unknown> = ComponentFactory<C, Sink, 'sink'>;

@@ -268,4 +268,54 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
       `# events: A ${evA.length}, B ${evB.length}; changes made ${writes.length}; covered by a net change ${missing.length}\n`,
     );
   });
+
+  test('a leader whose Lease another holder takes stops at once: it exits 1 to restart as a standby', async () => {
+    const ns = freshNamespace('it-ha-lost');
+    const dir = mkdtempSync(join(tmpdir(), 'crbridge-ha-lost-'));
+    const file = join(dir, 'ha.yaml');
+    writeFileSync(
+      file,
+      backupsPipelineYaml({
+        name: 'ha',
+        namespaces: [ns],
+        sourceExtra: `    checkpoint:\n      backend: kubernetes\n      namespace: ${ns}\n`,
+        sinks: `    - name: out\n      type: file\n      path: ${join(dir, 'events.jsonl')}\n`,
+      }),
+    );
+    const c = startCrbridge(
+      runArgs([file], join(dir, 'state'), [
+        '--leader-elect',
+        '--leader-election-namespace',
+        ns,
+        '--leader-election-id',
+        'crbridge-ha',
+        '--leader-election-lease-duration',
+        String(LEASE_S),
+        '--leader-election-renew-deadline',
+        String(RENEW_S),
+        '--leader-election-retry-period',
+        String(RETRY_S),
+      ]),
+      { ...process.env, KUBECONFIG: env.KUBECONFIG, POD_NAME: 'inst-c' },
+    );
+    procs.push(c);
+    await waitFor(async () => (await leaseHolder(ns)).holder === 'inst-c', 30_000, 'C holds the Lease');
+    const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/crbridge-ha`;
+    const lease = (await api.request('GET', path)) as { spec: Record<string, unknown> };
+    await api.request('PUT', path, undefined, {
+      ...lease,
+      spec: { ...lease.spec, holderIdentity: 'intruder', renewTime: new Date().toISOString().replace('Z', '000Z') },
+    });
+    const takenAt = Date.now();
+    const code = await Promise.race([c.exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+    const took = Date.now() - takenAt;
+    assert.equal(code, 1, c.stderr());
+    assert.ok(took <= RETRY_S * 1000 + 1500, `exited ${took} ms after the Lease was taken`);
+    assert.match(c.stderr(), /CRB_LEADER_ELECTION: lost the leadership/);
+    assert.match(
+      c.stderr(),
+      /"msg":"leader election: lost the leadership; stopping at once"[^\n]*"reason":"the Lease is held by intruder"/,
+    );
+    assert.equal((await leaseHolder(ns)).holder, 'intruder', 'the Lease is left to its new holder');
+  });
 });
