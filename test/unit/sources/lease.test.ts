@@ -139,7 +139,7 @@ describe('LeaseElector', () => {
       const t0 = Date.now();
       await until(() => !a.e.isLeader, 2000, 'loss');
       const took = Date.now() - t0;
-      assert.ok(took <= TIMING.renewDeadlineMs + 150, `lost after ${took} ms`);
+      assert.ok(took <= TIMING.renewDeadlineMs + 300, `lost after ${took} ms`);
       assert.deepEqual(a.changes, [true, false]);
       assert.equal(a.metrics.gauge('crbridge_leader', '').get({ identity: 'pod-a' }), 0);
       // once lost, never leads again in this process, even when the API recovers
@@ -166,7 +166,7 @@ describe('LeaseElector', () => {
     await until(() => b.e.isLeader, 3000, 'b leads');
     const took = Date.now() - stoppedAt;
     assert.ok(took >= TIMING.leaseDurationMs - 150, `took over after ${took} ms, before the lease expired`);
-    assert.ok(took <= TIMING.leaseDurationMs + 2 * TIMING.retryPeriodMs * 1.2 + 200, `took over after ${took} ms`);
+    assert.ok(took <= TIMING.leaseDurationMs + 2 * TIMING.retryPeriodMs * 1.2 + 400, `took over after ${took} ms`);
     const spec = api.lease?.spec as LeaseSpec;
     assert.equal(spec.holderIdentity, 'pod-b');
     assert.equal(spec.leaseTransitions, 1);
@@ -231,7 +231,7 @@ describe('LeaseElector', () => {
     await until(() => a.e.isLeader, 1000, 'a leads');
     api.overwrite({ holderIdentity: 'pod-x', leaseDurationSeconds: 1, renewTime: microTime(Date.now()) });
     const took = await until(() => !a.e.isLeader, 1000, 'loss');
-    assert.ok(took <= TIMING.retryPeriodMs + 150, `stopped after ${took} ms`);
+    assert.ok(took <= TIMING.retryPeriodMs + 300, `stopped after ${took} ms`);
     assert.equal(a.e.state().leader, 'pod-x');
   });
 
