@@ -2,7 +2,8 @@
  * Fail-over on the real stack: two `crbridge run --leader-elect` instances (same pipeline, a
  * ConfigMap checkpoint, a file sink each) with a short Lease (4 s / 3 s / 1 s). Instance A leads
  * (it holds the Lease), B is a ready standby that emits nothing; Backups churn; A is killed with
- * -9 mid-churn; B (whose cache followed the cluster all along, writing no checkpoint) takes the Lease within the lease duration (+ a retry period: measured and
+ * -9 mid-churn; B (whose cache followed the cluster all along, writing no checkpoint) takes the
+ * Lease once it expired, within the lease duration + 2.2 retry periods of the kill (measured and
  * printed), and then every change has arrived: the final state rebuilt from A's and B's events is
  * the cluster's, every change made while A or B led is an event (or, for those made while no one
  * led, covered by B's net change of that object, as after a restart), objects created, changed and
@@ -83,7 +84,7 @@ async function metric(port: number, line: RegExp): Promise<string | undefined> {
 }
 
 describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of the leader)', () => {
-  test('the standby takes over within the lease duration and every change arrives', async () => {
+  test('the standby takes over once the Lease expires (measured) and every change arrives', async () => {
     const ns = freshNamespace('it-ha');
     const dir = mkdtempSync(join(tmpdir(), 'crbridge-ha-'));
     const sinkOf = (who: string) => join(dir, `events-${who}.jsonl`);
@@ -177,7 +178,9 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
     await waitFor(async () => (await leaseHolder(ns)).holder === 'inst-b', 20_000, 'B holds the Lease');
     const tookMs = Date.now() - killedAt;
     process.stdout.write(`# takeover after kill -9 of the leader: ${tookMs} ms (lease ${LEASE_S} s)\n`);
-    assert.ok(tookMs <= (LEASE_S + RETRY_S * 1.2) * 1000 + 1000, `B took over after ${tookMs} ms`);
+    // client-go semantics: the Lease expires a lease duration after the last renewal B saw (≤ 1 retry period
+    // after it was written), and B notices at its next attempt (≤ 1.2 retry periods later)
+    assert.ok(tookMs <= (LEASE_S + 2.2 * RETRY_S) * 1000 + 500, `B took over after ${tookMs} ms`);
     assert.equal((await leaseHolder(ns)).transitions, 1);
     await new Promise((r) => setTimeout(r, 1500));
     churn = false;
