@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
+import { checkElectionConfig, HA_OPTIONS, HA_USAGE, haFromFlags } from './cli-ha.ts';
 import { currentSchema } from './cli-schema.ts';
 import { loadPipelines } from './config/load.ts';
 import { createPipelineValidator } from './config/validate.ts';
@@ -39,6 +40,7 @@ Options for run:
   --kubeconfig <file>         kubeconfig (default $KUBECONFIG, in-cluster, ~/.kube/config)
   --shutdown-timeout <secs>   how long to drain on SIGTERM (default 25)
   --log-level <level>         debug | info | warn | error (default info)
+${HA_USAGE}
 
 Options for rbac (YAML on stdout: a ClusterRole and/or a Role per namespace, with bindings):
   --namespace <ns>            crbridge's namespace: the ServiceAccount's, the Lease's and the state's,
@@ -81,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
       'shutdown-timeout': { type: 'string' },
       'log-level': { type: 'string' },
       out: { type: 'string' },
+      ...HA_OPTIONS,
     },
   });
   const logger = createLogger({ level: (values['log-level'] as Level | undefined) ?? 'info' });
@@ -181,6 +184,7 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
 
   // Validation comes first and is complete: nothing is built, created or connected before it passes.
   const loaded = loadPipelines(files, createPipelineValidator(currentSchema(), allFactories()));
+  checkElectionConfig(values, loaded, registry.sources);
   mkdirSync(stateDir, { recursive: true });
   // Node and library warnings (e.g. kafkajs' TimeoutNegativeWarning) become JSON logs, once per kind.
   process.removeAllListeners('warning');
@@ -188,13 +192,28 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
     logger.once('warn', `warning:${w.name}`, 'runtime warning', { name: w.name, warning: w.message }),
   );
   const metrics = new Metrics();
+  const kubeconfig = typeof values.kubeconfig === 'string' ? values.kubeconfig : undefined;
+  const ha = haFromFlags(values, { logger, metrics, ...(kubeconfig !== undefined && { kubeconfig }) });
+  let stopping = false;
+  // a leader that cannot renew stops emitting at once: exit, so the pod restarts as a standby
+  // (client-go's default); what it had not checkpointed the next leader emits again, same ids
+  ha.elector?.onChange((leading) => {
+    if (leading || stopping) return;
+    process.stderr.write(
+      `crbridge: ${ErrorCode.LeaderElection}: lost the leadership; exiting to restart as a standby\n`,
+    );
+    process.exit(1);
+  });
   const runtime = new Runtime(loaded, registry, {
     stateDir,
     clusterName: (values['cluster-name'] as string | undefined) ?? 'default',
     logger,
     metrics,
     // connection settings for the components (the Kubernetes client loads --kubeconfig once)
-    settings: { kubeconfig: typeof values.kubeconfig === 'string' ? values.kubeconfig : undefined },
+    settings: { kubeconfig },
+    ...(ha.elector && { elector: ha.elector }),
+    ...(ha.state && { state: ha.state }),
+    outboxDurable: ha.outboxDurable,
   });
   const server = await startOpsServer({
     host: (values['http-host'] as string | undefined) ?? '0.0.0.0',
@@ -212,6 +231,7 @@ async function run(values: Record<string, unknown>, logger: ReturnType<typeof cr
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolveStop(sig));
   await runtime.start(abort.signal);
   const sig = await stopped;
+  stopping = true;
   logger.info('shutting down', { signal: sig, drainSeconds: drainSecs });
   const deadline = Date.now() + drainSecs * 1000;
   exitBy = deadline + EXIT_GRACE_MS;

@@ -4,6 +4,7 @@
  * This file holds those contracts and the lifecycle and delivery-result types they share.
  */
 
+import type { Leadership } from './election.ts';
 import type { CloudEvent } from './events/cloudevent.ts';
 import type { Delta, KubeObject } from './events/delta.ts';
 import type { StateStore } from './state/store.ts';
@@ -254,6 +255,11 @@ export interface SourceContext extends ComponentContext {
    * so no secret reaches the disk or the cluster's ConfigMaps.
    */
   redact?: readonly string[];
+  /**
+   * Under leader election (`--leader-elect`): until `leadership.whenLeading` resolves the source is
+   * a warm standby (see {@link Leadership}); absent, it leads from the start.
+   */
+  leadership?: Leadership;
 }
 
 /**
@@ -303,6 +309,18 @@ export interface SourceFactory<C = unknown> extends ComponentFactory<C, Source, 
    * Pure, like `permissions`.
    */
   objectSchemaPermissions?(config: C): Permission[];
+  /**
+   * True when the source honours `SourceContext.leadership` (a warm standby that hands on nothing
+   * until elected): the runtime then starts it on a standby too. Other sources start only once
+   * this process leads.
+   */
+  warmStandby?: boolean;
+  /**
+   * Where the source keeps what a successor must resume from (its checkpoint) when that is on this
+   * process's local disk (`--state-dir`), as a JSON pointer into the source config and a sentence
+   * for the user; undefined when it lives where another process finds it. Pure.
+   */
+  localState?(config: C): { pointer: string; message: string } | undefined;
 }
 export type StageFactory<C = unknown> = ComponentFactory<C, Stage, 'stage'>;
 export type SinkFactory<C = unknown> = ComponentFactory<C, Sink, 'sink'>;

@@ -51,6 +51,13 @@ export const ErrorCode = {
   Checkpoint: 'CRB_CHECKPOINT',
   /** A stage's CEL expression failed for one event (a missing field, a value of the wrong type). */
   Expression: 'CRB_EXPRESSION',
+  /**
+   * Leader election could not read or write its Lease, or this process lost the leadership (it
+   * could not renew within the renew deadline, or another holder took the Lease).
+   */
+  LeaderElection: 'CRB_LEADER_ELECTION',
+  /** A component's state store (`ctx.state`) could not be read or written, or outgrew its bound. */
+  State: 'CRB_STATE',
   /** Command-line usage error. */
   Usage: 'CRB_USAGE',
   /** Something that should not happen; a bug. */

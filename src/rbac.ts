@@ -105,7 +105,7 @@ export function processPermissions(access: ProcessAccess): Permission[] {
     out.push({
       apiGroup: '',
       resource: 'configmaps',
-      verbs: ['get', 'list', 'create', 'update', 'delete'],
+      verbs: ['get', 'create', 'update'],
       namespace: access.state.namespace,
       reason: `component state ConfigMaps ${STATE_CONFIGMAP_PREFIX}*`,
     });

@@ -38,6 +38,13 @@ export interface DeliveryQueueContext {
    * `<stateDir>/outbox/<pipeline>/<sink>.sqlite` (pipeline and sink from `id`). Required then.
    */
   stateDir?: string;
+  /**
+   * Whether an event stored in the outbox counts as settled (default true). False when the outbox
+   * is not durable for whoever resumes (a standby taking over does not see this pod's disk): the
+   * event then settles only when delivered or dead-lettered; the outbox still replays after a
+   * restart of this process.
+   */
+  outboxSettles?: boolean;
 }
 
 interface Item {
@@ -345,7 +352,7 @@ export class DeliveryQueue implements Lifecycle {
   private stored(it: Item, seq: number): void {
     it.stored = seq;
     if (it.done) this.outbox?.ack([seq]);
-    else it.settle();
+    else if (this.ctx.outboxSettles !== false) it.settle();
   }
 
   private refused(items: Item[], err?: unknown): void {

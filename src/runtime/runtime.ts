@@ -5,6 +5,11 @@
  * pipelines checking objects against the same schema share one validator (the source factory's
  * `objectSchema`, memoized per process through `ctx.shared`; for Kubernetes, one CRD watch).
  * Components get one per-process memo (`shared`) and the command line's connection `settings`.
+ * With an elector (`--leader-elect`) a standby is ready and emits nothing (no delivery, no
+ * checkpoint, no state): its sinks are not started, and only sources whose factory declares
+ * `warmStandby` run, keeping their caches warm through `ctx.leadership`; once elected, the sinks
+ * start, then the sources resume from the checkpoint the old leader left (the others start then).
+ * Losing the leadership is the CLI's to act on (it exits).
  */
 import { join } from 'node:path';
 import type {
@@ -22,6 +27,7 @@ import type { LoadedPipeline } from '../config/types.ts';
 import { resolveDeliveryConfig } from '../delivery/config.ts';
 import { type DeadLetter, fileDeadLetter, sinkDeadLetter } from '../delivery/dead-letter.ts';
 import { DeliveryQueue } from '../delivery/queue.ts';
+import type { Elector, Leadership } from '../election.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
@@ -47,6 +53,18 @@ export interface RuntimeOptions {
   crdSchemaFor?: (source: Record<string, unknown>, ctx: ObjectSchemaContext) => ObjectSchemaValidator;
   /** Where components' durable state lives (`ctx.state`); default a file per store under `stateDir`. */
   state?: StateOpener;
+  /**
+   * Leader election: when given, components start only once this process leads (see the class
+   * comment), and `shutdown` releases the leadership after the sinks drained.
+   */
+  elector?: Elector;
+  /**
+   * False when whoever resumes after this process may not find its local outboxes (a standby
+   * taking over does not see this pod's disk): an event stored in a sink's outbox then settles
+   * only once delivered or dead-lettered, so the checkpoint never passes it (see DeliveryQueue's
+   * `outboxSettles`). Default true.
+   */
+  outboxDurable?: boolean;
 }
 
 /** The part of a level-3 validator a pipeline uses. */
@@ -87,15 +105,38 @@ function sharedCrdSchemas(v: ObjectSchemaValidator): () => CrdSchemaHandle {
 
 export class Runtime {
   readonly pipelines: PipelineRunner[] = [];
-  readonly sources: { key: string; id: string; source: Source; pipelines: string[] }[] = [];
+  readonly sources: { key: string; id: string; source: Source; pipelines: string[]; warm: boolean }[] = [];
   /** Every sink's delivery queue (their outboxes' state is part of readiness). */
   private readonly queues: DeliveryQueue[] = [];
   private readonly opts: RuntimeOptions;
   private shutdownPromise: Promise<void> | undefined;
+  /** Set once the components were started (at once, or when elected). */
+  private started: Promise<void> | undefined;
+  /** Set once the warm-standby sources were started (with an elector). */
+  private warmStarted = false;
+  /** True once this process leads and its sinks are started; what `ctx.leadership` shows. */
+  private leadingNow = false;
+  private readonly leadWaiters = new Set<() => void>();
+  private readonly leadership: Leadership = {
+    leading: false,
+    whenLeading: (signal) => {
+      if (this.leadingNow || signal.aborted) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          this.leadWaiters.delete(done);
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        this.leadWaiters.add(done);
+        signal.addEventListener('abort', done, { once: true });
+      });
+    },
+  };
 
   /** Builds every component; performs no I/O (that happens in `start`). */
   constructor(loaded: readonly LoadedPipeline[], registry: Registry, opts: RuntimeOptions) {
     this.opts = opts;
+    Object.defineProperty(this.leadership, 'leading', { get: () => this.leadingNow });
     // one instance per key for the whole process (this runtime), built on first use
     const memo = new Map<string, unknown>();
     const shared = <T>(key: string, make: () => T): T => {
@@ -184,6 +225,7 @@ export class Runtime {
           metrics: opts.metrics,
           deadLetter,
           stateDir: opts.stateDir,
+          outboxSettles: opts.outboxDurable ?? true,
         });
         this.queues.push(s.queue);
       }
@@ -236,8 +278,10 @@ export class Runtime {
         receiver: fanOut(runners),
         redact: [...redact].sort(),
         consumers,
+        ...(opts.elector && { leadership: this.leadership }),
       };
-      this.sources.push({ key, id: label, source: factory.create(config, ctx), pipelines: names });
+      const warm = opts.elector !== undefined && factory.warmStandby === true;
+      this.sources.push({ key, id: label, source: factory.create(config, ctx), pipelines: names, warm });
     }
   }
 
@@ -247,6 +291,11 @@ export class Runtime {
    * ready either while a sink's outbox refuses events (full, or its disk is): its source is paused.
    */
   status(): ComponentStatus {
+    const el = this.opts.elector;
+    if (el && !this.started) {
+      const { identity, leader } = el.state();
+      return { ready: true, live: true, reasons: [`standby (${identity}): ${leader ?? 'no one'} leads`] };
+    }
     let ready = true;
     let live = true;
     const reasons: string[] = [];
@@ -265,25 +314,64 @@ export class Runtime {
     return { ready, live, reasons };
   }
 
-  /** Starts sinks (via the pipelines) and then sources; returns quickly. */
+  /**
+   * Starts sinks (via the pipelines) and then sources; returns quickly. With an elector: starts
+   * the warm-standby sources and campaigns; the rest once this process leads.
+   */
   async start(signal: AbortSignal): Promise<void> {
-    for (const p of this.pipelines) await p.start(signal);
-    for (const s of this.sources) await s.source.start(signal);
-    this.opts.logger.info('crbridge started', {
+    const el = this.opts.elector;
+    if (!el) return this.startComponents(signal);
+    el.onChange((leading) => {
+      if (!leading || this.started || this.shutdownPromise) return;
+      this.opts.logger.info('elected leader: starting the sinks, then resuming from the checkpoint', {
+        identity: el.identity,
+      });
+      void this.startComponents(signal).catch((err: unknown) =>
+        this.opts.logger.error('start after the election failed', {
+          code: ErrorCode.Internal,
+          error: errorMessage(err),
+        }),
+      );
+    });
+    this.warmStarted = true;
+    for (const s of this.sources) if (s.warm) await s.source.start(signal);
+    await el.start(signal);
+    this.opts.logger.info('crbridge started as a candidate; emitting nothing until elected', {
+      identity: el.identity,
       pipelines: this.pipelines.map((p) => p.name),
-      sources: this.sources.length,
+      warmSources: this.sources.filter((s) => s.warm).length,
     });
   }
 
-  /** Stops sources, then drains and stops the pipelines' sinks. Idempotent. */
+  private startComponents(signal: AbortSignal): Promise<void> {
+    this.started ??= (async () => {
+      for (const p of this.pipelines) await p.start(signal);
+      // the sinks are up: the warm sources may hand on now
+      this.leadingNow = true;
+      for (const w of [...this.leadWaiters]) w();
+      for (const s of this.sources) if (!s.warm) await s.source.start(signal);
+      this.opts.logger.info('crbridge started', {
+        pipelines: this.pipelines.map((p) => p.name),
+        sources: this.sources.length,
+      });
+    })();
+    return this.started;
+  }
+
+  /**
+   * Stops sources, then drains and stops the pipelines' sinks, then releases the leadership (so
+   * the next leader starts only after this one stopped delivering). Idempotent.
+   */
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
-      await Promise.allSettled(this.sources.map((s) => s.source.shutdown(deadline))).then((rs) =>
-        this.report(rs, 'source'),
-      );
-      await Promise.allSettled(this.pipelines.map((p) => p.shutdown(deadline))).then((rs) =>
-        this.report(rs, 'pipeline'),
-      );
+      await this.started?.catch(() => {});
+      const running = this.sources.filter((s) => this.started || (this.warmStarted && s.warm));
+      await Promise.allSettled(running.map((s) => s.source.shutdown(deadline))).then((rs) => this.report(rs, 'source'));
+      if (this.started)
+        await Promise.allSettled(this.pipelines.map((p) => p.shutdown(deadline))).then((rs) =>
+          this.report(rs, 'pipeline'),
+        );
+      await this.opts.elector?.shutdown(deadline);
     })();
     return this.shutdownPromise;
   }

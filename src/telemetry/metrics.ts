@@ -180,3 +180,14 @@ export function outboxMetrics(m: Metrics) {
     ),
   };
 }
+
+/** The metric names of leader election (`--leader-elect`), by this process's `identity`. */
+export function leaderMetrics(m: Metrics) {
+  return {
+    leader: m.gauge('crbridge_leader', '1 while this process (identity) leads the election and emits, else 0.'),
+    transitions: m.counter(
+      'crbridge_leader_transitions_total',
+      'Changes of the election leader this process observed (including its own acquiring and losing).',
+    ),
+  };
+}

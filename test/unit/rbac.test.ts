@@ -103,7 +103,7 @@ describe('derived RBAC', () => {
     ]);
     assert.equal(roles[1]?.namespace, 'ops');
     assert.deepEqual(rules(roles[1]), [
-      { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'create', 'update', 'delete'] },
+      { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'create', 'update'] },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['crb'], verbs: ['get', 'update'] },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
     ]);

@@ -210,6 +210,15 @@ export const kubernetesSource: SourceFactory<KubernetesSourceConfig> = {
     return out;
   },
   create: (config, ctx) => new KubernetesSource(config, ctx),
+  // a standby lists and watches but hands on nothing until elected (source.ts)
+  warmStandby: true,
+  localState: (config) =>
+    (config.checkpoint?.backend ?? D.checkpoint.backend) === 'file'
+      ? {
+          pointer: '/checkpoint/backend',
+          message: `the checkpoint is a file in --state-dir (checkpoint.backend ${config.checkpoint?.backend === undefined ? '"file" by default' : '"file"'}), which the next leader does not see`,
+        }
+      : undefined,
   // level 3: the CRD's openAPIV3Schema, read and followed by a reflector of the CRD (crd-schema.ts)
   objectSchema: (config, ctx) => kubernetesObjectSchema(config, ctx),
   permissions: kubernetesSourcePermissions,

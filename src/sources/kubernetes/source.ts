@@ -15,6 +15,12 @@
  * `flushIntervalMs` and at shutdown. The checkpoint therefore never runs ahead of delivery; after a
  * crash, changes handed on but not yet committed are emitted again (as the net change since the
  * committed state) with deterministic ids (at-least-once, duplicates recognisable by id).
+ *
+ * Warm standby (`ctx.leadership`, not leading at start): the reflectors list and watch into a
+ * per-scope map of the current objects, and nothing is handed on, checkpointed or read from the
+ * checkpoint. Once elected, handlers wait while the checkpoint the old leader left is loaded and
+ * each listed scope's current objects are diffed against it exactly like a restart's first LIST
+ * (`reason: 'resync'`); later events are handed on as usual.
  */
 
 import { createHash } from 'node:crypto';
@@ -92,6 +98,11 @@ export function sharedSettings(c: KubernetesSourceConfig): Record<string, unknow
   };
 }
 
+/** Whether an object belongs to a scope (a namespace, or null for all). */
+function scopeFilter(ns: string | null): (o: KubeObject) => boolean {
+  return ns === null ? () => true : (o) => o.metadata.namespace === ns;
+}
+
 /** Short stable hash of a key, for names (ConfigMaps, logs). */
 export function keyHash(key: string): string {
   return createHash('sha256').update(key).digest('hex').slice(0, 12);
@@ -143,6 +154,15 @@ export class KubernetesSource implements Source {
   private shutdownPromise: Promise<void> | undefined;
   private _synced = false;
   private readonly m;
+  /** True while a warm standby (see the file comment). */
+  private standby = false;
+  /** A standby's view per scope (namespace, or null for all): current objects by uid, once listed. */
+  private readonly warm = new Map<string | null, { objects: Map<string, KubeObject>; resourceVersion: string }>();
+  /** Standby handler calls running (a LIST is one call until its last page). */
+  private busy = 0;
+  private idle: (() => void) | undefined;
+  /** Set while taking over: handlers wait for it. */
+  private takingOver: Promise<void> | undefined;
 
   constructor(config: KubernetesSourceConfig, ctx: SourceContext, deps: SourceDeps = {}) {
     this.config = config;
@@ -216,6 +236,7 @@ export class KubernetesSource implements Source {
     // the process's one client (ctx.shared), unless a test gave its own API or credentials
     this.api = this.deps.api ?? (this.deps.kubeConfig ? kubeApi(this.deps.kubeConfig) : sharedKubeApi(this.ctx));
     this.store = this.deps.checkpoint ?? this.makeStore();
+    this.standby = this.ctx.leadership !== undefined && !this.ctx.leadership.leading;
     this.runPromise = this.run(this.controller.signal).catch((err: unknown) => {
       this.error(err, 'source stopped on an unexpected error');
     });
@@ -242,8 +263,160 @@ export class KubernetesSource implements Source {
   }
 
   private async run(signal: AbortSignal): Promise<void> {
+    // 1. the checkpoint becomes the cache (a standby reads it once elected)
+    if (this.standby) void this.takeOverWhenLeading(signal);
+    else await this.loadCheckpoint(signal);
+    // 2. discovery: wait for the resource to be served
+    await this.waitForResource(signal);
+    const ref = this.resource;
+    if (!ref || signal.aborted) return;
+    // 3. one reflector per scope
+    const namespaces = [...new Set(this.config.namespaces ?? [])].sort();
+    if (!ref.namespaced && namespaces.length > 0) {
+      this.ctx.logger.warn('resource is cluster-scoped; `namespaces` is ignored', { resource: gvrString(ref) });
+    }
+    const scopes: (string | null)[] = ref.namespaced && namespaces.length > 0 ? namespaces : [null];
+    this.scopesPending = scopes.length;
+    const c = this.config;
+    await Promise.all(
+      scopes.map((ns) => {
+        const inScope = scopeFilter(ns);
+        const r = new Reflector({
+          api: this.api as KubeApi,
+          path: collectionPath(ref, ns),
+          labelSelector: c.labelSelector,
+          fieldSelector: c.fieldSelector,
+          pageSize: c.pageSize ?? DEFAULTS.pageSize,
+          watchTimeoutSeconds: c.watchTimeoutSeconds ?? DEFAULTS.watchTimeoutSeconds,
+          stallTimeoutMs: (c.stallTimeoutSeconds ?? DEFAULTS.stallTimeoutSeconds) * 1000,
+          backoffInitialMs: c.backoffInitialMs ?? DEFAULTS.backoffInitialMs,
+          backoffMaxMs: c.backoffMaxMs ?? DEFAULTS.backoffMaxMs,
+          target: { resource: ref, scope: { namespace: ns, namespaced: ref.namespaced } },
+          logger: this.ctx.logger.child(ns === null ? {} : { namespace: ns }),
+          onRestart: (reason) => this.m.restarts.inc({ component: this.ctx.id, reason }),
+          onRelist: (reason) => this.m.relists.inc({ component: this.ctx.id, reason }),
+          onError: (code) => this.m.shared.errors.inc({ component: this.ctx.id, code }),
+          handler: {
+            onList: (items, first) =>
+              this.handle(
+                () => this.onList(items, first, inScope),
+                () => this.standbyList(ns, items),
+              ),
+            onEvent: (type, obj) =>
+              this.handle(
+                () => this.onEvent(type, obj),
+                async () => this.standbyEvent(ns, type, obj),
+              ),
+            waitForResource: async (s) => {
+              this.m.resourceServed.set({ component: this.ctx.id }, 0);
+              this.ctx.logger.warn('watched resource is no longer served (CRD deleted?); waiting for it to return', {
+                resource: gvrString(ref),
+              });
+              await this.waitForResource(s);
+            },
+          },
+        });
+        this.reflectors.push(r);
+        return r.run(signal);
+      }),
+    );
+  }
+
+  /** Runs a reflector callback as the leader (`lead`) or, while a standby, as `follow`. */
+  private async handle(lead: () => Promise<void>, follow: () => Promise<void>): Promise<void> {
+    while (this.takingOver) await this.takingOver;
+    if (!this.standby) return lead();
+    this.busy++;
+    try {
+      await follow();
+    } finally {
+      if (--this.busy === 0) this.idle?.();
+    }
+  }
+
+  /** A standby's LIST: the scope's objects are replaced once every page is read. */
+  private async standbyList(ns: string | null, pages: ListPages): Promise<void> {
+    const objects = new Map<string, KubeObject>();
+    for await (const page of pages)
+      for (let i = 0; i < page.length; i++) {
+        const obj = this.normalize(page[i] as KubeObject);
+        page[i] = undefined as never;
+        objects.set(obj.metadata.uid, obj);
+      }
+    this.warm.set(ns, { objects, resourceVersion: pages.resourceVersion });
+    this.warmGauge();
+  }
+
+  private standbyEvent(ns: string | null, type: WatchEventType, raw: KubeObject): void {
+    const w = this.warm.get(ns);
+    if (!w) return; // a watch starts after its LIST
+    const obj = this.normalize(raw);
+    if (type === 'DELETED') w.objects.delete(obj.metadata.uid);
+    else w.objects.set(obj.metadata.uid, obj);
+    w.resourceVersion = obj.metadata.resourceVersion;
+    this.warmGauge();
+  }
+
+  private warmGauge(): void {
+    let n = 0;
+    for (const w of this.warm.values()) n += w.objects.size;
+    this.m.objects.set({ component: this.ctx.id }, n);
+  }
+
+  /**
+   * Once elected: with the reflectors held, loads the checkpoint and diffs each listed scope's
+   * current objects against it as a restart's first LIST would; then the source leads. A diff that
+   * fails (a lookup of a vanished object) is retried with backoff: what it handed on is already in
+   * the cache, so a retry repeats nothing.
+   */
+  private async takeOverWhenLeading(signal: AbortSignal): Promise<void> {
+    await this.ctx.leadership?.whenLeading(signal);
+    if (signal.aborted) return;
+    let release = () => {};
+    this.takingOver = new Promise<void>((r) => {
+      release = r;
+    });
+    try {
+      while (this.busy > 0)
+        await new Promise<void>((r) => {
+          this.idle = r;
+        });
+      await this.loadCheckpoint(signal);
+      if (signal.aborted) return;
+      this.standby = false;
+      const warm = [...this.warm];
+      this.warm.clear();
+      for (const [ns, w] of warm)
+        for (let attempt = 1; !signal.aborted; attempt++) {
+          try {
+            const items = [...w.objects.values()];
+            const pages: ListPages = {
+              resourceVersion: w.resourceVersion,
+              async *[Symbol.asyncIterator]() {
+                yield items;
+              },
+            };
+            await this.onList(pages, true, scopeFilter(ns));
+            break;
+          } catch (err) {
+            if (signal.aborted) return;
+            this.error(err, 'taking over: cannot hand on the changes since the checkpoint; retrying');
+            await sleep(backoffDelay(attempt, 1000, 30_000), signal);
+          }
+        }
+      this.ctx.logger.info('leading: resumed from the checkpoint', {
+        checkpoint: this.store?.description,
+        scopesListed: warm.length,
+      });
+    } finally {
+      this.takingOver = undefined;
+      release();
+    }
+  }
+
+  /** The checkpoint becomes the cache: what was handed on and acknowledged last time. */
+  private async loadCheckpoint(signal: AbortSignal): Promise<void> {
     const store = this.store as CheckpointStore;
-    // 1. the checkpoint becomes the cache: what was handed on and acknowledged last time
     for (let attempt = 1; !signal.aborted; attempt++) {
       try {
         const state = await store.load();
@@ -270,52 +443,6 @@ export class KubernetesSource implements Source {
       this.config.checkpoint?.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
     );
     this.flushTimer.unref();
-    // 2. discovery: wait for the resource to be served
-    await this.waitForResource(signal);
-    const ref = this.resource;
-    if (!ref || signal.aborted) return;
-    // 3. one reflector per scope
-    const namespaces = [...new Set(this.config.namespaces ?? [])].sort();
-    if (!ref.namespaced && namespaces.length > 0) {
-      this.ctx.logger.warn('resource is cluster-scoped; `namespaces` is ignored', { resource: gvrString(ref) });
-    }
-    const scopes: (string | null)[] = ref.namespaced && namespaces.length > 0 ? namespaces : [null];
-    this.scopesPending = scopes.length;
-    const c = this.config;
-    await Promise.all(
-      scopes.map((ns) => {
-        const inScope = ns === null ? () => true : (o: KubeObject) => o.metadata.namespace === ns;
-        const r = new Reflector({
-          api: this.api as KubeApi,
-          path: collectionPath(ref, ns),
-          labelSelector: c.labelSelector,
-          fieldSelector: c.fieldSelector,
-          pageSize: c.pageSize ?? DEFAULTS.pageSize,
-          watchTimeoutSeconds: c.watchTimeoutSeconds ?? DEFAULTS.watchTimeoutSeconds,
-          stallTimeoutMs: (c.stallTimeoutSeconds ?? DEFAULTS.stallTimeoutSeconds) * 1000,
-          backoffInitialMs: c.backoffInitialMs ?? DEFAULTS.backoffInitialMs,
-          backoffMaxMs: c.backoffMaxMs ?? DEFAULTS.backoffMaxMs,
-          target: { resource: ref, scope: { namespace: ns, namespaced: ref.namespaced } },
-          logger: this.ctx.logger.child(ns === null ? {} : { namespace: ns }),
-          onRestart: (reason) => this.m.restarts.inc({ component: this.ctx.id, reason }),
-          onRelist: (reason) => this.m.relists.inc({ component: this.ctx.id, reason }),
-          onError: (code) => this.m.shared.errors.inc({ component: this.ctx.id, code }),
-          handler: {
-            onList: (items, first) => this.onList(items, first, inScope),
-            onEvent: (type, obj) => this.onEvent(type, obj),
-            waitForResource: async (s) => {
-              this.m.resourceServed.set({ component: this.ctx.id }, 0);
-              this.ctx.logger.warn('watched resource is no longer served (CRD deleted?); waiting for it to return', {
-                resource: gvrString(ref),
-              });
-              await this.waitForResource(s);
-            },
-          },
-        });
-        this.reflectors.push(r);
-        return r.run(signal);
-      }),
-    );
   }
 
   private async waitForResource(signal: AbortSignal): Promise<void> {

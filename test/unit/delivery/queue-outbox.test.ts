@@ -34,7 +34,7 @@ const config = (outbox: Partial<OutboxDeliveryConfig> = {}, top: Partial<Deliver
     outbox: { enabled: true, fsync: 'per-batch', ...outbox },
   } as never);
 
-function setup(sink: FakeSink, dir: string, cfg: DeliveryConfig) {
+function setup(sink: FakeSink, dir: string, cfg: DeliveryConfig, outboxSettles?: boolean) {
   const metrics = new Metrics();
   const deadLetter = new MemoryDeadLetter();
   const queue = new DeliveryQueue(sink, cfg, {
@@ -43,6 +43,7 @@ function setup(sink: FakeSink, dir: string, cfg: DeliveryConfig) {
     metrics,
     deadLetter,
     stateDir: dir,
+    ...(outboxSettles !== undefined && { outboxSettles }),
   });
   return { queue, metrics, deadLetter, abort: new AbortController() };
 }
@@ -76,6 +77,25 @@ describe('DeliveryQueue with an outbox', () => {
     assert.equal(outboxMetrics(metrics).entries.get({ component: 'p/s' }), 5);
     await queue.shutdown(Date.now() + 200);
     assert.deepEqual(await storedIds(dir), ['e0', 'e1', 'e2', 'e3', 'e4']);
+  });
+
+  test('outboxSettles false (a local outbox a standby cannot see): stored events settle only when delivered', async () => {
+    const dir = stateDir();
+    let down = true;
+    const sink = new FakeSink(10, (b) =>
+      b.map(() => (down ? { status: 'retryable', error: 'down' } : { status: 'ok' })),
+    );
+    const { queue, metrics, abort } = setup(sink, dir, config(), false);
+    await queue.start(abort.signal);
+    const settled = [];
+    for (let i = 0; i < 3; i++) settled.push((await queue.enqueue(ev(`e${i}`, `u${i}`))).settled);
+    await tick(100);
+    assert.equal(outboxMetrics(metrics).entries.get({ component: 'p/s' }), 3, 'stored in the outbox');
+    assert.equal(await settlesWithin(Promise.all(settled), 300), false, 'stored is not settled');
+    down = false;
+    assert.equal(await settlesWithin(Promise.all(settled), 2000), true, 'settled once delivered');
+    await queue.shutdown(Date.now() + 200);
+    assert.deepEqual(await storedIds(dir), [], 'delivered events were acked');
   });
 
   test('without the outbox, settled waits for delivery (the control)', async () => {
