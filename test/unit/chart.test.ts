@@ -39,7 +39,10 @@ test('files/rbac.json: the Lease only with leader election, the state ConfigMaps
     JSON.stringify(rbac.variants[key].find((r: { namespace: string | null }) => r.namespace === ns)?.rules ?? []);
   assert.match(rulesIn(variantKey(true, 'kubernetes'), RELEASE_NAMESPACE), new RegExp(`"leases".*"${LEASE_ID}"`));
   assert.doesNotMatch(rulesIn(variantKey(false, 'kubernetes'), RELEASE_NAMESPACE), /leases/);
-  assert.match(rulesIn(variantKey(false, 'kubernetes'), RELEASE_NAMESPACE), /component state ConfigMaps crbridge-state-/);
+  assert.match(
+    rulesIn(variantKey(false, 'kubernetes'), RELEASE_NAMESPACE),
+    /component state ConfigMaps crbridge-state-/,
+  );
   // file state: the checkpoint ConfigMaps remain (the default pipeline's checkpoint is kubernetes), not the state ones
   assert.doesNotMatch(rulesIn(variantKey(false, 'file'), RELEASE_NAMESPACE), /crbridge-state-|"list"|"delete"/);
   assert.match(rulesIn(variantKey(false, 'file'), RELEASE_NAMESPACE), /"configmaps"/);

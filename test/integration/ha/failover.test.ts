@@ -1,4 +1,5 @@
 /**
+ * @serial: measures the takeover time against a short Lease; parallel load would skew it.
  * Fail-over on the real stack: two `crbridge run --leader-elect` instances (same pipeline, a
  * ConfigMap checkpoint, a file sink each) with a short Lease (4 s / 3 s / 1 s). Instance A leads
  * (it holds the Lease), B is a ready standby that emits nothing; Backups churn; A is killed with
