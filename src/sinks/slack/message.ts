@@ -194,7 +194,7 @@ const show = (v: unknown) => (v === undefined ? '∅' : clip(JSON.stringify(v) ?
 /**
  * A compact diff of what changed from before the first event to after the last: one line per
  * changed path (`~ status.phase: "Running" → "Failed"`, `+ path: value`, `- path`), noise such as
- * resourceVersion and managedFields left out, at most {@link MAX_DIFF_LINES} lines then a count.
+ * resourceVersion and managedFields left out (a message shows as many as fit, then a count).
  */
 export function compactDiff(events: readonly CloudEvent[]): string[] {
   const first = events[0] as CloudEvent;
@@ -210,8 +210,11 @@ export function compactDiff(events: readonly CloudEvent[]): string[] {
           seen.add(p);
           paths.push(p);
         }
+  // a path under one already listed (an added `/status` and its `/status/phase`) is shown by it
+  const covered = (p: string) => paths.some((q) => q !== p && p.startsWith(`${q}/`));
   const lines: string[] = [];
   for (const p of paths) {
+    if (covered(p)) continue;
     const path = pointerPath(p);
     const a = before === undefined ? undefined : get(before, path);
     const b = get(after, path);
@@ -221,15 +224,26 @@ export function compactDiff(events: readonly CloudEvent[]): string[] {
     else if (b === undefined) lines.push(`- ${name}`);
     else lines.push(`~ ${name}: ${show(a)} → ${show(b)}`);
   }
-  if (lines.length > MAX_DIFF_LINES) {
-    const more = lines.length - MAX_DIFF_LINES;
-    lines.length = MAX_DIFF_LINES;
-    lines.push(`… ${more} more changed path${more === 1 ? '' : 's'}`);
-  }
   return lines;
 }
 
-const codeBlock = (lines: string[]) => `${clip(`\`\`\`${esc(lines.join('\n'))}`, LIMITS.section - 3)}\`\`\``;
+/**
+ * The diff lines as a code block within one section: at most {@link MAX_DIFF_LINES} lines and
+ * the section's limit, then a line counting the paths left out.
+ */
+function codeBlock(lines: string[]): string {
+  const shown: string[] = [];
+  let size = 6 + 40; // the fences and the count line
+  for (const l of lines) {
+    const e = esc(l);
+    if (shown.length >= MAX_DIFF_LINES || size + e.length + 1 > LIMITS.section) break;
+    shown.push(e);
+    size += e.length + 1;
+  }
+  const more = lines.length - shown.length;
+  if (more > 0) shown.push(`… ${more} more changed path${more === 1 ? '' : 's'}`);
+  return `\`\`\`${shown.join('\n')}\`\`\``;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Messages
