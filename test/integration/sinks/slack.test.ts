@@ -153,7 +153,7 @@ test('slack: a thread per Backup across a restart; 100 failures in 2 s become a 
     assert.equal((replies[1] as SlackMessage).broadcast, phase === 'Failed', 'failures broadcast to the channel');
   }
   const longParent = parents.find((x) => texts(x).includes('lc-long')) as SlackMessage;
-  const head = (longParent.blocks?.[0] as { text: { text: string } }).text.text;
+  const head = ((longParent.blocks ?? [])[0] as { text: { text: string } }).text.text;
   assert.ok(head.length <= 150 && head.endsWith(CUT), 'a long name is cut in the header with the marker');
   const longReply = s.replies(LIFE, longParent.ts)[1] as SlackMessage;
   assert.match(texts(longReply), /status\.message/, 'the huge diff is shown, cut to fit');
