@@ -428,7 +428,7 @@ export function fit(m: SlackMessage): SlackMessage {
       context(`… ${dropped} more blocks left out to fit Slack's limits`),
     ];
   }
-  for (let guard = 0; JSON.stringify(blocks).length > MAX_BLOCKS_CHARS && guard < 200; guard++) {
+  for (let guard = 0; JSON.stringify(blocks).length > MAX_BLOCKS_CHARS && guard < 5000; guard++) {
     let longest = -1;
     let len = 0;
     for (const [i, b] of blocks.entries()) {

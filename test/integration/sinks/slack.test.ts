@@ -18,7 +18,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -43,6 +43,7 @@ const N = 100;
 let slack: LocalSlack | undefined;
 after(async () => {
   await slack?.close();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 /** Every text of a message as Slack shows it: the fallback and each block's. */
