@@ -9,7 +9,8 @@
  * over them is refused with `invalid_blocks` / `msg_blocks_too_long` / `msg_too_long`, as Slack
  * does. It records every request, every 429 it sent and any request on a channel before that
  * channel's `Retry-After` ran out, keeps each channel's messages (threads, edits applied), and can
- * be told to answer a Slack error (`invalid_auth`, `channel_not_found`, ...) for a while.
+ * be told to answer a Slack error (`invalid_auth`, `channel_not_found`, ...) for a while, or a 429
+ * for the next posts to a channel (`throttle`).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -136,6 +137,8 @@ export class LocalSlack {
   readonly earlyRetries: { channel: string; at: number; until: number }[] = [];
   /** Answers `error` (HTTP 200, ok:false; for a webhook its HTTP status) to calls `match` selects; null = normal. */
   failWith: { error: string; match?: (r: SlackRequest) => boolean } | null = null;
+  /** Posts to these channels answered 429 + Retry-After (seconds) whatever the buckets say, `count` times. */
+  private readonly forced = new Map<string, { seconds: number; count: number }>();
   private readonly opts: Required<Omit<LocalSlackOptions, 'channels'>> & { channels?: Set<string> };
   private readonly buckets = new Map<string, Bucket>();
   private readonly workspace: Bucket;
@@ -176,6 +179,11 @@ export class LocalSlack {
   }
   get webhookUrl(): string {
     return `${this.url}/hooks/${this.opts.webhookPath}`;
+  }
+
+  /** Answers the next `count` posts to `channel` with 429 and `Retry-After: seconds` (as Slack under load). */
+  throttle(channel: string, seconds: number, count = 1): void {
+    this.forced.set(channel, { seconds, count });
   }
 
   /** A channel's top-level messages (thread parents and digests), in order. */
@@ -252,6 +260,11 @@ export class LocalSlack {
         this.buckets.set(channel, b);
       }
       wait = b.take(now);
+    }
+    const forced = posting ? this.forced.get(channel) : undefined;
+    if (forced && forced.count > 0) {
+      forced.count--;
+      wait = forced.seconds * 1000;
     }
     if (wait > 0) {
       const seconds = Math.max(1, Math.ceil(wait / 1000));

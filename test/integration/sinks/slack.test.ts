@@ -78,6 +78,7 @@ test('slack: a thread per Backup across a restart; 100 failures in 2 s become a 
       token: \${env:SLACK_BOT_TOKEN}
       channel: ${LIFE}
       apiUrl: \${env:SLACK_API_URL}
+      configErrorRetryMs: 1500
 `,
     }),
   );
@@ -166,6 +167,7 @@ test('slack: a thread per Backup across a restart; 100 failures in 2 s become a 
   await pool(names, 8, (n) => setStatus(burstNs, n, { phase: 'Running' }));
   const before = s.messages.filter((m) => m.channel === ALERTS).length;
   assert.equal(before, 0, 'creations and Running reach Kafka only');
+  s.throttle(ALERTS, 2); // the first post of the burst gets a 429 with Retry-After: 2
   const t0 = Date.now();
   await pool(names, 32, (n) => setStatus(burstNs, n, { phase: 'Failed' }));
   const burstMs = Date.now() - t0;
@@ -204,7 +206,18 @@ test('slack: a thread per Backup across a restart; 100 failures in 2 s become a 
 
   // --- pacing and limits as the local Slack saw them
   assert.deepEqual(s.earlyRetries, [], 'no call before its Retry-After ran out');
-  assert.ok(s.rateLimited.length <= 3, `${s.rateLimited.length} 429s`);
+  assert.ok(s.rateLimited.length >= 1 && s.rateLimited.length <= 3, `${s.rateLimited.length} 429s`);
+  const limited = s.rateLimited.find((r) => r.channel === ALERTS) as { at: number; retryAfterMs: number };
+  const next = s.requests.find((r) => r.channel === ALERTS && r.at > limited.at) as { at: number };
+  assert.ok(
+    next.at - limited.at >= limited.retryAfterMs,
+    `the next call came ${next.at - limited.at} ms after the 429`,
+  );
+  // the local Slack's rate (1/s per channel, burst 2) held: no 5 s window with more than 5 + 2 posts
+  for (const ch of [LIFE, ALERTS]) {
+    const at = s.messages.filter((m) => m.channel === ch).map((m) => m.at);
+    for (const a of at) assert.ok(at.filter((b) => b >= a && b < a + 5000).length <= 7, `${ch} over its rate`);
+  }
   const refused = s.requests.filter((r) => r.error !== undefined && r.error !== 'ratelimited');
   assert.deepEqual(
     refused.map((r) => r.error),
@@ -226,6 +239,34 @@ test('slack: a thread per Backup across a restart; 100 failures in 2 s become a 
   assert.equal(
     metricSum(metrics, 'crbridge_slack_messages_total', { component: 'backup-alerts/slack' }),
     burstMessages.length,
+  );
+
+  // --- the bot is removed from a channel: events kept, /readyz says why, delivered once it is back
+  s.failWith = { error: 'not_in_channel', match: (r) => r.channel === LIFE };
+  await setStatus(lifeNs, 'lc-a', { phase: 'Completed', message: 'verified' });
+  const why = await eventually(
+    async () => {
+      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+      const body = await r.text();
+      return r.status === 503 && body.includes('not_in_channel') ? body : undefined;
+    },
+    20_000,
+    '/readyz 503 naming the Slack problem',
+  );
+  assert.match(why, /life\/slack: Slack refuses the configuration for channel C-LIFE: not_in_channel; invite the bot/);
+  const aThread = parents.find((x) => texts(x).includes('lc-a')) as SlackMessage;
+  assert.equal(s.replies(LIFE, aThread.ts).length, 2, 'nothing posted while refused');
+  s.failWith = null;
+  await ready();
+  await eventually(() => s.replies(LIFE, aThread.ts).length === 3, 20_000, 'the kept change delivered');
+  assert.match(
+    texts(s.replies(LIFE, aThread.ts)[2] as SlackMessage),
+    /status\.message: ∅ → "verified"|\+ status\.message: "verified"/,
+  );
+  assert.equal(
+    logs(proc).filter((l) => String(l.msg).includes('not_in_channel')).length,
+    1,
+    'logged once, naming the channel',
   );
 
   // --- no secret anywhere
