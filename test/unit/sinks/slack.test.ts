@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
@@ -423,6 +424,21 @@ describe('slack sink, incoming-webhook mode', () => {
     );
     noSecrets(lines, metrics, r);
   });
+});
+
+test('incoming webhook that never answers: retried, and the timeout error names only the origin', async () => {
+  const server = net.createServer(() => {}); // accepts, never answers
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  try {
+    const { sink, lines, metrics } = make({ webhookUrl: `http://127.0.0.1:${port}/services/${HOOK}`, timeoutMs: 200 });
+    const r = await sink.send([out(failed('slow', 'uid-slow'))], new AbortController().signal);
+    assert.equal(r[0]?.status, 'retryable');
+    assert.match((r[0] as { error: string }).error, new RegExp(`incoming webhook http://127.0.0.1:${port}: `));
+    noSecrets(lines, metrics, r);
+  } finally {
+    server.close();
+  }
 });
 
 describe('slack sink config', () => {
