@@ -4,9 +4,9 @@
  * token, a channel with a token, URLs that are http(s), template placeholders that compile). Pure.
  * No message ever quotes a secret's value.
  */
+import { checkTemplate } from '../../cel/template.ts';
 import type { JsonSchema } from '../../component.ts';
 import { DEFAULT_HTTP_TIMEOUT_MS, type TlsOptions, tlsSchema } from '../util/http.ts';
-import { templateProblems } from './template.ts';
 
 export type BroadcastPolicy = 'never' | 'failures' | 'always';
 
@@ -215,10 +215,7 @@ export function checkSlackConfig(c: SlackSinkConfig): { pointer: string; message
   }
   if (c.webhookUrl !== undefined && c.broadcast !== undefined && c.broadcast !== 'never')
     out.push({ pointer: '/broadcast', message: 'applies to bot-token mode only (an incoming webhook has no threads)' });
-  if (typeof c.linkTemplate === 'string')
-    for (const p of templateProblems(c.linkTemplate)) out.push({ pointer: '/linkTemplate', message: p });
-  for (const [k, v] of Object.entries(c.templates ?? {}))
-    if (typeof v === 'string')
-      for (const p of templateProblems(v)) out.push({ pointer: `/templates/${k}`, message: p });
+  out.push(...checkTemplate('/linkTemplate', c.linkTemplate));
+  for (const [k, v] of Object.entries(c.templates ?? {})) out.push(...checkTemplate(`/templates/${k}`, v));
   return out;
 }

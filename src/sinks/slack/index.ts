@@ -23,6 +23,7 @@
  * payload. Neither the token nor the webhook URL's path is ever logged, counted or dead-lettered.
  */
 import { createHash } from 'node:crypto';
+import { compileTemplate, templateRenderer } from '../../cel/template.ts';
 import type {
   ComponentContext,
   ComponentStatus,
@@ -44,12 +45,12 @@ import {
   isFailure,
   type MessageOptions,
   parentMessage,
+  type Render,
   replyMessage,
   type SlackMessage,
   standaloneMessage,
 } from './message.ts';
 import { Bucket, Pacer } from './pacing.ts';
-import { compileTemplate } from './template.ts';
 
 export { SLACK_SINK_DEFAULTS, type SlackSinkConfig } from './config.ts';
 
@@ -190,13 +191,18 @@ class SlackSink implements Sink {
     this.digestThreshold = config.digestThreshold ?? D.digestThreshold;
     this.ttlMs = (config.threadTtlHours ?? D.threadTtlHours) * 3_600_000;
     this.configRetryMs = config.configErrorRetryMs ?? D.configErrorRetryMs;
+    // templates: the one {{ CEL }} engine of the pipeline; a failing placeholder renders a marker,
+    // counted and logged once (the message still goes out)
+    const render = templateRenderer(ctx);
+    const bind = (source: string): Render => {
+      const t = compileTemplate(source);
+      return (event) => render(t, event);
+    };
     this.opts = {
       failurePhases: config.failurePhases ?? D.failurePhases,
       phaseField: config.phaseField ?? D.phaseField,
-      ...(config.linkTemplate !== undefined && { link: compileTemplate(config.linkTemplate) }),
-      templates: Object.fromEntries(
-        Object.entries(config.templates ?? {}).map(([k, v]) => [k, compileTemplate(v as string)]),
-      ),
+      ...(config.linkTemplate !== undefined && { link: bind(config.linkTemplate) }),
+      templates: Object.fromEntries(Object.entries(config.templates ?? {}).map(([k, v]) => [k, bind(v as string)])),
     };
     this.m = {
       messages: ctx.metrics.counter(SLACK_METRICS.messages, 'Slack messages posted or updated, by method.'),

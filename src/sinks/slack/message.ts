@@ -9,7 +9,6 @@
  */
 import { changeOf } from '../../cel/index.ts';
 import type { CloudEvent } from '../../events/cloudevent.ts';
-import type { Template } from './template.ts';
 
 /** Block Kit limits (docs.slack.dev/reference/block-kit). */
 export const LIMITS = Object.freeze({
@@ -40,12 +39,15 @@ export interface SlackMessage {
   blocks: Block[];
 }
 
+/** A compiled template bound to its component: the text for one event (never throws). */
+export type Render = (event: CloudEvent) => string;
+
 /** What a message needs beyond the events. */
 export interface MessageOptions {
   failurePhases: readonly string[];
   phaseField: string;
-  link?: Template;
-  templates?: { header?: Template; text?: Template; summary?: Template };
+  link?: Render;
+  templates?: { header?: Render; text?: Render; summary?: Render };
   now?: number;
 }
 
@@ -277,19 +279,19 @@ function stateFields(f: ObjectFacts, o: MessageOptions, changes?: number): Block
 }
 
 function headerText(f: ObjectFacts, o: MessageOptions, last: CloudEvent): string {
-  if (o.templates?.header) return o.templates.header.render(last);
+  if (o.templates?.header) return o.templates.header(last);
   return `${mark(f, o)} ${f.kind} ${qualified(f)} ${f.change === 'created' ? 'created' : f.change === 'deleted' ? 'deleted' : `is ${f.phase ?? 'changed'}`}`;
 }
 
 function fallback(f: ObjectFacts, o: MessageOptions, last: CloudEvent, extra = ''): string {
-  if (o.templates?.text) return clip(o.templates.text.render(last), LIMITS.text);
+  if (o.templates?.text) return clip(o.templates.text(last), LIMITS.text);
   return clip(`${f.kind} ${qualified(f)}: ${f.change}${f.phase ? `, phase ${phaseText(f)}` : ''}${extra}`, LIMITS.text);
 }
 
 function linkAndSummary(blocks: Block[], o: MessageOptions, last: CloudEvent): void {
-  if (o.templates?.summary) blocks.push(section(o.templates.summary.render(last)));
+  if (o.templates?.summary) blocks.push(section(o.templates.summary(last)));
   if (o.link) {
-    const url = o.link.render(last).trim();
+    const url = o.link(last).trim();
     if (url !== '') blocks.push(section(`<${url.replace(/[<>|]/g, encodeURIComponent)}|Open>`));
   }
 }

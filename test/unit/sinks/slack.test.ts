@@ -454,16 +454,19 @@ describe('slack sink config', () => {
       check({ token: 'xoxb-1', channel: 'C1', linkTemplate: 'https://c/{{ object.metadata.name }}' }),
       [],
     );
-    const bad = check({ token: 'xoxb-1', channel: 'C1', linkTemplate: 'https://c/{{ object.metadata.name + }}' });
+    // the shared {{ CEL }} engine: the problem and its offset within the template (validate turns
+    // it into the file's line and column)
+    const problems = (c: SlackSinkConfig) =>
+      (slackSink.check?.(c) ?? []) as { pointer: string; message: string; offset?: number }[];
+    const bad = problems({ token: 'xoxb-1', channel: 'C1', linkTemplate: 'https://c/{{ object.metadata.name + }}' });
     assert.equal(bad.length, 1);
-    assert.match(
-      bad[0] ?? '',
-      /^\/linkTemplate in the placeholder at character 11 \(\{\{ object\.metadata\.name \+ \}\}\): CEL syntax error/,
-    );
-    assert.match(
-      check({ token: 'xoxb-1', channel: 'C1', templates: { header: 'x {{ oops' } }).join('\n'),
-      /^\/templates\/header at character 3: "\{\{" is never closed/,
-    );
+    assert.equal(bad[0]?.pointer, '/linkTemplate');
+    assert.match(bad[0]?.message ?? '', /^in placeholder \{\{ object\.metadata\.name \+ \}\}: CEL syntax error/);
+    assert.equal(typeof bad[0]?.offset, 'number');
+    const open = problems({ token: 'xoxb-1', channel: 'C1', templates: { header: 'x {{ oops' } });
+    assert.equal(open[0]?.pointer, '/templates/header');
+    assert.match(open[0]?.message ?? '', /not closed/);
+    assert.equal(open[0]?.offset, 2, 'the offset of the unclosed {{');
   });
 
   test('templates override the header and text; the link is rendered per event', async () => {
