@@ -10,7 +10,9 @@
  *
  * Batches: the delivery queue hands at most `maxBatch` events, one object's in order. An object
  * with several changes in a batch gets one message (the latest state, "N changes coalesced"); a
- * batch touching more than `digestThreshold` objects becomes one digest message listing them all.
+ * batch touching more than `digestThreshold` objects becomes one digest message listing them all
+ * (the parents of those that have a thread are then updated in the background, at the workspace
+ * rate, between sends).
  * What was coalesced is counted (`crbridge_slack_coalesced_events_total`) and said in the message;
  * nothing is dropped silently. `maxConcurrency` is 1: one batch at a time, so the pacing (token
  * buckets per channel and workspace, shared in the process; a 429 pauses the channel for its
@@ -23,6 +25,7 @@
  * payload. Neither the token nor the webhook URL's path is ever logged, counted or dead-lettered.
  */
 import { createHash } from 'node:crypto';
+import { sleep } from '../../backoff.ts';
 import { compileTemplate, templateRenderer } from '../../cel/template.ts';
 import type {
   ComponentContext,
@@ -152,6 +155,17 @@ class SlackSink implements Sink {
   private lastPrune = 0;
   /** The configuration error Slack last answered, until a call succeeds. */
   private problem: string | undefined;
+  /**
+   * Thread parents a digest covered (their objects changed, but got no reply of their own): updated
+   * to their latest state in the background, at the workspace rate, between sends.
+   */
+  private readonly stale = new Map<string, { ch: string; ts: string; n: number; events: CloudEvent[] }>();
+  private wakeRefresher: (() => void) | undefined;
+  private refresher: Promise<void> | undefined;
+  /** Aborted at shutdown: stops the parent refresher. */
+  private readonly stopping = new AbortController();
+  /** Serializes sends and background parent updates (one object's parent is never updated twice at once). */
+  private lock: Promise<unknown> = Promise.resolve();
   private shutdownPromise: Promise<void> | undefined;
 
   constructor(config: SlackSinkConfig, ctx: ComponentContext) {
@@ -229,6 +243,7 @@ class SlackSink implements Sink {
   }
 
   async start(signal: AbortSignal): Promise<void> {
+    if (this.mode === 'bot') this.refresher = this.refreshParents();
     if (!this.store) return;
     const store = this.store;
     this.loading = store.load(signal).then(
@@ -249,8 +264,19 @@ class SlackSink implements Sink {
     return { ready: false, live: true, reasons: [this.problem] };
   }
 
-  async send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]> {
-    if (batch.length === 0) return [];
+  send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]> {
+    if (batch.length === 0) return Promise.resolve([]);
+    return this.locked(() => this.sendNow(batch, signal));
+  }
+
+  /** Runs `fn` after every send and parent update started before it. */
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => {});
+    return run;
+  }
+
+  private async sendNow(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]> {
     await this.loading;
     const results = new Map<OutboundEvent, DeliveryResult>();
     const groups = groupsOf(batch);
@@ -286,12 +312,20 @@ class SlackSink implements Sink {
         { ...this.labels, into: 'digest' },
         groups.reduce((n, g) => n + g.items.length, 0),
       );
-      // a deleted object listed in the digest: its thread is forgotten after the TTL
+      // objects with a thread: the thread records the changes (a redelivery is not posted again),
+      // the parent is brought to the latest state in the background; a deleted object's thread is
+      // forgotten after the TTL
       for (const g of groups) {
-        const last = g.items[g.items.length - 1]?.event as CloudEvent;
+        const events = g.items.map((o) => o.event);
+        const last = events[events.length - 1] as CloudEvent;
         const t = this.getThread(g.key);
-        if (t && last.type.endsWith('.deleted')) this.setThread(g.key, { ...t, del: Date.now() });
+        if (!t || t.del !== undefined) continue;
+        const n = t.n + events.length;
+        const deleted = last.type.endsWith('.deleted');
+        this.setThread(g.key, { ch: t.ch, ts: t.ts, n, last: last.id, ...(deleted && { del: Date.now() }) });
+        this.stale.set(g.key, { ch: t.ch, ts: t.ts, n, events });
       }
+      if (this.stale.size > 0) this.wakeRefresher?.();
     }
     return r;
   }
@@ -308,6 +342,7 @@ class SlackSink implements Sink {
   /** Bot mode: the object's thread — a new parent, or a reply and the parent updated. */
   private async thread(g: Group, signal: AbortSignal, fresh = false): Promise<DeliveryResult> {
     let events = g.items.map((o) => o.event);
+    this.stale.delete(g.key); // this send brings the parent up to date itself
     let entry = fresh ? undefined : this.getThread(g.key);
     if (entry) {
       // events already delivered (a retry after a crash or a failed update) are not shown again
@@ -440,6 +475,39 @@ class SlackSink implements Sink {
     }
   }
 
+  /** The background updates of parents a digest covered; ends at shutdown. */
+  private async refreshParents(): Promise<void> {
+    const signal = this.stopping.signal;
+    while (!signal.aborted) {
+      const next = this.stale.entries().next();
+      if (next.done) {
+        await new Promise<void>((resolve) => {
+          this.wakeRefresher = resolve;
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+        this.wakeRefresher = undefined;
+        continue;
+      }
+      const [key, job] = next.value;
+      let again = false;
+      try {
+        await this.locked(async () => {
+          if (this.stale.get(key) !== job) return; // a send updated it meanwhile
+          this.stale.delete(key);
+          const parent = parentMessage(job.events, this.opts, job.n);
+          const out = await this.post('chat.update', { channel: job.ch, ts: job.ts, ...parent }, signal);
+          if (out.kind === 'ratelimited' || out.kind === 'retryable') {
+            if (!this.stale.has(key)) this.stale.set(key, job);
+            again = out.kind === 'retryable';
+          } else if (out.kind !== 'stale') this.result(out, parent);
+        });
+      } catch {
+        return; // aborted at shutdown: a parent left stale costs display, not events
+      }
+      if (again) await sleep(1000, signal);
+    }
+  }
+
   /** Writes the thread map (and prunes forgotten threads now and then). */
   private async persist(signal: AbortSignal): Promise<void> {
     if (!this.store) {
@@ -478,6 +546,16 @@ class SlackSink implements Sink {
 
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
+      this.stopping.abort();
+      // the refresher stops at once (its call is aborted); a send still running ends by the deadline
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all([this.refresher, this.lock]),
+        new Promise<void>((r) => {
+          timer = setTimeout(r, Math.max(0, deadline - Date.now()));
+        }),
+      ]);
+      clearTimeout(timer);
       if (this.store) {
         const ac = new AbortController();
         const t = setTimeout(() => ac.abort(), Math.max(0, deadline - Date.now()));

@@ -258,6 +258,40 @@ describe('slack sink, bot-token mode', () => {
     assert.equal(metrics.counter(SLACK_METRICS.coalesced, '').get({ component: 'p/slack', into: 'digest' }), 100);
   });
 
+  test('a digest over objects that have threads: their parents are brought to the latest state in the background', async () => {
+    const slack = await localSlack(fast);
+    const { sink } = make(bot(slack));
+    const signal = new AbortController().signal;
+    await sink.start(signal);
+    const lives = Array.from({ length: 6 }, (_, i) => lifecycle(`t-${i}`, `uid-t${i}`, ['Running', 'Failed']));
+    for (const l of lives) assert.deepEqual(await sink.send([out(l[0] as CloudEvent)], signal), [ok]);
+    assert.equal(slack.parents('C0ALERTS').length, 6);
+    const r = await sink.send(
+      lives.flatMap((l) => l.slice(1).map(out)),
+      signal,
+    );
+    assert.equal(r.length, 12);
+    assert.ok(r.every((x) => x.status === 'ok'));
+    assert.equal(slack.parents('C0ALERTS').length, 7, 'one digest');
+    const end = Date.now() + 5000;
+    while (
+      Date.now() < end &&
+      !slack
+        .parents('C0ALERTS')
+        .slice(0, 6)
+        .every((p) => /Failed/.test(p.text))
+    )
+      await new Promise((res) => setTimeout(res, 20));
+    for (const p of slack.parents('C0ALERTS').slice(0, 6)) {
+      assert.match(p.text, /phase Failed/, 'the parent shows the latest state');
+      assert.equal(slack.replies('C0ALERTS', p.ts).length, 0, 'no reply per object');
+      assert.match(texts(p), /\*Changes\*\n3/);
+    }
+    // a redelivery of what the digest covered is not posted again
+    assert.deepEqual(await sink.send([out(lives[0]?.[2] as CloudEvent)], signal), [ok]);
+    assert.equal(slack.messages.length, 7);
+  });
+
   test('very long names and huge diffs stay within Block Kit limits (truncated with a marker)', async () => {
     const slack = await localSlack(fast);
     const { sink } = make(bot(slack, { digestThreshold: 2 }));
