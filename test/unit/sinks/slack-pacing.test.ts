@@ -92,3 +92,47 @@ test('two slack sinks of one process posting to one channel share its budget', a
     await slack.close();
   }
 });
+
+test('shutdown honours its deadline while a send waits out a long Retry-After, and is idempotent', async () => {
+  const slack = new LocalSlack({ token: 'xoxb-shut' });
+  await slack.start();
+  try {
+    slack.throttle('C1', 30); // the first post: 429 with Retry-After: 30
+    const sink = slackSink.create(
+      { token: 'xoxb-shut', channel: 'C1', apiUrl: slack.apiUrl },
+      {
+        id: 'p/slack',
+        pipeline: 'p',
+        logger: captureLogger().logger,
+        metrics: new Metrics(),
+        stateDir: '/tmp',
+        clusterName: 'c',
+      },
+    );
+    await sink.start(new AbortController().signal);
+    const ev = (i: number) =>
+      ({
+        specversion: '1.0',
+        id: `s${i}.1`,
+        source: 's',
+        type: 'io.crbridge.example.com.backup.created',
+        datacontenttype: 'application/json',
+        k8suid: `s${i}`,
+        data: { object: { metadata: { name: `s${i}`, uid: `s${i}`, resourceVersion: '1' } }, reason: 'live' },
+      }) as unknown as CloudEvent;
+    const [first] = await sink.send([{ event: ev(1), seq: 1, attempts: 1 }], new AbortController().signal);
+    assert.equal(first?.status, 'retryable');
+    assert.equal((first as { retryAfterMs?: number }).retryAfterMs, 30_000);
+    const waiting = sink.send([{ event: ev(2), seq: 2, attempts: 1 }], new AbortController().signal); // waits 30 s
+    void waiting.catch(() => {});
+    const t0 = Date.now();
+    const a = sink.shutdown(Date.now() + 300);
+    assert.equal(sink.shutdown(Date.now() + 10_000), a, 'the same promise');
+    await a;
+    const took = Date.now() - t0;
+    assert.ok(took < 1000, `shutdown took ${took} ms`);
+    assert.equal(slack.requests.length, 1, 'nothing sent during the Retry-After');
+  } finally {
+    await slack.close();
+  }
+});
