@@ -224,6 +224,12 @@ export interface Sink extends Lifecycle {
    * `concurrency` is cut to it.
    */
   readonly maxConcurrency?: number;
+  /**
+   * Optional: what the sink knows about its destination for the probes (a configuration the remote
+   * refuses, e.g. Slack's invalid_auth). Only `ready` and `reasons` count: not ready makes
+   * `/readyz` fail with the reasons; a sink is never the cause of a restart. Cheap; no I/O.
+   */
+  status?(): ComponentStatus;
   /** Returns one result per event, in the order of `batch`. Must not throw for per-event failures. */
   send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]>;
 }

@@ -103,10 +103,11 @@ const arithmetic = {
 };
 
 /**
- * What an expression must produce: a bool (filters), a value for an event attribute (enrich), or
- * a string (a name chosen per event, e.g. a Kafka topic; null or an empty optional for "none").
+ * What an expression must produce: a bool (filters), a value for an event attribute (enrich),
+ * a string (a name chosen per event, e.g. a Kafka topic; null or an empty optional for "none"),
+ * or anything (a template placeholder, stringified when rendered).
  */
-export type CelResult = 'bool' | 'attribute' | 'string';
+export type CelResult = 'bool' | 'attribute' | 'string' | 'any';
 
 /** CEL types an attribute expression may have (`dyn` and optionals are checked when evaluated). */
 const ATTRIBUTE_TYPES = /^(string|int|uint|double|bool|null|dyn|optional<.*>)$/;
@@ -114,11 +115,16 @@ const ATTRIBUTE_TYPES = /^(string|int|uint|double|bool|null|dyn|optional<.*>)$/;
 /** CEL types a string expression may have (`dyn` and optionals are checked when evaluated). */
 const STRING_TYPES = /^(string|null|dyn|optional<(string|dyn)>)$/;
 
-/** An expression that could not be compiled; `message` is one line and names where it failed. */
+/**
+ * An expression that could not be compiled; `message` is one line and names where it failed.
+ * `offset` is the 0-based character of `source` where the parser or checker stopped, when known.
+ */
 export class CelCompileError extends Error {
-  constructor(message: string) {
+  readonly offset: number | undefined;
+  constructor(message: string, offset?: number) {
     super(message);
     this.name = 'CelCompileError';
+    this.offset = offset;
   }
 }
 
@@ -128,6 +134,11 @@ export interface CelProgram {
   /** The CEL type the checker inferred, e.g. `bool` or `dyn`. */
   readonly type: string;
   evaluate(vars: CelVariables): unknown;
+}
+
+function offsetOf(err: unknown): number | undefined {
+  const at = (err as { range?: { start?: unknown } } | undefined)?.range?.start;
+  return typeof at === 'number' ? at : undefined;
 }
 
 function located(source: string, err: unknown): string {
@@ -149,15 +160,16 @@ export function compileCel(source: string, result: CelResult): CelProgram {
   try {
     program = env.parse(source);
   } catch (err) {
-    throw new CelCompileError(`CEL syntax error: ${located(source, err)}`);
+    throw new CelCompileError(`CEL syntax error: ${located(source, err)}`, offsetOf(err));
   }
   let checked: TypeCheckResult;
   try {
     checked = program.check(); // the parsed expression, not parsed again
   } catch (err) {
-    throw new CelCompileError(`CEL error: ${located(source, err)}`);
+    throw new CelCompileError(`CEL error: ${located(source, err)}`, offsetOf(err));
   }
-  if (!checked.valid) throw new CelCompileError(`CEL type error: ${located(source, checked.error)}`);
+  if (!checked.valid)
+    throw new CelCompileError(`CEL type error: ${located(source, checked.error)}`, offsetOf(checked.error));
   const type = String(checked.type);
   if (result === 'bool' && type !== 'bool' && type !== 'dyn')
     throw new CelCompileError(`the expression must produce a bool (true keeps the event), but it produces ${type}`);

@@ -395,13 +395,16 @@ export class DeliveryQueue implements Lifecycle {
   }
 
   /**
-   * Readiness for /readyz: not ready while the outbox refuses events (full, or its disk is), with
-   * why. Without an outbox always ready (a full in-memory queue is ordinary back-pressure).
+   * Readiness for /readyz: not ready while the outbox refuses events (full, or its disk is), or
+   * while the sink's own `status()` says its destination refuses it, with why. Otherwise ready (a
+   * full in-memory queue is ordinary back-pressure).
    */
   status(): { ready: boolean; reasons: string[] } {
-    if (!this.outbox) return { ready: true, reasons: [] };
+    const sink = this.sink.status?.();
+    const reasons = (sink?.reasons ?? []).map((r) => `${this.ctx.id}: ${r}`);
+    if (!this.outbox) return { ready: sink?.ready ?? true, reasons };
     const st = this.outbox.status();
-    return { ready: st.ready, reasons: [...st.reasons] };
+    return { ready: st.ready && (sink?.ready ?? true), reasons: [...st.reasons, ...reasons] };
   }
 
   /** Opens the outbox and queues what it holds, in order, before any new event (as room allows). */

@@ -13,6 +13,7 @@ import { deliveryConfigSchema, type PartialDeliveryConfig, type RetryConfig } fr
 import { allFactories } from '../../../src/registry.ts';
 import type { FileSinkConfig } from '../../../src/sinks/file/index.ts';
 import type { KafkaSinkConfig } from '../../../src/sinks/kafka/index.ts';
+import type { SlackSinkConfig } from '../../../src/sinks/slack/index.ts';
 import type { StdoutSinkConfig } from '../../../src/sinks/stdout/index.ts';
 import type { WebhookSinkConfig } from '../../../src/sinks/webhook/index.ts';
 import type { KubernetesSourceConfig } from '../../../src/sources/kubernetes/index.ts';
@@ -96,6 +97,23 @@ const webhook: Presence<WebhookSinkConfig> = {
   timeoutMs: 'optional',
   abuseProtection: 'optional',
 };
+const slack: Presence<SlackSinkConfig> = {
+  webhookUrl: 'optional',
+  token: 'optional',
+  channel: 'optional',
+  apiUrl: 'optional',
+  broadcast: 'optional',
+  failurePhases: 'optional',
+  phaseField: 'optional',
+  linkTemplate: 'optional',
+  templates: 'optional',
+  digestThreshold: 'optional',
+  rate: 'optional',
+  threadTtlHours: 'optional',
+  configErrorRetryMs: 'optional',
+  timeoutMs: 'optional',
+  tls: 'optional',
+};
 const filter: Presence<FilterStageConfig> = { expression: 'required', onError: 'optional' };
 const enrich: Presence<EnrichStageConfig> = { attributes: 'required', onError: 'optional' };
 
@@ -105,6 +123,7 @@ const factoryConfigs: Record<string, Record<string, 'optional' | 'required'>> = 
   'sink:kafka': kafka,
   'sink:file': file,
   'sink:webhook': webhook,
+  'sink:slack': slack,
   'sink:stdout': stdout,
   'stage:filter': filter,
   'stage:enrich': enrich,

@@ -25,7 +25,12 @@ test('every example pipeline validates', () => {
     .map((f) => join(dir, f));
   assert.ok(files.length >= 2);
   const loaded = loadPipelines(files, createPipelineValidator(currentSchema(), allFactories()), {
-    env: { KAFKA_BROKERS: '127.0.0.1:9092', WEBHOOK_SECRET: `whsec_${Buffer.alloc(32, 7).toString('base64')}` },
+    env: {
+      KAFKA_BROKERS: '127.0.0.1:9092',
+      WEBHOOK_SECRET: `whsec_${Buffer.alloc(32, 7).toString('base64')}`,
+      SLACK_BOT_TOKEN: 'xoxb-example',
+    },
   });
-  assert.equal(loaded.length, files.length);
+  // a file may hold more than one pipeline (pipelines/backup-alerts.yaml holds two)
+  assert.ok(loaded.length >= files.length);
 });
