@@ -71,7 +71,7 @@ test('the process metrics read the real process at scrape time', async () => {
     const text = m.render();
     const rss = metricSum(text, 'process_resident_memory_bytes');
     assert.ok(rss > 10e6 && rss === Math.round(rss), `rss ${rss}`);
-    assert.ok(metricSum(text, 'process_cpu_seconds_total') >= before + 0.1, 'CPU seconds grew');
+    assert.ok(metricSum(text, 'process_cpu_seconds_total') > before, 'CPU seconds grew');
     assert.ok(metricSum(text, 'nodejs_heap_size_used_bytes') > 1e6);
     assert.ok(metricSum(text, 'nodejs_eventloop_lag_max_seconds') >= 0.05, 'the blocked loop shows as lag');
     const start = metricSum(text, 'process_start_time_seconds');
