@@ -1,6 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 /**
- * The crbridge command line: `run`, `validate`, `schema`, `version`. The only place that calls
+ * The crbridge command line: `run`, `validate`, `schema`, `top`, `version`. The only place that calls
  * process.exit. Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
  * The shebang passes the same V8 flag as the container image (a 2 MB young generation keeps RSS
  * low with many watched objects; see bench/RESULTS.md §3), so `npx crbridge` runs like the image.
@@ -18,6 +18,7 @@ import { Runtime } from './runtime/runtime.ts';
 import { startOpsServer } from './server/http.ts';
 import { createLogger, type Level } from './telemetry/logger.ts';
 import { Metrics } from './telemetry/metrics.ts';
+import { runTop } from './top/index.ts';
 
 const USAGE = `crbridge — Kubernetes Custom Resource changes as CloudEvents
 
@@ -25,6 +26,7 @@ Usage:
   crbridge run -c <pipeline.yaml> [-c more.yaml ...] [options]
   crbridge validate -c <pipeline.yaml> [-c ...]      check files without connecting anywhere
   crbridge schema [--out <file>]                        print the pipeline JSON Schema
+  crbridge top [--url <metrics url>]                   live view of a running instance (q quits)
   crbridge version
 
 Options for run:
@@ -36,6 +38,10 @@ Options for run:
   --kubeconfig <file>         kubeconfig (default $KUBECONFIG, in-cluster, ~/.kube/config)
   --shutdown-timeout <secs>   how long to drain on SIGTERM (default 25)
   --log-level <level>         debug | info | warn | error (default info)
+
+Options for top:
+  --url <url>                 the instance's metrics (default http://127.0.0.1:8080/metrics)
+  --interval <secs>           refresh interval (default 1)
 `;
 
 function version(): string {
@@ -67,6 +73,8 @@ async function main(argv: string[]): Promise<number> {
       'shutdown-timeout': { type: 'string' },
       'log-level': { type: 'string' },
       out: { type: 'string' },
+      url: { type: 'string' },
+      interval: { type: 'string' },
     },
   });
   const logger = createLogger({ level: (values['log-level'] as Level | undefined) ?? 'info' });
@@ -90,6 +98,17 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'run':
       return run(values, logger);
+    case 'top': {
+      const secs = Number(values.interval ?? 1);
+      if (!Number.isFinite(secs) || secs <= 0)
+        throw new CrbridgeError(ErrorCode.Usage, `--interval must be a number of seconds, got "${values.interval}"`);
+      return runTop({
+        url: values.url ?? 'http://127.0.0.1:8080/metrics',
+        intervalMs: secs * 1000,
+        input: process.stdin,
+        output: process.stdout,
+      });
+    }
     default:
       throw new CrbridgeError(ErrorCode.Usage, `unknown command "${command}"; try: crbridge --help`);
   }
