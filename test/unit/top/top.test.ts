@@ -27,6 +27,8 @@ function registry() {
   m.queueDepth.set({ component: 'p/hook' }, 0);
   return { metrics, m, synced };
 }
+const ESC = String.fromCharCode(27);
+const ANSI = new RegExp(`${ESC}\\[[0-9;?]*[a-zA-Z]`, 'g');
 const snap = (metrics: Metrics, at: number) => new Snapshot(parseMetrics(metrics.render()), at);
 
 test('the model: rates between two scrapes, delivery lag, watch and sink state, leader', () => {
@@ -74,9 +76,13 @@ test('the model: rates between two scrapes, delivery lag, watch and sink state, 
   assert.match(screen, /p\/source\s+5\s+0\.0\s+0\s+0\s+syncing/);
   assert.match(screen, /^ {2}kafka\s+10\.0\s+5\.0\s+10\s+10\s+300ms\s+0\s+0\s+-\s+ok$/m);
   assert.match(screen, /^ {2}hook\s+0\.0\s+0\.0\s+0\s+0\s+-\s+3\s+2\s+-\s+retrying 12s$/m);
-  assert.doesNotMatch(screen, /\x1b/);
+  assert.ok(!screen.includes(ESC), 'no escape codes without colour');
   const narrow = renderTop(model, { url: 'http://x/metrics', width: 30, color: true });
-  for (const l of narrow) assert.ok(l.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '').length <= 30, JSON.stringify(l));
+  assert.ok(
+    narrow.some((l) => l.includes(`${ESC}[1m`)),
+    'bold headers with colour',
+  );
+  for (const l of narrow) assert.ok(l.replace(ANSI, '').length <= 30, JSON.stringify(l));
 });
 
 test('runTop scrapes the endpoint every interval, draws, and quits on q', async () => {
