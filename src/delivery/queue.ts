@@ -214,6 +214,8 @@ export class DeliveryQueue implements Lifecycle {
         concurrency: wanted,
         limit: this.concurrency,
       });
+    // a sink's series exist from the start (at 0), for dashboards, alerts and `crbridge top`
+    this.gauges();
   }
 
   /** Events waiting or in flight. */

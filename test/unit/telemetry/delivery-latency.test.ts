@@ -1,7 +1,7 @@
 /**
  * The delivery latency histogram: a DeliveryQueue observes, per sink, the seconds from each
  * acknowledged event's `time` to the ack; retried events count once, when acknowledged;
- * dead-lettered events are not observed.
+ * dead-lettered events are not observed. A new queue exports its gauges at 0.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -66,4 +66,21 @@ test('secondsSince: a time in the future or unreadable counts 0', () => {
   assert.equal(secondsSince('2026-01-01T00:00:20Z', now), 0);
   assert.equal(secondsSince('not a time', now), 0);
   assert.equal(secondsSince(undefined, now), 0);
+});
+
+test("a sink queue's gauges exist at 0 from its construction (dashboards and crbridge top list the sink at once)", () => {
+  const metrics = new Metrics();
+  new DeliveryQueue(new FakeSink(), resolveDeliveryConfig({}), {
+    id: 'p/idle',
+    logger: silentLogger,
+    metrics,
+    deadLetter: new MemoryDeadLetter(),
+  });
+  const text = metrics.render();
+  for (const name of [
+    'crbridge_component_queue_depth',
+    'crbridge_component_queue_bytes',
+    'crbridge_component_in_flight_sends',
+  ])
+    assert.match(text, new RegExp(`^${name}\\{component="p/idle"\\} 0$`, 'm'), name);
 });
