@@ -102,11 +102,15 @@ async function main(argv: string[]): Promise<number> {
       const secs = Number(values.interval ?? 1);
       if (!Number.isFinite(secs) || secs <= 0)
         throw new CrbridgeError(ErrorCode.Usage, `--interval must be a number of seconds, got "${values.interval}"`);
+      // SIGINT/SIGTERM (Ctrl-C when the input is not a terminal) quit like `q`, restoring the screen
+      const quit = new AbortController();
+      for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => quit.abort());
       return runTop({
         url: values.url ?? 'http://127.0.0.1:8080/metrics',
         intervalMs: secs * 1000,
         input: process.stdin,
         output: process.stdout,
+        signal: quit.signal,
       });
     }
     default:

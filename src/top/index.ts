@@ -31,7 +31,7 @@ async function scrape(url: string, timeoutMs: number): Promise<Snapshot> {
   return new Snapshot(parseMetrics(text), Date.now());
 }
 
-/** Runs the view until `q`, Ctrl-C, the end of input or `signal`; resolves with the exit code (0). */
+/** Runs the view until `q`, Ctrl-C (raw terminal input) or `signal`; resolves with the exit code (0). */
 export async function runTop(opts: TopOptions): Promise<number> {
   const { input, output } = opts;
   const interval = opts.intervalMs ?? 1000;
@@ -54,7 +54,7 @@ export async function runTop(opts: TopOptions): Promise<number> {
   const rawBefore = input.isTTY === true && typeof input.setRawMode === 'function';
   if (rawBefore) input.setRawMode?.(true);
   input.on('data', onData);
-  input.once('end', stop);
+  // the end of a piped input is not a request to quit (Ctrl-C or the signal is)
   input.resume();
   opts.signal?.addEventListener('abort', stop, { once: true });
   const onResize = () => wake?.();
