@@ -2,7 +2,8 @@
  * What `crbridge top` shows, computed from two scrapes of `/metrics` (rates need two): the process
  * (leader, memory, CPU, event-loop lag), each source (watch state, objects, deltas/s, restarts) and
  * each pipeline with its sinks (events/s in and out, delivered, queue depth, delivery lag, retries,
- * dead letters, outbox depth, state). Pure: text in, lines out; the terminal is `index.ts`'s.
+ * dead letters, outbox depth, state), and the watched objects by phase when a `metrics` sink exports
+ * them. Pure: text in, lines out; the terminal is `index.ts`'s.
  */
 import type { Snapshot } from './prom.ts';
 
@@ -52,6 +53,8 @@ export interface TopModel {
   loopLag: number | undefined;
   sources: SourceRow[];
   pipelines: PipelineRow[];
+  /** Objects per kind and phase (the `metrics` sinks' crbridge_cr_status_phase), kinds sorted. */
+  phases: { kind: string; counts: [phase: string, objects: number][] }[];
 }
 
 const C = 'component';
@@ -145,8 +148,23 @@ export function buildModel(cur: Snapshot, prev: Snapshot | undefined): TopModel 
       sinks,
     };
   });
+  const byKind = new Map<string, Map<string, number>>();
+  for (const smp of cur.samples('crbridge_cr_status_phase')) {
+    const kind = smp.labels.kind ?? '';
+    const phase = smp.labels.phase ?? '';
+    let counts = byKind.get(kind);
+    if (!counts) {
+      counts = new Map();
+      byKind.set(kind, counts);
+    }
+    counts.set(phase, (counts.get(phase) ?? 0) + smp.value);
+  }
+  const phases = [...byKind]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([kind, counts]) => ({ kind, counts: [...counts].sort(([a], [b]) => a.localeCompare(b)) }));
   return {
     leader,
+    phases,
     rss: cur.sum('process_resident_memory_bytes'),
     cpu: cpuRate === undefined ? undefined : cpuRate * 100,
     heap: cur.sum('nodejs_heap_size_used_bytes'),
@@ -281,6 +299,11 @@ export function renderTop(model: TopModel | undefined, opts: RenderOptions): str
     out.push(i === 0 ? bold(line) : bad[i] ? paint(color, '31', line) : line);
   });
   if (model.pipelines.length === 0) out.push('(no pipeline metrics yet)');
+  if (model.phases.length > 0) {
+    out.push('', bold('RESOURCES BY PHASE (metrics sinks)'));
+    for (const k of model.phases)
+      out.push(`${k.kind}: ${k.counts.map(([phase, count]) => `${phase} ${fmtInt(count)}`).join('  ')}`);
+  }
   return cut(out, opts.width);
 }
 

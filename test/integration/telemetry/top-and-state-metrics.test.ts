@@ -119,6 +119,7 @@ test('crbridge top in tmux shows the numbers move; the metrics sink exports phas
   // top refreshes every second: the delivered count and the source's objects move
   await eventually(async () => row(screen(), 'audit')?.[2] === '5', 15_000, 'top shows 5 delivered to audit');
   await eventually(async () => /top\/source\s+3\s/.test(screen()), 5_000, 'top shows 3 objects');
+  await eventually(async () => /Backup: Failed 1 {2}Running 1/.test(screen()), 5_000, 'top shows the Backups by phase');
   const moved = screen();
   assert.equal(row(moved, 'state')?.[2], '5', 'the metrics sink took the 5 events too');
   assert.equal(row(moved, 'audit')?.at(-1), 'ok');

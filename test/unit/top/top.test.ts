@@ -45,6 +45,13 @@ test('the model: rates between two scrapes, delivery lag, watch and sink state, 
   m.deadLettered.inc({ component: 'p/hook' }, 2);
   synced.set({ component: 'p/source' }, 0);
   metrics.gauge('crbridge_leader', 'x.').set({ identity: 'pod-a' }, 1);
+  const phase = metrics.gauge('crbridge_cr_status_phase', 'x.');
+  for (const [name, p] of [
+    ['a', 'Running'],
+    ['b', 'Running'],
+    ['c', 'Failed'],
+  ])
+    phase.set({ component: 'p/state', kind: 'Backup', name: name as string, phase: p as string }, 1);
   const second = snap(metrics, 2000);
   const model = buildModel(second, first);
   assert.equal(model.leader, 'pod-a');
@@ -76,6 +83,7 @@ test('the model: rates between two scrapes, delivery lag, watch and sink state, 
   assert.match(screen, /p\/source\s+5\s+0\.0\s+0\s+0\s+syncing/);
   assert.match(screen, /^ {2}kafka\s+10\.0\s+5\.0\s+10\s+10\s+300ms\s+0\s+0\s+-\s+ok$/m);
   assert.match(screen, /^ {2}hook\s+0\.0\s+0\.0\s+0\s+0\s+-\s+3\s+2\s+-\s+retrying 12s$/m);
+  assert.match(screen, /RESOURCES BY PHASE \(metrics sinks\)\nBackup: Failed 1 {2}Running 2$/);
   assert.ok(!screen.includes(ESC), 'no escape codes without colour');
   const narrow = renderTop(model, { url: 'http://x/metrics', width: 30, color: true });
   assert.ok(
