@@ -5,6 +5,7 @@
 import type { AnyFactory, SinkFactory, SourceFactory, StageFactory } from './component.ts';
 import { fileSink } from './sinks/file/index.ts';
 import { kafkaSink } from './sinks/kafka/index.ts';
+import { metricsSink } from './sinks/metrics/index.ts';
 import { slackSink } from './sinks/slack/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 import { webhookSink } from './sinks/webhook/index.ts';
@@ -22,7 +23,7 @@ export interface Registry {
 export const registry: Registry = {
   sources: [kubernetesSource],
   stages: [filterStage, enrichStage],
-  sinks: [kafkaSink, fileSink, stdoutSink, webhookSink, slackSink],
+  sinks: [kafkaSink, fileSink, stdoutSink, webhookSink, slackSink, metricsSink],
 };
 
 export function allFactories(r: Registry = registry): AnyFactory[] {

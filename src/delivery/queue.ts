@@ -18,7 +18,7 @@ import { approxEventBytes } from '../events/build.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
 import { toStructuredJson } from '../events/serialize.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
+import { componentMetrics, type Metrics, secondsSince } from '../telemetry/metrics.ts';
 import type { DeliveryConfig, RetryConfig } from './config.ts';
 import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from './dead-letter.ts';
 import { type Outbox, type OutboxEntry, outboxPath, SqliteOutbox } from './outbox.ts';
@@ -221,6 +221,8 @@ export class DeliveryQueue implements Lifecycle {
         concurrency: wanted,
         limit: this.concurrency,
       });
+    // a sink's series exist from the start (at 0), for dashboards, alerts and `crbridge top`
+    this.gauges();
   }
 
   /** Events waiting or in flight. */
@@ -740,6 +742,7 @@ export class DeliveryQueue implements Lifecycle {
       }
     }
     if (delivered.length > 0) this.m.sent.inc(this.labels, delivered.length);
+    for (const it of delivered) this.m.deliveryLatency.observe(this.labels, secondsSince(it.event.time, now));
     for (const it of delivered) this.release(it, true);
     // retryable ones go back to their place (their objects stay busy until this batch is done)
     if (again.length > 0) {

@@ -2,13 +2,14 @@
  * The operations endpoint: `/metrics` (Prometheus text format), `/healthz` (liveness: the event
  * loop answers in time and no component is stuck) and `/readyz` (readiness: every source reads its
  * resource now). A failing probe answers 503 with one line per reason. Listens on `host:port`;
- * port 0 picks a free port. What the probes mean and how to wire them: docs/probes.md.
+ * port 0 picks a free port. `/metrics` includes the process metrics (`src/telemetry/process.ts`). What the probes mean and how to wire them: docs/probes.md.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { ComponentStatus } from '../component.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
+import { registerProcessMetrics } from '../telemetry/process.ts';
 
 export interface OpsServerOptions {
   host: string;
@@ -78,6 +79,7 @@ const lines = (reasons: readonly string[]) => reasons.map((r) => `${r}\n`).join(
 
 export async function startOpsServer(opts: OpsServerOptions): Promise<OpsServer> {
   const loop = new EventLoopWatch(opts.eventLoopWindowMs);
+  const processMetrics = registerProcessMetrics(opts.metrics);
   const maxDelayMs = opts.maxEventLoopDelayMs ?? 5000;
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -115,6 +117,7 @@ export async function startOpsServer(opts: OpsServerOptions): Promise<OpsServer>
     close: () =>
       new Promise<void>((resolve) => {
         loop.stop();
+        processMetrics.stop();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -19,9 +19,18 @@ export interface Gauge {
   set(labels: Labels, v: number): void;
   inc(labels?: Labels, by?: number): void;
   get(labels?: Labels): number;
+  /** Removes the series (e.g. of a deleted object), so it is no longer exported. */
+  delete(labels: Labels): void;
 }
 export interface Histogram {
   observe(labels: Labels, v: number): void;
+}
+
+/** What the registry knows of one metric family (for docs and checks). */
+export interface FamilyInfo {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram';
 }
 
 interface Family {
@@ -35,6 +44,20 @@ const DEFAULT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 export class Metrics {
   private families = new Map<string, Family & { impl: unknown }>();
+  private readonly collectors: (() => void)[] = [];
+
+  /**
+   * Runs `collect` before every render, to set gauges whose value is read at scrape time (process
+   * memory, seconds since a time). It must be cheap and must not throw.
+   */
+  onCollect(collect: () => void): void {
+    this.collectors.push(collect);
+  }
+
+  /** The registered families, in registration order. */
+  list(): FamilyInfo[] {
+    return [...this.families.values()].map(({ name, help, type }) => ({ name, help, type }));
+  }
 
   counter(name: string, help: string): Counter {
     return this.family(name, help, 'counter', () => {
@@ -54,6 +77,9 @@ export class Metrics {
         set: (l, v) => values.set(key(l), v),
         inc: (l = {}, by = 1) => values.set(key(l), (values.get(key(l)) ?? 0) + by),
         get: (l = {}) => values.get(key(l)) ?? 0,
+        delete: (l) => {
+          values.delete(key(l));
+        },
       };
       return { impl, render: () => [...values].map(([k, v]) => `${name}${k ? `{${k}}` : ''} ${v}`) };
     });
@@ -108,12 +134,22 @@ export class Metrics {
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
+    for (const c of this.collectors) c();
     const lines: string[] = [];
     for (const f of this.families.values()) {
       lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.render());
     }
     return `${lines.join('\n')}\n`;
   }
+}
+
+/** Buckets of end-to-end latencies: from tens of milliseconds to an hour (a sink down, a restart). */
+export const LATENCY_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
+
+/** Seconds from the RFC 3339 `time` to `now` (epoch ms); 0 for a time in the future or unreadable. */
+export function secondsSince(time: string | undefined, now: number): number {
+  const t = time === undefined ? Number.NaN : Date.parse(time);
+  return Number.isFinite(t) && now > t ? (now - t) / 1000 : 0;
 }
 
 /** The metric names every component shares. */
@@ -136,6 +172,11 @@ export function componentMetrics(m: Metrics) {
     deadLetterWriteFailures: m.counter(
       'crbridge_dead_letter_write_failures_total',
       'Failed attempts to write a dead letter (each is retried; the event stays unsettled until written).',
+    ),
+    deliveryLatency: m.histogram(
+      'crbridge_component_delivery_latency_seconds',
+      "Seconds from a change's time (the event's time attribute: when Kubernetes recorded the change, else when the source saw it) to the sink acknowledging its event.",
+      LATENCY_BUCKETS,
     ),
     sendDuration: m.histogram('crbridge_component_send_duration_seconds', 'Duration of one sink send call.'),
     inFlight: m.gauge(

@@ -13,6 +13,7 @@ import { deliveryConfigSchema, type PartialDeliveryConfig, type RetryConfig } fr
 import { allFactories } from '../../../src/registry.ts';
 import type { FileSinkConfig } from '../../../src/sinks/file/index.ts';
 import type { KafkaSinkConfig } from '../../../src/sinks/kafka/index.ts';
+import type { MetricsSinkConfig } from '../../../src/sinks/metrics/index.ts';
 import type { SlackSinkConfig } from '../../../src/sinks/slack/index.ts';
 import type { StdoutSinkConfig } from '../../../src/sinks/stdout/index.ts';
 import type { WebhookSinkConfig } from '../../../src/sinks/webhook/index.ts';
@@ -114,6 +115,7 @@ const slack: Presence<SlackSinkConfig> = {
   timeoutMs: 'optional',
   tls: 'optional',
 };
+const metricsSinkConfig: Presence<MetricsSinkConfig> = { phase: 'optional', maxSeries: 'optional' };
 const filter: Presence<FilterStageConfig> = { expression: 'required', onError: 'optional' };
 const enrich: Presence<EnrichStageConfig> = { attributes: 'required', onError: 'optional' };
 
@@ -125,6 +127,7 @@ const factoryConfigs: Record<string, Record<string, 'optional' | 'required'>> = 
   'sink:webhook': webhook,
   'sink:slack': slack,
   'sink:stdout': stdout,
+  'sink:metrics': metricsSinkConfig,
   'stage:filter': filter,
   'stage:enrich': enrich,
 };
