@@ -15,9 +15,10 @@ export function compilePath(path: string): Path {
   return parsePath(path);
 }
 
-/** The problem with `path` as a pointer or dotted path (with `*`), or undefined when it is fine. */
+/** The problem with `path` as a pointer or dotted path (with `*`), or undefined when it is fine (or empty: the schema refuses that). */
 export function pathProblem(path: string, opts: { wildcards: boolean }): string | undefined {
-  if (path === '' || path === '/') return 'the path is empty; name a field, e.g. /status/phase or status.phase';
+  if (path === '') return undefined; // the schema's minLength says so
+  if (path === '/') return 'the path is empty; name a field, e.g. /status/phase or status.phase';
   const tokens = parsePath(path);
   if (tokens.some((t) => t === ''))
     return `the path ${JSON.stringify(path)} has an empty segment; remove the extra / or .`;
