@@ -145,7 +145,7 @@ test("every factory's config interface has the keys and required fields of its c
   const k8s = factories.find((f) => f.type === 'kubernetes')?.configSchema as ObjectSchema;
   assertAgrees('kubernetes checkpoint', kubernetesCheckpoint, k8s.properties?.checkpoint);
   const routes = factories.find((f) => f.type === 'route')?.configSchema as ObjectSchema;
-  assertAgrees('route routes[]', routeEntry, (routes.properties?.routes as { items?: unknown }).items);
+  assertAgrees('route routes[]', routeEntry, (routes.properties?.routes as { items?: unknown } | undefined)?.items);
 });
 
 test('the delivery block and the pipeline-level blocks agree with their schemas', () => {

@@ -93,7 +93,7 @@ test('a bad template placeholder is reported at its exact line and column, in ev
   assert.equal(got.length, want.length, got.join('\n'));
 });
 
-test('a template whose text came from ${env:} is reported at the start of its value', () => {
+test('a template whose text came from an env reference is reported at the start of its value', () => {
   const file = pipeline(`    - type: transform
       set:
         /x: '\${env:TEMPLATE} {{ objct }}'`);
