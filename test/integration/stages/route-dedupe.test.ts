@@ -140,8 +140,9 @@ test('every change to Kafka, Failed ones to the file too, heartbeats dropped; a 
   const after = await readTopic(env.KAFKA_BROKERS, topic, 6);
   assert.equal(after.length, 6, 'exactly one more record: the change made while down');
   const resumed = after.find((k) => !kafka.some((b) => b.event.id === k.event.id));
-  assert.equal((resumed?.event.data as { summary: string }).summary, 'Backup weekly is Failed');
-  assert.equal((resumed?.event.data as { reason: string }).reason, 'resync');
+  const resumedData = resumed?.event.data as { summary?: string; reason?: string } | undefined;
+  assert.equal(resumedData?.summary, 'Backup weekly is Failed');
+  assert.equal(resumedData?.reason, 'resync');
   await eventually(() => fileEvents(failures).length >= 2, 10_000, 'the file sink after the restart');
   assert.deepEqual(summaries(fileEvents(failures)), [
     ['nightly', 'Backup nightly is Failed'],
