@@ -5,13 +5,15 @@
  * in the REAL apiserver. Then crbridge stops and restarts: the checkpoint went past the dropped
  * heartbeats and past the events the file sink was not given, so the restart hands on exactly
  * what changed while it was down (a Backup that failed) and nothing for the others.
+ * `crbridge validate` reports a bad template placeholder at its file, line and column.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { runArgs, startCrbridge } from '../../support/crbridge.ts';
+import { cliPath, runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { fileEvents, readTopic } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
 import { waitFor as eventually, loadStackEnv } from '../../support/stack.ts';
@@ -152,4 +154,56 @@ test('every change to Kafka, Failed ones to the file too, heartbeats dropped; a 
   assert.equal(await m('heartbeats', 'crbridge_component_received_events_total'), 2);
   assert.equal(await m('heartbeats', 'crbridge_component_dropped_events_total'), 1);
   assert.equal(await second.stop('SIGTERM'), 0);
+});
+
+test('crbridge validate names the file, line and column of a bad template placeholder and an unknown route sink', () => {
+  const file = join(dir, 'broken.yaml');
+  writeFileSync(
+    file,
+    backupsPipelineYaml({
+      name: 'broken',
+      namespaces: [ns],
+      specExtra: `  stages:
+    - type: transform
+      set:
+        /summary: 'Backup {{ object.metadata.name }} is {{ object.status.phase + }}'
+    - type: route
+      routes:
+        - when: change == "deleted"
+          sinks: [out, alerts]
+`,
+      sinks: '    - name: out\n      type: stdout\n',
+    }),
+  );
+  let out = '';
+  let code = 0;
+  try {
+    // no KUBECONFIG, no brokers: validation must not need them
+    execFileSync(process.execPath, [cliPath, 'validate', '-c', file], {
+      env: { PATH: process.env.PATH ?? '' },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (err) {
+    const e = err as { status: number; stderr: string; stdout: string };
+    code = e.status;
+    out = e.stderr + e.stdout;
+  }
+  assert.notEqual(code, 0);
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const line = lines.findIndex((l) => l.includes('phase + }}')) + 1;
+  // the expression ends early: the error is where it ends, just after the +
+  const column = (lines[line - 1]?.indexOf('phase +') ?? 0) + 'phase +'.length + 1;
+  assert.match(
+    out,
+    new RegExp(
+      `${file.replaceAll('/', '\\/')}:${line}:${column}: /spec/stages/0/set/~1summary: in placeholder \\{\\{ object\\.status\\.phase \\+ \\}\\}: CEL syntax error`,
+    ),
+  );
+  assert.match(
+    out,
+    new RegExp(
+      `${file.replaceAll('/', '\\/')}:${line + 4}:\\d+: /spec/stages/1/routes/0/sinks/1: no sink of this pipeline is named "alerts"`,
+    ),
+  );
 });
