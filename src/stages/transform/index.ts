@@ -4,7 +4,7 @@
  * (`"Backup {{ object.metadata.name }} is {{ object.status.phase }}"`, `src/cel/template.ts`).
  * Applied in that order; templates see the event as it came into the stage. What the event
  * contract requires (`reason`, the object's name, namespace, uid and resourceVersion, the
- * `redacted` and `truncated` markers) is always kept and cannot be dropped, renamed or overwritten,
+ * `selector`, `redacted` and `truncated` markers) is always kept and cannot be dropped, renamed or overwritten,
  * so the result stays a valid crbridge CloudEvent; the pipeline checks it again after the stages.
  * The input event is never modified (copy-on-write: its objects are shared with other sinks).
  */
@@ -32,9 +32,10 @@ const IDENTITY: readonly Path[] = [
   ['metadata', 'uid'],
   ['metadata', 'resourceVersion'],
 ];
-/** Kept with `keep` whatever it says (namespace too: it names the object). */
+/** Kept with `keep` whatever it says (namespace too: it names the object; `selector`: a delete that is none). */
 const ALWAYS_KEPT: readonly Path[] = [
   ['reason'],
+  ['selector'],
   ['redacted'],
   ['truncated'],
   ...[...IDENTITY, ['metadata', 'namespace']].map((p) => ['object', ...p]),
@@ -123,7 +124,7 @@ export const transformStage: StageFactory<TransformStageConfig> = {
         type: 'array',
         minItems: 1,
         description:
-          "Only these paths of the data stay, e.g. `[/object/spec, /object/status, /transition]`; what every event must carry (reason, the object's name, namespace, uid and resourceVersion, redacted, truncated) always stays.",
+          "Only these paths of the data stay, e.g. `[/object/spec, /object/status, /transition]`; what every event must carry (reason, the object's name, namespace, uid and resourceVersion, selector, redacted, truncated) always stays.",
         items: pathItems,
       },
       drop: {
