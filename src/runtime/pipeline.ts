@@ -11,8 +11,8 @@
  *
  * Ordering: `push` is called in source order and enqueues in that order, so every sink sees one
  * object's events in the order they happened. A delta with `targets` goes to those sinks only; an
- * event a stage limited to some sinks (`withDestinations`: the `route` stage) goes to those only
- * and settles at once for the others.
+ * event a stage limited to some sinks (`withDestinations`) goes to those only and settles at once
+ * for the others.
  */
 import { type DeltaReceiver, destinationsOf, type Lifecycle, type Stage, withoutDestinations } from '../component.ts';
 import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from '../delivery/dead-letter.ts';
