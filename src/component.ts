@@ -83,9 +83,11 @@ export interface ComponentFactory<
   /**
    * Checks the schema cannot express (e.g. compiling an expression), run by `crbridge validate`
    * after the schema check on every block of this type. Pure: no I/O. Pointers are relative to
-   * the component's block (`/expression`); messages say what to do.
+   * the component's block (`/expression`); messages say what to do. `offset`, for a problem inside
+   * a string value (a template placeholder), is its 0-based character index in that string, so
+   * `crbridge validate` names the exact line and column.
    */
-  check?(config: Config): { pointer: string; message: string }[];
+  check?(config: Config): { pointer: string; message: string; offset?: number }[];
   /**
    * The Kubernetes API access this component needs with `config` (defaults not applied: the block
    * as written, after `${env:...}` references are resolved), for `crbridge rbac` and the Helm
@@ -175,6 +177,37 @@ export interface Source extends Lifecycle {
 /** A stage maps one event to zero or more events (filter drops, route annotates, ...). Pure and synchronous where possible. */
 export interface Stage {
   process(event: CloudEvent): CloudEvent[] | Promise<CloudEvent[]>;
+}
+
+/**
+ * The annotation a stage puts on an event to name the pipeline's sinks it goes to (by sink
+ * `name`); an event without it goes to every sink. The pipeline removes it before any sink or
+ * validator sees the event, delivers the event to those sinks only and counts it as settled for
+ * the others, so an event routed away never holds back another sink's checkpoint. Later stages
+ * keep it (it is an own enumerable symbol property: `{ ...event }` copies it, JSON drops it).
+ */
+export const DESTINATIONS: unique symbol = Symbol('crbridge.destinations');
+
+/**
+ * `event` (a shallow copy) going to `sinks` only; an event already limited to some sinks (an
+ * earlier routing stage) goes to those of `sinks` it was already going to.
+ */
+export function withDestinations(event: CloudEvent, sinks: readonly string[]): CloudEvent {
+  const before = destinationsOf(event);
+  const names = before ? sinks.filter((s) => before.includes(s)) : [...new Set(sinks)];
+  return { ...event, [DESTINATIONS]: Object.freeze(names) };
+}
+
+/** The sinks a stage limited `event` to, or undefined for all of them. */
+export function destinationsOf(event: CloudEvent): readonly string[] | undefined {
+  return (event as { [DESTINATIONS]?: readonly string[] })[DESTINATIONS];
+}
+
+/** `event` without its {@link DESTINATIONS} annotation (the same object when it has none). */
+export function withoutDestinations(event: CloudEvent): CloudEvent {
+  if (!Object.hasOwn(event, DESTINATIONS)) return event;
+  const { [DESTINATIONS]: _, ...rest } = event as CloudEvent & { [DESTINATIONS]?: unknown };
+  return rest as CloudEvent;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,6 +361,14 @@ export interface SourceFactory<C = unknown> extends ComponentFactory<C, Source, 
    */
   localState?(config: C): { pointer: string; message: string } | undefined;
 }
-export type StageFactory<C = unknown> = ComponentFactory<C, Stage, 'stage'>;
+export interface StageFactory<C = unknown> extends ComponentFactory<C, Stage, 'stage'> {
+  /**
+   * For a stage that limits events to some sinks ({@link withDestinations}): every sink name its
+   * config can send an event to, each with the pointer (into the stage's block) where it is named.
+   * `crbridge validate` refuses a name that is no sink of the pipeline, and a sink of the
+   * pipeline that no entry names (it would never receive anything). Pure.
+   */
+  destinations?(config: C): { pointer: string; sink: string }[];
+}
 export type SinkFactory<C = unknown> = ComponentFactory<C, Sink, 'sink'>;
 export type AnyFactory = SourceFactory | StageFactory | SinkFactory;

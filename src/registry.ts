@@ -10,8 +10,11 @@ import { slackSink } from './sinks/slack/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 import { webhookSink } from './sinks/webhook/index.ts';
 import { kubernetesSource } from './sources/kubernetes/index.ts';
+import { dedupeStage } from './stages/dedupe/index.ts';
 import { enrichStage } from './stages/enrich/index.ts';
 import { filterStage } from './stages/filter/index.ts';
+import { routeStage } from './stages/route/index.ts';
+import { transformStage } from './stages/transform/index.ts';
 
 export interface Registry {
   /** The first source is the default when a pipeline's source names no `type`. */
@@ -22,7 +25,7 @@ export interface Registry {
 
 export const registry: Registry = {
   sources: [kubernetesSource],
-  stages: [filterStage, enrichStage],
+  stages: [filterStage, enrichStage, transformStage, dedupeStage, routeStage],
   sinks: [kafkaSink, fileSink, stdoutSink, webhookSink, slackSink, metricsSink],
 };
 

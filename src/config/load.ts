@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments } from 'yaml';
+import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments, Scalar } from 'yaml';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
 import type { LoadedPipeline, PipelineConfig } from './types.ts';
 import { locateError, type PipelineValidator } from './validate.ts';
@@ -21,10 +21,18 @@ export interface PositionedDocument {
   index: number;
   doc: Document.Parsed;
   lineCounter: LineCounter;
+  /** The file's text, to find a character inside a string value; absent: the value's start is used. */
+  text?: string;
 }
 
-/** Where a JSON pointer lands in the document: the deepest existing node on its path. */
-export function positionOf(d: PositionedDocument, pointer: string): { line: number; column: number } {
+/**
+ * Where a JSON pointer lands in the document: the deepest existing node on its path. With
+ * `offset` (a 0-based character index into the string value at `pointer`, e.g. where a template
+ * placeholder fails to compile), the position of that very character in the file, whatever the
+ * scalar's style (plain, quoted with escapes, block literal or folded, over several lines); the
+ * value's start when the character cannot be found (the value came from a `${env:}` reference).
+ */
+export function positionOf(d: PositionedDocument, pointer: string, offset?: number): { line: number; column: number } {
   const segments = pointer
     .split('/')
     .slice(1)
@@ -44,9 +52,176 @@ export function positionOf(d: PositionedDocument, pointer: string): { line: numb
       best = item as Node;
     } else break;
   }
-  const offset = best?.range?.[0] ?? 0;
-  const pos = d.lineCounter.linePos(offset);
+  let at = best?.range?.[0] ?? 0;
+  if (offset !== undefined && d.text !== undefined && isScalar(best) && typeof best.value === 'string') {
+    const inValue = sourceOffsets(d.text, best);
+    const found = inValue?.[Math.min(offset, inValue.length - 1)];
+    if (found !== undefined) at = found;
+  }
+  const pos = d.lineCounter.linePos(at);
   return { line: pos.line, column: pos.col };
+}
+
+/** YAML's double-quoted escapes that stand for one character. */
+const ESCAPES: Record<string, string> = {
+  '0': '\0',
+  a: '\x07',
+  b: '\b',
+  t: '\t',
+  '\t': '\t',
+  n: '\n',
+  v: '\v',
+  f: '\f',
+  r: '\r',
+  e: '\x1b',
+  ' ': ' ',
+  '"': '"',
+  '/': '/',
+  '\\': '\\',
+  N: '\x85',
+  _: '\xa0',
+  L: '\u2028',
+  P: '\u2029',
+};
+const HEX_DIGITS: Record<string, number> = { x: 2, u: 4, U: 8 };
+
+/**
+ * For each character of a string scalar's value, its offset in `text`; undefined when the source
+ * does not decode to the value (a `${env:}` reference was resolved in it) or uses an explicit
+ * block indentation indicator.
+ */
+function sourceOffsets(text: string, node: Scalar): number[] | undefined {
+  const [start, end] = node.range ?? [0, 0];
+  const decoded =
+    node.type === Scalar.BLOCK_LITERAL || node.type === Scalar.BLOCK_FOLDED
+      ? decodeBlock(text, start, end, node.type === Scalar.BLOCK_FOLDED)
+      : decodeFlow(
+          text,
+          start,
+          end,
+          node.type === Scalar.QUOTE_DOUBLE ? '"' : node.type === Scalar.QUOTE_SINGLE ? "'" : '',
+        );
+  if (!decoded) return undefined;
+  const value = String(node.value);
+  const trim = (v: string) =>
+    node.type === Scalar.BLOCK_LITERAL || node.type === Scalar.BLOCK_FOLDED ? v.replace(/\n+$/, '') : v;
+  return trim(decoded.value) === trim(value) ? decoded.at : undefined;
+}
+
+interface Decoded {
+  value: string;
+  at: number[];
+}
+
+const isBreak = (c: string | undefined) => c === '\n' || c === '\r';
+const isBlank = (c: string | undefined) => c === ' ' || c === '\t';
+
+/** A plain (`quote` ''), single- or double-quoted scalar: escapes, `''`, and line folding. */
+function decodeFlow(text: string, start: number, end: number, quote: string): Decoded {
+  const chars: string[] = [];
+  const at: number[] = [];
+  let kept = 0; // chars before this index are escaped or folded: never trimmed as trailing blanks
+  let i = start + quote.length;
+  const stop = quote && text[end - 1] === quote ? end - 1 : end;
+  const emit = (c: string, from: number) => {
+    for (const unit of c) {
+      chars.push(unit);
+      at.push(from);
+    }
+  };
+  while (i < stop) {
+    const c = text[i] as string;
+    if (isBreak(c)) {
+      while (chars.length > kept && isBlank(chars[chars.length - 1])) {
+        chars.pop();
+        at.pop();
+      }
+      const from = i;
+      let breaks = 0;
+      while (i < stop && (isBreak(text[i]) || isBlank(text[i]))) {
+        if (text[i] === '\n') breaks++;
+        i++;
+      }
+      if (breaks === 1) emit(' ', from);
+      else for (let k = 1; k < breaks; k++) emit('\n', from);
+      kept = chars.length;
+      continue;
+    }
+    if (quote === "'" && c === "'" && text[i + 1] === "'") {
+      emit("'", i);
+      i += 2;
+      kept = chars.length;
+      continue;
+    }
+    if (quote === '"' && c === '\\') {
+      const n = text[i + 1] ?? '';
+      if (isBreak(n)) {
+        i += 1;
+        while (i < stop && (isBreak(text[i]) || isBlank(text[i]))) i++;
+      } else if (n in HEX_DIGITS) {
+        const digits = HEX_DIGITS[n] as number;
+        emit(String.fromCodePoint(Number.parseInt(text.slice(i + 2, i + 2 + digits), 16) || 0), i);
+        i += 2 + digits;
+      } else {
+        emit(ESCAPES[n] ?? n, i);
+        i += 2;
+      }
+      kept = chars.length;
+      continue;
+    }
+    emit(c, i);
+    i++;
+  }
+  while (chars.length > kept && isBlank(chars[chars.length - 1]) && quote === '') {
+    chars.pop();
+    at.pop();
+  }
+  return { value: chars.join(''), at };
+}
+
+/** A block scalar (`|` or `>`, any chomping): indentation stripped, folded lines joined by spaces. */
+function decodeBlock(text: string, start: number, end: number, folded: boolean): Decoded | undefined {
+  let i = text.indexOf('\n', start);
+  if (i < 0 || i >= end) return { value: '', at: [] };
+  if (/[1-9]/.test(text.slice(start, i))) return undefined; // explicit indentation: not worth guessing
+  i++;
+  const lines: { from: number; to: number }[] = [];
+  while (i < end) {
+    let to = text.indexOf('\n', i);
+    if (to < 0 || to > end) to = end;
+    lines.push({ from: i, to: text[to - 1] === '\r' ? to - 1 : to });
+    i = to + 1;
+  }
+  const first = lines.find((l) => text.slice(l.from, l.to).trim() !== '');
+  if (!first) return { value: '', at: [] };
+  let indent = 0;
+  while (text[first.from + indent] === ' ') indent++;
+  const chars: string[] = [];
+  const at: number[] = [];
+  const emit = (c: string, from: number) => {
+    chars.push(c);
+    at.push(from);
+  };
+  let prev: { kind: 'text' | 'more'; to: number } | undefined;
+  let empty: number[] = [];
+  for (const l of lines) {
+    const content = l.from + indent;
+    if (text.slice(l.from, l.to).trim() === '' && l.to - l.from <= indent) {
+      empty.push(l.from);
+      continue;
+    }
+    const kind = isBlank(text[content]) ? 'more' : 'text';
+    if (prev) {
+      if (folded && prev.kind === 'text' && kind === 'text') {
+        if (empty.length === 0) emit(' ', prev.to);
+      } else emit('\n', prev.to);
+    }
+    for (const e of empty) emit('\n', e);
+    for (let k = content; k < l.to; k++) emit(text[k] as string, k);
+    prev = { kind, to: l.to };
+    empty = [];
+  }
+  return { value: chars.join(''), at };
 }
 
 const REF = /\$\{(env|file):([^}:]+)(?::-([^}]*))?\}/g;
@@ -109,7 +284,7 @@ export function parseFile(file: string, text: string, issues: ConfigIssue[]): Po
       const pos = lineCounter.linePos(e.pos[0]);
       issues.push({ file, line: pos.line, column: pos.col, pointer: '', message: `YAML: ${e.message.split('\n')[0]}` });
     }
-    if (!bad && doc.contents !== null) out.push({ file, index, doc: doc as Document.Parsed, lineCounter });
+    if (!bad && doc.contents !== null) out.push({ file, index, doc: doc as Document.Parsed, lineCounter, text });
   });
   if (out.length === 0 && issues.length === 0) {
     issues.push({ file, line: 1, column: 1, pointer: '', message: 'the file holds no pipeline document' });

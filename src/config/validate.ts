@@ -1,9 +1,9 @@
 /**
  * Validates parsed pipeline documents against the generated schema (all errors at once) and runs
  * the checks a schema cannot express (unique sink names; `validation.crdSchema` only for Custom
- * Resources; `deadLetter` a file or a sink; each factory's `check`, the dead-letter sink's too, and
- * each sink's `delivery` rules across fields, on the blocks as written). Turns ajv errors into
- * readable issues.
+ * Resources; `deadLetter` a file or a sink; each factory's `check`, the dead-letter sink's too,
+ * each sink's `delivery` rules across fields, on the blocks as written; the sinks a routing stage
+ * names exist and every sink is reachable). Turns ajv errors into readable issues.
  */
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import type { AnyFactory, JsonSchema } from '../component.ts';
@@ -15,6 +15,8 @@ import type { PositionedDocument } from './load.ts';
 export interface SchemaError {
   pointer: string;
   message: string;
+  /** A 0-based character index into the string value at `pointer` where the problem is (a template placeholder). */
+  offset?: number;
 }
 
 export interface PipelineValidator {
@@ -103,6 +105,7 @@ export function createPipelineValidator(schema: JsonSchema, factories: readonly 
       out.push(...deadLetterProblems(value));
       out.push(...componentProblems(written, factories));
       out.push(...deliveryProblems(written));
+      out.push(...destinationProblems(written, factories));
       return out;
     },
     sharing(value) {
@@ -130,13 +133,18 @@ function componentProblems(value: unknown, factories: readonly AnyFactory[]): Sc
     const type = (block as { type?: unknown }).type;
     const f = factories.find((x) => x.kind === kind && (x.type === type || (type === undefined && kind === 'source')));
     if (!f?.check) return;
-    let problems: { pointer: string; message: string }[];
+    let problems: { pointer: string; message: string; offset?: number }[];
     try {
       problems = f.check(block as never);
     } catch {
       return; // a block the schema already rejected can trip a check; its schema errors say why
     }
-    for (const q of problems) out.push({ pointer: `${at}${q.pointer}`, message: q.message });
+    for (const q of problems)
+      out.push({
+        pointer: `${at}${q.pointer}`,
+        message: q.message,
+        ...(q.offset !== undefined && { offset: q.offset }),
+      });
   };
   run('source', spec.source, '/spec/source');
   run('sink', (spec.deadLetter as { sink?: unknown } | undefined)?.sink, '/spec/deadLetter/sink');
@@ -148,6 +156,44 @@ function componentProblems(value: unknown, factories: readonly AnyFactory[]): Sc
       list.forEach((b, i) => {
         run(kind, b, `/spec/${kind}s/${i}`);
       });
+  return out;
+}
+
+/**
+ * Stages that send events to named sinks (a factory's `destinations`: `route`): each name must be
+ * a sink of the pipeline, and each sink of the pipeline must be named by every such stage, or it
+ * would never receive anything.
+ */
+function destinationProblems(value: unknown, factories: readonly AnyFactory[]): SchemaError[] {
+  const spec = (value as { spec?: { stages?: unknown; sinks?: unknown } })?.spec;
+  if (!spec || !Array.isArray(spec.stages) || !Array.isArray(spec.sinks)) return [];
+  const sinks = spec.sinks.map((s: { name?: unknown }) => (typeof s?.name === 'string' ? s.name : undefined));
+  const known = sinks.filter((n): n is string => n !== undefined);
+  const out: SchemaError[] = [];
+  spec.stages.forEach((block: { type?: unknown }, i) => {
+    const f = factories.find((x) => x.kind === 'stage' && x.type === block?.type);
+    if (f?.kind !== 'stage' || !f.destinations) return;
+    let named: { pointer: string; sink: string }[];
+    try {
+      named = f.destinations(block as never);
+    } catch {
+      return; // a block the schema already rejected; its schema errors say why
+    }
+    for (const d of named)
+      if (!known.includes(d.sink))
+        out.push({
+          pointer: `/spec/stages/${i}${d.pointer}`,
+          message: `no sink of this pipeline is named "${d.sink}" (its sinks: ${known.join(', ')}); fix the name or add the sink`,
+        });
+    const type = String(block.type);
+    sinks.forEach((name, j) => {
+      if (name === undefined || named.some((d) => d.sink === name)) return;
+      out.push({
+        pointer: `/spec/sinks/${j}/name`,
+        message: `sink "${name}" would receive nothing: the ${type} stage at /spec/stages/${i} sends events only to the sinks it names and does not name it; name it there (in a route or the default) or remove the sink`,
+      });
+    });
+  });
   return out;
 }
 
@@ -206,9 +252,9 @@ function crdSchemaProblems(value: unknown): SchemaError[] {
 export function locateError(
   d: PositionedDocument,
   e: SchemaError,
-  positionOf: (d: PositionedDocument, pointer: string) => { line: number; column: number },
+  positionOf: (d: PositionedDocument, pointer: string, offset?: number) => { line: number; column: number },
 ): ConfigIssue {
-  const pos = positionOf(d, e.pointer);
+  const pos = positionOf(d, e.pointer, e.offset);
   const docNote = d.index > 0 ? ` (document ${d.index + 1})` : '';
   return {
     file: d.file,

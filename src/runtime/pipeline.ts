@@ -10,9 +10,11 @@
  * first fetch has finished (at most `CRD_FIRST_FETCH_WAIT_MS`), so the initial list is checked too.
  *
  * Ordering: `push` is called in source order and enqueues in that order, so every sink sees one
- * object's events in the order they happened. A delta with `targets` goes to those sinks only.
+ * object's events in the order they happened. A delta with `targets` goes to those sinks only; an
+ * event a stage limited to some sinks (`withDestinations`) goes to those only and settles at once
+ * for the others.
  */
-import type { DeltaReceiver, Lifecycle, Stage } from '../component.ts';
+import { type DeltaReceiver, destinationsOf, type Lifecycle, type Stage, withoutDestinations } from '../component.ts';
 import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from '../delivery/dead-letter.ts';
 import type { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
@@ -72,10 +74,15 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
    */
   private readonly pendingDeadLetters = new Set<Promise<void>>();
   private readonly deadLetterRoom: (() => void)[] = [];
+  /** Sink id (`<pipeline>/<sink>`) → its name in the pipeline file, which stages route by. */
+  private readonly sinkNames: Map<string, string>;
 
   constructor(parts: PipelineParts) {
     this.parts = parts;
     this.name = parts.name;
+    this.sinkNames = new Map(
+      parts.sinks.map((s) => [s.id, s.id.startsWith(`${parts.name}/`) ? s.id.slice(parts.name.length + 1) : s.id]),
+    );
     this.dead = new DurableDeadLetter(parts.deadLetter, {
       id: parts.name,
       logger: parts.logger,
@@ -174,11 +181,17 @@ export class PipelineRunner implements DeltaReceiver, Lifecycle {
     }
     const settled: Promise<void>[] = [];
     let handed = 0;
-    for (const e of events) {
+    for (const routed of events) {
+      // a stage may have limited the event to some sinks: the others never see it, and it
+      // settles for them at once (it must not hold back their checkpoint)
+      const names = destinationsOf(routed);
+      const to = names ? sinks.filter((s) => names.includes(this.sinkNames.get(s.id) ?? '')) : sinks;
+      if (to.length === 0) continue;
+      const e = withoutDestinations(routed);
       // what a stage changed is checked again before any sink sees it: the envelope (a new
       // attribute), the data when it was replaced, and the size
       if (e !== event && !(await this.valid(e, this.afterStages(e, event), ' after the stages', signal))) continue;
-      for (const s of sinks) settled.push((await s.queue.enqueue(e, signal)).settled);
+      for (const s of to) settled.push((await s.queue.enqueue(e, signal)).settled);
       handed++;
     }
     this.m.sent.inc({ component: id }, handed);

@@ -18,8 +18,11 @@ import type { SlackSinkConfig } from '../../../src/sinks/slack/index.ts';
 import type { StdoutSinkConfig } from '../../../src/sinks/stdout/index.ts';
 import type { WebhookSinkConfig } from '../../../src/sinks/webhook/index.ts';
 import type { KubernetesSourceConfig } from '../../../src/sources/kubernetes/index.ts';
+import type { DedupeStageConfig } from '../../../src/stages/dedupe/index.ts';
 import type { EnrichStageConfig } from '../../../src/stages/enrich/index.ts';
 import type { FilterStageConfig } from '../../../src/stages/filter/index.ts';
+import type { RouteConfig, RouteStageConfig } from '../../../src/stages/route/index.ts';
+import type { TransformStageConfig } from '../../../src/stages/transform/index.ts';
 
 /** One entry per key of `T`, saying whether `T` requires it. */
 type Presence<T> = { [K in keyof T]-?: Pick<Partial<T>, K> extends Pick<T, K> ? 'optional' : 'required' };
@@ -118,6 +121,20 @@ const slack: Presence<SlackSinkConfig> = {
 const metricsSinkConfig: Presence<MetricsSinkConfig> = { phase: 'optional', maxSeries: 'optional' };
 const filter: Presence<FilterStageConfig> = { expression: 'required', onError: 'optional' };
 const enrich: Presence<EnrichStageConfig> = { attributes: 'required', onError: 'optional' };
+const transform: Presence<TransformStageConfig> = {
+  keep: 'optional',
+  drop: 'optional',
+  rename: 'optional',
+  set: 'optional',
+};
+const dedupe: Presence<DedupeStageConfig> = { paths: 'optional', ignore: 'optional' };
+const route: Presence<RouteStageConfig> = {
+  routes: 'required',
+  default: 'optional',
+  mode: 'optional',
+  onError: 'optional',
+};
+const routeEntry: Presence<RouteConfig> = { when: 'required', sinks: 'required', name: 'optional' };
 
 /** Keyed `<kind>:<type>`: one entry per factory of the registry. */
 const factoryConfigs: Record<string, Record<string, 'optional' | 'required'>> = {
@@ -130,6 +147,9 @@ const factoryConfigs: Record<string, Record<string, 'optional' | 'required'>> = 
   'sink:metrics': metricsSinkConfig,
   'stage:filter': filter,
   'stage:enrich': enrich,
+  'stage:transform': transform,
+  'stage:dedupe': dedupe,
+  'stage:route': route,
 };
 
 test("every factory's config interface has the keys and required fields of its configSchema", () => {
@@ -146,6 +166,8 @@ test("every factory's config interface has the keys and required fields of its c
   }
   const k8s = factories.find((f) => f.type === 'kubernetes')?.configSchema as ObjectSchema;
   assertAgrees('kubernetes checkpoint', kubernetesCheckpoint, k8s.properties?.checkpoint);
+  const routes = factories.find((f) => f.type === 'route')?.configSchema as ObjectSchema;
+  assertAgrees('route routes[]', routeEntry, (routes.properties?.routes as { items?: unknown } | undefined)?.items);
 });
 
 test('the delivery block and the pipeline-level blocks agree with their schemas', () => {

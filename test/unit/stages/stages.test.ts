@@ -6,84 +6,21 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ComponentContext, StageFactory } from '../../../src/component.ts';
-import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
-import { DeliveryQueue } from '../../../src/delivery/queue.ts';
+import type { StageFactory } from '../../../src/component.ts';
 import { buildEvent } from '../../../src/events/build.ts';
 import type { CloudEvent } from '../../../src/events/cloudevent.ts';
-import type { Delta } from '../../../src/events/delta.ts';
-import { createEventValidator } from '../../../src/events/validate.ts';
-import { PipelineRunner } from '../../../src/runtime/pipeline.ts';
 import { enrichStage } from '../../../src/stages/enrich/index.ts';
 import { filterStage } from '../../../src/stages/filter/index.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
-import { captureLogger, FakeSink, MemoryDeadLetter } from '../delivery/helpers.ts';
+import { captureLogger } from '../delivery/helpers.ts';
 import { backup, delta } from '../events/fixtures.ts';
+import { counter, stageHarness } from './harness.ts';
 
-interface Harness {
-  push(d: Delta): Promise<void>;
-  delivered: CloudEvent[];
-  deadLetters: MemoryDeadLetter;
-  metrics: Metrics;
-  logs: Record<string, unknown>[];
-  close(): Promise<void>;
+/** The shared stage harness with one sink (`out`), its pushes awaited until settled. */
+async function harness(stages: { factory: StageFactory; config: Record<string, unknown> }[]) {
+  const h = await stageHarness(stages);
+  return { ...h, push: h.settle, delivered: h.delivered.out as CloudEvent[] };
 }
-
-async function harness(stages: { factory: StageFactory; config: Record<string, unknown> }[]): Promise<Harness> {
-  const metrics = new Metrics();
-  const { logger, lines } = captureLogger();
-  const deadLetters = new MemoryDeadLetter();
-  const delivered: CloudEvent[] = [];
-  const sink = new FakeSink(100, (b) => {
-    for (const o of b) delivered.push(o.event);
-    return b.map(() => ({ status: 'ok' }));
-  });
-  const ctx = (name: string): ComponentContext => ({
-    id: `p/${name}`,
-    pipeline: 'p',
-    logger,
-    metrics,
-    stateDir: '/nonexistent',
-    clusterName: 'prod-eu',
-  });
-  const queue = new DeliveryQueue(sink, resolveDeliveryConfig(undefined as never), {
-    id: 'p/memory',
-    logger,
-    metrics,
-    deadLetter: deadLetters,
-  });
-  const runner = new PipelineRunner({
-    name: 'p',
-    eventOptions: { clusterName: 'prod-eu' },
-    validator: createEventValidator(),
-    stages: stages.map((s, i) => ({
-      id: `p/${s.factory.type}-${i}`,
-      stage: s.factory.create(s.config, ctx(`${s.factory.type}-${i}`)),
-    })),
-    sinks: [{ id: 'p/memory', queue }],
-    deadLetter: deadLetters,
-    logger,
-    metrics,
-  });
-  const ac = new AbortController();
-  await runner.start(ac.signal);
-  return {
-    async push(d) {
-      await (await runner.push(d)).settled;
-    },
-    delivered,
-    deadLetters,
-    metrics,
-    logs: lines,
-    async close() {
-      await runner.shutdown(Date.now() + 1000);
-      ac.abort();
-    },
-  };
-}
-
-const counter = (m: Metrics, name: string, component: string, extra: Record<string, string> = {}) =>
-  m.counter(name, '').get({ component, ...extra });
 
 const failed = backup({ phase: 'Failed', rv: '1300' });
 const running = backup({ phase: 'Running', rv: '1250' });

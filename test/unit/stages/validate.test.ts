@@ -92,7 +92,7 @@ test('every stage problem is reported at once, located by line and pointer', () 
     /^19:15 \/spec\/stages\/2\/attributes\/Team the name "Team" must match pattern/,
     /^20:17 \/spec\/stages\/2\/attributes\/labels .*string, number or bool .* produces list;/,
     /^21:16 \/spec\/stages\/2\/attributes\/owner CEL type error: Unknown variable: objct, at character 1/,
-    /^22:13 \/spec\/stages\/3\/type must be one of: filter, enrich$/,
+    /^22:13 \/spec\/stages\/3\/type must be one of: filter, enrich, transform, dedupe, route$/,
   ];
   for (const re of expect)
     assert.ok(
