@@ -54,6 +54,8 @@ interface Ports {
   apiserver: number;
   kafka: number;
   kafkaController: number;
+  /** The SASL_PLAINTEXT listener (PLAIN and SCRAM-SHA-256/512 users); absent in stacks set up before it. */
+  kafkaSasl: number;
   otlpHttp: number;
   otlpGrpc: number;
   jaegerQuery: number;
@@ -65,6 +67,8 @@ interface Ports {
 interface State {
   ports: Ports;
   kafkaClusterId: string;
+  /** Passwords of the SASL users (PLAIN `crbridge-plain`, SCRAM `crbridge-scram`). */
+  kafkaSasl: { plainPassword: string; scramPassword: string };
   adminToken: string;
   restrictedToken: string;
   bins: { kube: string; etcd: string; jaeger: string; helm: string; kafkaJars: string };
@@ -194,7 +198,7 @@ function requireState(): State {
 }
 
 async function newState(bins: State['bins']): Promise<State> {
-  const p = await freePorts(10);
+  const p = await freePorts(11);
   const at = (i: number) => p[i] as number;
   let clusterId = randomBytes(16).toString('base64url');
   while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
@@ -210,12 +214,37 @@ async function newState(bins: State['bins']): Promise<State> {
       jaegerQuery: at(7),
       jaegerQueryGrpc: at(8),
       jaegerHealth: at(9),
+      kafkaSasl: at(10),
     },
     kafkaClusterId: clusterId,
+    kafkaSasl: saslPasswords(),
     adminToken: randomBytes(24).toString('hex'),
     restrictedToken: randomBytes(24).toString('hex'),
     bins,
   };
+}
+
+/** The SASL users of the Kafka SASL_PLAINTEXT listener. */
+export const KAFKA_SASL_USERS = { plain: 'crbridge-plain', scram: 'crbridge-scram' } as const;
+
+function saslPasswords(): State['kafkaSasl'] {
+  return { plainPassword: randomBytes(18).toString('hex'), scramPassword: randomBytes(18).toString('hex') };
+}
+
+/** Adds what later versions of this tool keep in state.json to a state written by an older one. */
+async function upgradeState(s: State): Promise<State> {
+  let changed = false;
+  if (!s.ports.kafkaSasl) {
+    const [port] = await freePorts(1);
+    s.ports.kafkaSasl = port as number;
+    changed = true;
+  }
+  if (!s.kafkaSasl) {
+    s.kafkaSasl = saslPasswords();
+    changed = true;
+  }
+  if (changed) writeFileSync(stateFile, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
+  return s;
 }
 
 function openssl(args: string[]): void {
@@ -338,6 +367,11 @@ export function envVars(s: State): Record<string, string> {
     KUBECONFIG_RESTRICTED: join(stackDir, 'kubeconfig-restricted'),
     KUBE_APISERVER_URL: `https://127.0.0.1:${p.apiserver}`,
     KAFKA_BROKERS: `127.0.0.1:${p.kafka}`,
+    KAFKA_SASL_BROKERS: `127.0.0.1:${p.kafkaSasl}`,
+    KAFKA_SASL_PLAIN_USERNAME: KAFKA_SASL_USERS.plain,
+    KAFKA_SASL_PLAIN_PASSWORD: s.kafkaSasl.plainPassword,
+    KAFKA_SASL_SCRAM_USERNAME: KAFKA_SASL_USERS.scram,
+    KAFKA_SASL_SCRAM_PASSWORD: s.kafkaSasl.scramPassword,
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${p.otlpHttp}`,
     OTEL_EXPORTER_OTLP_GRPC_ENDPOINT: `http://127.0.0.1:${p.otlpGrpc}`,
     JAEGER_QUERY_URL: `http://127.0.0.1:${p.jaegerQuery}`,
@@ -360,15 +394,21 @@ function kafkaFiles(s: State): { props: string; log4j: string; data: string } {
   const props = join(confDir, 'kafka.properties');
   const log4j = join(confDir, 'kafka-log4j2.xml');
   mkdirSync(confDir, { recursive: true });
+  const jaas = (mechanism: string, module: string) =>
+    `listener.name.sasl_plaintext.${mechanism}.sasl.jaas.config=org.apache.kafka.common.security.${module} required`;
   writeFileSync(
     props,
     [
       'process.roles=broker,controller',
       'node.id=1',
       `controller.quorum.bootstrap.servers=127.0.0.1:${p.kafkaController}`,
-      `listeners=PLAINTEXT://127.0.0.1:${p.kafka},CONTROLLER://127.0.0.1:${p.kafkaController}`,
-      `advertised.listeners=PLAINTEXT://127.0.0.1:${p.kafka},CONTROLLER://127.0.0.1:${p.kafkaController}`,
-      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      `listeners=PLAINTEXT://127.0.0.1:${p.kafka},SASL_PLAINTEXT://127.0.0.1:${p.kafkaSasl},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${p.kafka},SASL_PLAINTEXT://127.0.0.1:${p.kafkaSasl},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
+      'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+      `${jaas('plain', 'plain.PlainLoginModule')} user_${KAFKA_SASL_USERS.plain}="${s.kafkaSasl.plainPassword}";`,
+      `${jaas('scram-sha-256', 'scram.ScramLoginModule')};`,
+      `${jaas('scram-sha-512', 'scram.ScramLoginModule')};`,
       'controller.listener.names=CONTROLLER',
       'inter.broker.listener.name=PLAINTEXT',
       `log.dirs=${data}`,
@@ -734,20 +774,71 @@ function portOf(name: ComponentName, s: State): number {
   return { etcd: s.ports.etcd, apiserver: s.ports.apiserver, kafka: s.ports.kafka, jaeger: s.ports.jaegerQuery }[name];
 }
 
+/**
+ * Creates the SCRAM-SHA-256/512 credentials of the SCRAM user once per Kafka data folder (kafka-configs'
+ * ConfigCommand over the PLAINTEXT listener; they live in the KRaft metadata, so `down` removes them).
+ */
+function ensureScramUsers(s: State): void {
+  const marker = join(dataDir, 'kafka-scram-users');
+  if (existsSync(marker)) return;
+  const pw = s.kafkaSasl.scramPassword;
+  // one mechanism per call: the broker refuses two credentials of one user in the same request
+  for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-512']) {
+    try {
+      execFileSync(
+        'java',
+        [
+          '-cp',
+          join(s.bins.kafkaJars, '*'),
+          `-Dlog4j2.configurationFile=${join(confDir, 'kafka-log4j2.xml')}`,
+          'kafka.admin.ConfigCommand',
+        ]
+          .concat(['--bootstrap-server', `127.0.0.1:${s.ports.kafka}`, '--alter', '--entity-type', 'users'])
+          .concat([
+            '--entity-name',
+            KAFKA_SASL_USERS.scram,
+            '--add-config',
+            `${mechanism}=[iterations=4096,password=${pw}]`,
+          ]),
+        { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
+      );
+    } catch (e) {
+      const err = e as { stdout?: Buffer; stderr?: Buffer };
+      const out = `${String(err.stderr ?? '')}${String(err.stdout ?? '')}`.split(pw).join('***');
+      const msg =
+        out
+          .trim()
+          .split('\n')
+          .find((l) => l.includes('Exception')) ?? out.trim().split('\n')[0];
+      throw new StackError(`crbridge stack: creating the Kafka ${mechanism} user failed: ${msg}`);
+    }
+  }
+  writeFileSync(marker, `${KAFKA_SASL_USERS.scram}\n`);
+  say(`kafka: SCRAM-SHA-256/512 user ${KAFKA_SASL_USERS.scram} created`);
+}
+
 /** Starts one component unless it is already running and healthy; waits until it is healthy. */
 async function ensureComponent(name: ComponentName, s: State): Promise<void> {
   const pid = alivePid(name);
   if (pid !== undefined) {
-    if (await healthy(name, s)) {
+    const stale =
+      name === 'kafka' && !readFileSync(join(confDir, 'kafka.properties'), 'utf8').includes('SASL_PLAINTEXT');
+    if (stale) {
+      say('kafka: running without the SASL listener (set up by an older version of this tool); restarting it');
+      await stopComponent(name);
+    } else if (await healthy(name, s)) {
       say(`${name}: already running (pid ${pid}), healthy`);
+      if (name === 'kafka') ensureScramUsers(s);
       return;
+    } else {
+      say(`${name}: pid ${pid} is running but not healthy; restarting it`);
+      await stopComponent(name);
     }
-    say(`${name}: pid ${pid} is running but not healthy; restarting it`);
-    await stopComponent(name);
   }
   const child = startProcess(name, s);
   say(`${name}: started (pid ${child.pid}, port ${portOf(name, s)})`);
   await waitHealthy(name, s, child);
+  if (name === 'kafka') ensureScramUsers(s);
 }
 
 /** SIGTERM, then SIGKILL after a few seconds; only ever the pid this tool recorded. Idempotent. */
@@ -826,6 +917,7 @@ async function upLocked(): Promise<Record<string, string>> {
   if (!s) {
     s = await newState(bins);
   } else {
+    s = await upgradeState(s);
     s.bins = bins;
   }
   writeFileSync(stateFile, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
@@ -919,7 +1011,8 @@ async function main(argv: string[]): Promise<number> {
     case 'stop':
     case 'restart': {
       const name = parseName(arg);
-      const s = requireState();
+      const s = await upgradeState(requireState());
+      writeEnv(s);
       await withLock(async () => {
         if (cmd !== 'start') await stopComponent(name);
         if (cmd !== 'stop') await ensureComponent(name, s);

@@ -56,6 +56,8 @@ export interface KafkaSinkConfig {
   compression?: KafkaCompression;
   acks?: -1 | 1;
   idempotent?: boolean;
+  /** Ask the brokers to create a missing topic on first use (they do only with auto.create.topics.enable). */
+  autoCreateTopics?: boolean;
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
   maxBatchBytes?: number;
@@ -74,6 +76,7 @@ export const KAFKA_SINK_DEFAULTS: Readonly<KafkaSinkDefaults> = Object.freeze({
   compression: 'none',
   acks: -1,
   idempotent: true,
+  autoCreateTopics: true,
   connectionTimeoutMs: 3000,
   requestTimeoutMs: 10_000,
   maxBatchBytes: 900_000,
@@ -110,7 +113,7 @@ const CONFIGURATION_TYPES: Record<string, (topic: string) => string> = {
     'the brokers do not offer the SASL mechanism crbridge uses: check sasl.enabled.mechanisms on the brokers',
   ILLEGAL_SASL_STATE: () => 'the SASL handshake failed: check the SASL settings on both sides',
   UNKNOWN_TOPIC_OR_PARTITION: (t) =>
-    `topic "${t}" does not exist and the brokers do not create topics on first use (auto.create.topics.enable=false): create the topic or fix the topic name`,
+    `topic "${t}" does not exist and is not created on first use (the brokers' auto.create.topics.enable=false, or the sink's autoCreateTopics: false): create the topic or fix the topic name`,
   INVALID_TOPIC_EXCEPTION: (t) =>
     `"${t}" is not a valid Kafka topic name (letters, digits, ".", "_", "-"; at most 249): fix the sink's topic`,
   INVALID_REQUIRED_ACKS: () => 'the brokers refuse the acks setting: use acks -1 or 1',
@@ -342,7 +345,7 @@ class KafkaSink implements Sink {
     const producer = this.kafka.producer({
       idempotent: this.idempotent,
       maxInFlightRequests: 1,
-      allowAutoTopicCreation: true,
+      allowAutoTopicCreation: this.config.autoCreateTopics,
       // murmur2 over the key, like the Java client: the same uid lands in the same partition.
       createPartitioner: Partitioners.DefaultPartitioner,
       retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 },
@@ -579,6 +582,12 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
         type: 'boolean',
         default: D.idempotent,
         description: 'Use the idempotent producer (no duplicates from internal resends; needs acks -1).',
+      },
+      autoCreateTopics: {
+        type: 'boolean',
+        default: D.autoCreateTopics,
+        description:
+          'Let the brokers create a missing topic on first use (only where auto.create.topics.enable is on). false: a missing topic is a retryable configuration error naming it, until someone creates it.',
       },
       connectionTimeoutMs: {
         type: 'integer',
