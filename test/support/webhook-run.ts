@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { type RunningCrbridge, runArgs, startCrbridge } from './crbridge.ts';
 import { backupsPipelineYaml } from './pipeline.ts';
 import { type StackEnv, waitFor } from './stack.ts';
-import type { ReceivedEvent, ReceivedRequest } from './webhook-receiver.ts';
+import type { PlanRule, ReceivedEvent, ReceivedRequest } from './webhook-receiver.ts';
 
 /** The object metadata an event carries. */
 export interface EventObjectMeta {
@@ -196,4 +196,27 @@ export function unverified(requests: readonly ReceivedRequest[]): number[] {
 export function leakedSecrets(texts: readonly string[], secrets: readonly string[]): string[] {
   const all = texts.join('\n');
   return secrets.filter((s) => all.includes(s)).map((s) => `${s.slice(0, 4)}…`);
+}
+
+/** A misbehaviour-plan rule answering `status` with `body` to any POST carrying an event of the object `name`. */
+export function refuseObjectNamed(name: string, status: number, body: string): PlanRule {
+  return (q) => (q.events.some((e) => objectOf(e).name === name) ? { status, body } : undefined);
+}
+
+/**
+ * What breaks "a retry is the same request": a POST whose `webhook-id` is not its event's id, or a
+ * later POST of the same id with other bytes. Empty when every retry carried the same id and body.
+ */
+export function retryChanges(requests: readonly ReceivedRequest[]): string[] {
+  const out: string[] = [];
+  const bodyById = new Map<string, string>();
+  for (const q of requests.filter((x) => x.method === 'POST')) {
+    const id = String(q.headers['webhook-id']);
+    if (id !== q.events[0]?.id) out.push(`request ${q.n}: webhook-id ${id} is not its event id ${q.events[0]?.id}`);
+    const body = q.body.toString();
+    const prev = bodyById.get(id);
+    if (prev !== undefined && prev !== body) out.push(`request ${q.n}: a retry of ${id} changed its body`);
+    bodyById.set(id, body);
+  }
+  return out;
 }

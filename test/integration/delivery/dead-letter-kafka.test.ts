@@ -20,7 +20,7 @@ import {
   type Changes,
   deliveryProblems,
   leakedSecrets,
-  objectOf,
+  refuseObjectNamed,
   startWebhookRun,
   unverified,
   waitAllArrived,
@@ -42,15 +42,7 @@ after(async () => {
 test('dead letters to Kafka: a 400 from the webhook lands in the topic as a dead-letter CloudEvent; the rest arrive', async (t) => {
   const ns = freshNamespace('dlq');
   const topic = `it-dead-letters-${randomBytes(4).toString('hex')}`;
-  const plan = misbehaviourPlan(
-    [],
-    [
-      (q) =>
-        q.events.some((e) => objectOf(e).name === 'poison')
-          ? { status: 400, body: 'spec.databaseName "poison" is refused' }
-          : undefined,
-    ],
-  );
+  const plan = misbehaviourPlan([], [refuseObjectNamed('poison', 400, 'spec.databaseName "poison" is refused')]);
   const r = new WebhookReceiver({ secrets: [SECRET], respond: plan.respond });
   receiver = r;
   const run = await startWebhookRun({
