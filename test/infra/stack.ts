@@ -56,6 +56,8 @@ interface Ports {
   kafkaController: number;
   /** The SASL_PLAINTEXT listener (PLAIN and SCRAM-SHA-256/512 users); absent in stacks set up before it. */
   kafkaSasl: number;
+  /** The SSL listener (server certificate from the stack CA; client certificates required). */
+  kafkaTls: number;
   otlpHttp: number;
   otlpGrpc: number;
   jaegerQuery: number;
@@ -198,7 +200,7 @@ function requireState(): State {
 }
 
 async function newState(bins: State['bins']): Promise<State> {
-  const p = await freePorts(11);
+  const p = await freePorts(12);
   const at = (i: number) => p[i] as number;
   let clusterId = randomBytes(16).toString('base64url');
   while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
@@ -215,6 +217,7 @@ async function newState(bins: State['bins']): Promise<State> {
       jaegerQueryGrpc: at(8),
       jaegerHealth: at(9),
       kafkaSasl: at(10),
+      kafkaTls: at(11),
     },
     kafkaClusterId: clusterId,
     kafkaSasl: saslPasswords(),
@@ -234,9 +237,10 @@ function saslPasswords(): State['kafkaSasl'] {
 /** Adds what later versions of this tool keep in state.json to a state written by an older one. */
 async function upgradeState(s: State): Promise<State> {
   let changed = false;
-  if (!s.ports.kafkaSasl) {
+  for (const key of ['kafkaSasl', 'kafkaTls'] as const) {
+    if (s.ports[key]) continue;
     const [port] = await freePorts(1);
-    s.ports.kafkaSasl = port as number;
+    s.ports[key] = port as number;
     changed = true;
   }
   if (!s.kafkaSasl) {
@@ -262,6 +266,45 @@ function openssl(args: string[]): void {
       }`,
     );
   }
+}
+
+/** A key (PKCS#8, unencrypted) and a certificate signed by the stack CA, with the given extensions. */
+function signedCert(name: string, subject: string, ext: string[]): void {
+  writeFileSync(join(pkiDir, `${name}.ext`), `${ext.join('\n')}\n`);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
+  openssl(
+    ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial'].concat([
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '3650',
+      '-extfile',
+      `${name}.ext`,
+    ]),
+  );
+}
+
+/**
+ * The Kafka SSL listener's PKI, from the stack CA: a server certificate for 127.0.0.1/localhost (in
+ * `kafka-keystore.pem`, key + certificate, as Kafka's PEM keystore wants) and a client certificate.
+ */
+function ensureKafkaPki(): void {
+  if (existsSync(join(pkiDir, 'kafka-keystore.pem'))) return;
+  say('generating the Kafka TLS server and client certificates');
+  signedCert('kafka', '/CN=kafka', [
+    'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    'extendedKeyUsage=serverAuth',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+  ]);
+  signedCert('kafka-client', '/CN=crbridge-tls-client', [
+    'extendedKeyUsage=clientAuth',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+  ]);
+  writeFileSync(
+    join(pkiDir, 'kafka-keystore.pem'),
+    readFileSync(join(pkiDir, 'kafka.key'), 'utf8') + readFileSync(join(pkiDir, 'kafka.crt'), 'utf8'),
+    { mode: 0o600 },
+  );
 }
 
 /** CA, apiserver serving cert, service-account key pair, token file and kubeconfigs (kept until `down`). */
@@ -303,6 +346,7 @@ function ensurePki(s: State): void {
     openssl(['genrsa', '-out', 'sa.key', '2048']);
     openssl(['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub']);
   }
+  ensureKafkaPki();
   writeFileSync(
     join(pkiDir, 'tokens.csv'),
     `${s.adminToken},crbridge-admin,crbridge-admin-uid,"system:masters"\n` +
@@ -372,6 +416,10 @@ export function envVars(s: State): Record<string, string> {
     KAFKA_SASL_PLAIN_PASSWORD: s.kafkaSasl.plainPassword,
     KAFKA_SASL_SCRAM_USERNAME: KAFKA_SASL_USERS.scram,
     KAFKA_SASL_SCRAM_PASSWORD: s.kafkaSasl.scramPassword,
+    KAFKA_TLS_BROKERS: `127.0.0.1:${p.kafkaTls}`,
+    KAFKA_TLS_CA_FILE: join(pkiDir, 'ca.crt'),
+    KAFKA_TLS_CERT_FILE: join(pkiDir, 'kafka-client.crt'),
+    KAFKA_TLS_KEY_FILE: join(pkiDir, 'kafka-client.key'),
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${p.otlpHttp}`,
     OTEL_EXPORTER_OTLP_GRPC_ENDPOINT: `http://127.0.0.1:${p.otlpGrpc}`,
     JAEGER_QUERY_URL: `http://127.0.0.1:${p.jaegerQuery}`,
@@ -394,6 +442,7 @@ function kafkaFiles(s: State): { props: string; log4j: string; data: string } {
   const props = join(confDir, 'kafka.properties');
   const log4j = join(confDir, 'kafka-log4j2.xml');
   mkdirSync(confDir, { recursive: true });
+  const clientListeners = `PLAINTEXT://127.0.0.1:${p.kafka},SASL_PLAINTEXT://127.0.0.1:${p.kafkaSasl},SSL://127.0.0.1:${p.kafkaTls}`;
   const jaas = (mechanism: string, module: string) =>
     `listener.name.sasl_plaintext.${mechanism}.sasl.jaas.config=org.apache.kafka.common.security.${module} required`;
   writeFileSync(
@@ -402,9 +451,14 @@ function kafkaFiles(s: State): { props: string; log4j: string; data: string } {
       'process.roles=broker,controller',
       'node.id=1',
       `controller.quorum.bootstrap.servers=127.0.0.1:${p.kafkaController}`,
-      `listeners=PLAINTEXT://127.0.0.1:${p.kafka},SASL_PLAINTEXT://127.0.0.1:${p.kafkaSasl},CONTROLLER://127.0.0.1:${p.kafkaController}`,
-      `advertised.listeners=PLAINTEXT://127.0.0.1:${p.kafka},SASL_PLAINTEXT://127.0.0.1:${p.kafkaSasl},CONTROLLER://127.0.0.1:${p.kafkaController}`,
-      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
+      `listeners=${clientListeners},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      `advertised.listeners=${clientListeners},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT',
+      'listener.name.ssl.ssl.keystore.type=PEM',
+      `listener.name.ssl.ssl.keystore.location=${join(pkiDir, 'kafka-keystore.pem')}`,
+      'listener.name.ssl.ssl.truststore.type=PEM',
+      `listener.name.ssl.ssl.truststore.location=${join(pkiDir, 'ca.crt')}`,
+      'listener.name.ssl.ssl.client.auth=required',
       'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
       `${jaas('plain', 'plain.PlainLoginModule')} user_${KAFKA_SASL_USERS.plain}="${s.kafkaSasl.plainPassword}";`,
       `${jaas('scram-sha-256', 'scram.ScramLoginModule')};`,
@@ -821,10 +875,9 @@ function ensureScramUsers(s: State): void {
 async function ensureComponent(name: ComponentName, s: State): Promise<void> {
   const pid = alivePid(name);
   if (pid !== undefined) {
-    const stale =
-      name === 'kafka' && !readFileSync(join(confDir, 'kafka.properties'), 'utf8').includes('SASL_PLAINTEXT');
+    const stale = name === 'kafka' && !readFileSync(join(confDir, 'kafka.properties'), 'utf8').includes('SSL://');
     if (stale) {
-      say('kafka: running without the SASL listener (set up by an older version of this tool); restarting it');
+      say('kafka: running without the SASL and SSL listeners (set up by an older version of this tool); restarting it');
       await stopComponent(name);
     } else if (await healthy(name, s)) {
       say(`${name}: already running (pid ${pid}), healthy`);

@@ -42,6 +42,12 @@ export interface StackEnv {
   /** The SCRAM user has SCRAM-SHA-256 and SCRAM-SHA-512 credentials with this password. */
   KAFKA_SASL_SCRAM_USERNAME?: string;
   KAFKA_SASL_SCRAM_PASSWORD?: string;
+  /** `host:port` of the broker's SSL listener (client certificate required); see {@link kafkaTls}. */
+  KAFKA_TLS_BROKERS?: string;
+  /** The stack CA (it signed the broker's and the client's certificates). */
+  KAFKA_TLS_CA_FILE?: string;
+  KAFKA_TLS_CERT_FILE?: string;
+  KAFKA_TLS_KEY_FILE?: string;
 }
 
 /** Keys a stack set up by an older version of the tool may lack (`npm run stack -- up` adds them). */
@@ -51,6 +57,10 @@ const OPTIONAL: readonly (keyof StackEnv)[] = [
   'KAFKA_SASL_PLAIN_PASSWORD',
   'KAFKA_SASL_SCRAM_USERNAME',
   'KAFKA_SASL_SCRAM_PASSWORD',
+  'KAFKA_TLS_BROKERS',
+  'KAFKA_TLS_CA_FILE',
+  'KAFKA_TLS_CERT_FILE',
+  'KAFKA_TLS_KEY_FILE',
 ];
 
 const REQUIRED: readonly (keyof StackEnv)[] = [
@@ -116,6 +126,21 @@ export function kafkaSasl(): {
     brokers: e.KAFKA_SASL_BROKERS,
     plain: { username: e.KAFKA_SASL_PLAIN_USERNAME, password: e.KAFKA_SASL_PLAIN_PASSWORD },
     scram: { username: e.KAFKA_SASL_SCRAM_USERNAME, password: e.KAFKA_SASL_SCRAM_PASSWORD },
+  };
+}
+
+/** The Kafka SSL listener, the CA and a client certificate; throws StackNotUpError when this stack predates it. */
+export function kafkaTls(): { brokers: string; caFile: string; certFile: string; keyFile: string } {
+  const e = loadStackEnv();
+  if (!e.KAFKA_TLS_BROKERS || !e.KAFKA_TLS_CA_FILE || !e.KAFKA_TLS_CERT_FILE || !e.KAFKA_TLS_KEY_FILE)
+    throw new StackNotUpError(
+      `${stackEnvFile} has no Kafka SSL listener (KAFKA_TLS_*): run \`npm run stack -- up\` (it restarts Kafka with one)`,
+    );
+  return {
+    brokers: e.KAFKA_TLS_BROKERS,
+    caFile: e.KAFKA_TLS_CA_FILE,
+    certFile: e.KAFKA_TLS_CERT_FILE,
+    keyFile: e.KAFKA_TLS_KEY_FILE,
   };
 }
 

@@ -1,12 +1,13 @@
 /**
  * The Kafka sink's security and topic handling on the REAL broker's SASL_PLAINTEXT listener (the
- * stack's PLAIN user and SCRAM-SHA-256/512 user): one `crbridge run`, one pipeline, five kafka
- * sinks — PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 with credentials from `${file:}` and `${env:}`
+ * stack's PLAIN user and SCRAM-SHA-256/512 user) and SSL listener: one `crbridge run`, one pipeline,
+ * seven kafka sinks — PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 with credentials from `${file:}` and `${env:}`
  * references deliver every change; a wrong SCRAM password is one clear error (the mechanism, user
  * and what to check) that never prints a password, retried and never dead-lettered; a missing topic
  * with auto-create off (`autoCreateTopics: false`) is a clear, retryable error naming the topic,
- * and the events arrive once the topic is created. TLS is not covered here (the stack has no TLS
- * listener).
+ * and the events arrive once the topic is created. Over the SSL listener (client certificates
+ * required), a sink with the stack CA, a client certificate and `serverName` delivers; one without a
+ * client certificate is refused by the broker: retried, nothing dead-lettered.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -19,18 +20,19 @@ import { runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { readTopic } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
 import { metricSum } from '../../support/prom.ts';
-import { waitFor as eventually, kafkaSasl, loadStackEnv } from '../../support/stack.ts';
+import { waitFor as eventually, kafkaSasl, kafkaTls, loadStackEnv } from '../../support/stack.ts';
 import { leakedSecrets } from '../../support/webhook-run.ts';
 import { logs } from '../events/helpers.ts';
 import { adminApi, createBackup, freshNamespace, pool } from '../source/helpers.ts';
 
 const env = loadStackEnv();
 const sasl = kafkaSasl();
+const tls = kafkaTls();
 const dir = mkdtempSync(join(tmpdir(), 'crb-kafka-sec-'));
 const N = 10;
 const WRONG = `wrong-${randomBytes(8).toString('hex')}`;
 
-test('kafka security: PLAIN and SCRAM-SHA-256/512 deliver; a wrong password and a missing topic are clear, retried errors', async (t) => {
+test('kafka security: PLAIN, SCRAM-SHA-256/512 and TLS with a client certificate deliver; a wrong password, no client certificate and a missing topic are clear, retried errors', async (t) => {
   const ns = freshNamespace('ksec');
   const tag = randomBytes(4).toString('hex');
   const topics = {
@@ -39,7 +41,18 @@ test('kafka security: PLAIN and SCRAM-SHA-256/512 deliver; a wrong password and 
     s512: `it-sec-s512-${tag}`,
     wrong: `it-sec-wrong-${tag}`,
     missing: `it-sec-missing-${tag}`,
+    tls: `it-sec-tls-${tag}`,
+    nocert: `it-sec-nocert-${tag}`,
   };
+  // the delivering sinks' topics exist beforehand (with leaders): a topic created on first use can
+  // make the first produce fail for some partitions, and the retry then duplicates the others
+  const admin = new Kafka({ clientId: 'it-ksec', brokers: [env.KAFKA_BROKERS], logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  t.after(() => admin.disconnect());
+  await admin.createTopics({
+    topics: [topics.plain, topics.s256, topics.s512, topics.tls].map((topic) => ({ topic, numPartitions: 3 })),
+    waitForLeaders: true,
+  });
   const plainPw = join(dir, 'plain-password');
   const scramPw = join(dir, 'scram-password');
   writeFileSync(plainPw, `${sasl.plain.password}\n`, { mode: 0o600 });
@@ -77,6 +90,26 @@ ${extra}      delivery:
           `\${env:IT_SCRAM_PASSWORD}`,
           '      autoCreateTopics: false\n',
         ),
+        `    - name: tls
+      type: kafka
+      brokers: ["${tls.brokers}"]
+      topic: ${topics.tls}
+      tls:
+        caFile: ${tls.caFile}
+        certFile: ${tls.certFile}
+        keyFile: ${tls.keyFile}
+        serverName: localhost
+    - name: nocert
+      type: kafka
+      brokers: ["${tls.brokers}"]
+      topic: ${topics.nocert}
+      tls:
+        caFile: ${tls.caFile}
+      delivery:
+        retry:
+          initialIntervalMs: 200
+          maxIntervalMs: 1000
+`,
       ].join(''),
     }),
   );
@@ -103,7 +136,7 @@ ${extra}      delivery:
 
   // PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 each delivered every change (read back over PLAINTEXT)
   const ids: string[][] = [];
-  for (const topic of [topics.plain, topics.s256, topics.s512]) {
+  for (const topic of [topics.plain, topics.s256, topics.s512, topics.tls]) {
     const seen = await readTopic(env.KAFKA_BROKERS, topic, N, 30_000);
     assert.equal(seen.length, N, `${topic}: ${seen.length} records`);
     assert.deepEqual(new Set(seen.map((s) => s.key)), uids, topic);
@@ -111,6 +144,7 @@ ${extra}      delivery:
   }
   assert.deepEqual(ids[1], ids[0]);
   assert.deepEqual(ids[2], ids[0]);
+  assert.deepEqual(ids[3], ids[0]);
 
   // the wrong password: one clear error, retried, nothing dead-lettered
   const metrics = async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -145,19 +179,16 @@ ${extra}      delivery:
     'retries of the missing-topic sink',
   );
   // ... and once the topic exists, every change arrives on it
-  const admin = new Kafka({ clientId: 'it-ksec', brokers: [env.KAFKA_BROKERS], logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    assert.ok(!(await admin.listTopics()).includes(topics.missing), 'crbridge did not create it');
-    await admin.createTopics({ topics: [{ topic: topics.missing, numPartitions: 3 }], waitForLeaders: true });
-  } finally {
-    await admin.disconnect();
-  }
+  assert.ok(!(await admin.listTopics()).includes(topics.missing), 'crbridge did not create it');
+  await admin.createTopics({ topics: [{ topic: topics.missing, numPartitions: 3 }], waitForLeaders: true });
   const late = await readTopic(env.KAFKA_BROKERS, topics.missing, N, 30_000);
   assert.deepEqual(new Set(late.map((s) => s.key)), uids);
 
   const text = await metrics();
-  for (const c of ['ksec/wrong', 'ksec/missing'])
+  // without a client certificate the SSL listener refuses: retried, nothing dead-lettered
+  assert.ok(metricSum(text, 'crbridge_component_retries_total', { component: 'ksec/nocert' }) >= 2);
+  assert.equal(metricSum(text, 'crbridge_component_sent_events_total', { component: 'ksec/nocert' }), 0);
+  for (const c of ['ksec/wrong', 'ksec/missing', 'ksec/nocert'])
     assert.equal(metricSum(text, 'crbridge_component_dead_lettered_events_total', { component: c }), 0, c);
   // no password anywhere (logs, metrics)
   assert.deepEqual(
