@@ -673,12 +673,9 @@ function startProcess(name: ComponentName, s: State): ChildProcess {
         try {
           execFileSync(
             'java',
-            [
-              '-cp',
-              join(s.bins.kafkaJars, '*'),
-              `-Dlog4j2.configurationFile=${f.log4j}`,
-              'kafka.tools.StorageTool',
-            ].concat(['format', '--standalone', '-t', s.kafkaClusterId, '-c', f.props, '--ignore-formatted']),
+            ['-cp', join(s.bins.kafkaJars, '*'), `-Dlog4j2.configurationFile=${f.log4j}`, 'kafka.tools.StorageTool']
+              .concat(['format', '--standalone', '-t', s.kafkaClusterId, '-c', f.props, '--ignore-formatted'])
+              .concat(scramFormatArgs(s)),
             { stdio: ['ignore', 'pipe', 'pipe'] },
           );
         } catch (e) {
@@ -686,6 +683,7 @@ function startProcess(name: ComponentName, s: State): ChildProcess {
           const msg = `${String(err.stderr ?? '')}${String(err.stdout ?? '')}`.trim().split('\n')[0];
           throw new StackError(`crbridge stack: formatting Kafka storage failed: ${msg}`);
         }
+        writeFileSync(scramMarker, `${KAFKA_SASL_USERS.scram}\n`);
       }
       return launch(name, 'java', [
         '-Xmx512m',
@@ -828,13 +826,25 @@ function portOf(name: ComponentName, s: State): number {
   return { etcd: s.ports.etcd, apiserver: s.ports.apiserver, kafka: s.ports.kafka, jaeger: s.ports.jaegerQuery }[name];
 }
 
+/** Present once the SCRAM user's credentials exist in this Kafka data folder's metadata. */
+const scramMarker = join(dataDir, 'kafka-scram-users');
+
+/** `StorageTool format` arguments that store the SCRAM user's credentials in the bootstrap metadata. */
+function scramFormatArgs(s: State): string[] {
+  const pw = s.kafkaSasl.scramPassword;
+  return ['SCRAM-SHA-256', 'SCRAM-SHA-512'].flatMap((m) => [
+    '--add-scram',
+    `${m}=[name=${KAFKA_SASL_USERS.scram},iterations=4096,password=${pw}]`,
+  ]);
+}
+
 /**
- * Creates the SCRAM-SHA-256/512 credentials of the SCRAM user once per Kafka data folder (kafka-configs'
- * ConfigCommand over the PLAINTEXT listener; they live in the KRaft metadata, so `down` removes them).
+ * Creates the SCRAM-SHA-256/512 credentials of the SCRAM user once per Kafka data folder when its
+ * storage was formatted without them (by an older version of this tool), with kafka-configs'
+ * ConfigCommand over the PLAINTEXT listener; they live in the KRaft metadata, so `down` removes them.
  */
 function ensureScramUsers(s: State): void {
-  const marker = join(dataDir, 'kafka-scram-users');
-  if (existsSync(marker)) return;
+  if (existsSync(scramMarker)) return;
   const pw = s.kafkaSasl.scramPassword;
   // one mechanism per call: the broker refuses two credentials of one user in the same request
   for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-512']) {
@@ -867,7 +877,7 @@ function ensureScramUsers(s: State): void {
       throw new StackError(`crbridge stack: creating the Kafka ${mechanism} user failed: ${msg}`);
     }
   }
-  writeFileSync(marker, `${KAFKA_SASL_USERS.scram}\n`);
+  writeFileSync(scramMarker, `${KAFKA_SASL_USERS.scram}\n`);
   say(`kafka: SCRAM-SHA-256/512 user ${KAFKA_SASL_USERS.scram} created`);
 }
 
