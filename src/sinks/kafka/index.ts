@@ -9,8 +9,11 @@
  * batch retryable and the delivery queue backs off. After any send error the producer is dropped
  * and a fresh one (new idempotent producer id) connects on the next attempt. Errors that refuse
  * every event alike (not authorized, bad credentials, a missing topic) are retried, never
- * dead-lettered, and logged once per cause with what to check. Connects, sends and the shutdown's
- * disconnect all give up at the abort signal or deadline: a broker that is away never holds them.
+ * dead-lettered, and logged once per cause with what to check. A missing topic counts as one only
+ * after AUTO_CREATE_GRACE_MS when the sink asks the brokers to create topics (`autoCreateTopics`,
+ * the default): until then it is taken to be one the brokers are creating, and retried quietly.
+ * Connects, sends and the shutdown's disconnect all give up at the abort signal or deadline: a
+ * broker that is away never holds them.
  *
  * The topic is the static `topic`, or per event the string a CEL `topicExpression` yields (null or
  * empty: `topic`); one produce request may carry several topics, each topic's records in batch
@@ -256,6 +259,14 @@ export function kafkaClientConfig(
 /** Kafka's rule for topic names. */
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
 
+/**
+ * With `autoCreateTopics`, for how long a topic answered missing (UNKNOWN_TOPIC_OR_PARTITION) is
+ * taken to be one the brokers are still creating on first use — retried, not yet reported as a
+ * configuration problem. The first metadata answers for a new topic say it is unknown while the
+ * controller creates it, which can outlast kafkajs' own single retry on a busy broker.
+ */
+export const AUTO_CREATE_GRACE_MS = 10_000;
+
 /** How long a producer dropped after an error is waited for while it disconnects. */
 const DISCONNECT_WAIT_MS = 1000;
 
@@ -282,6 +293,10 @@ class KafkaSink implements Sink {
   private readonly scrub: (text: string) => string;
   private readonly insecure: boolean;
   private producer: Producer | undefined;
+  /** Topic → when it was first answered missing (since its last success). */
+  private readonly missingSince = new Map<string, number>();
+  /** How long a missing topic counts as being created by the brokers (with `autoCreateTopics`). */
+  private autoCreateGraceMs = AUTO_CREATE_GRACE_MS;
   private connected = false;
   private connecting: Promise<Producer> | undefined;
   private shutdownPromise: Promise<void> | undefined;
@@ -461,6 +476,22 @@ class KafkaSink implements Sink {
     return results;
   }
 
+  /**
+   * True while every one of `topics` may still be being created by the brokers: auto-create is
+   * asked for and each was first answered missing less than `autoCreateGraceMs` ago.
+   */
+  private maybeBeingCreated(topics: readonly string[]): boolean {
+    if (!this.config.autoCreateTopics) return false;
+    const now = Date.now();
+    let all = true;
+    for (const t of topics) {
+      const since = this.missingSince.get(t) ?? now;
+      this.missingSince.set(t, since);
+      if (now - since >= this.autoCreateGraceMs) all = false;
+    }
+    return all;
+  }
+
   /** Produces the chunk's records (by topic, in order); undefined on success, else the failure that applies to all of them. */
   private async produce(chunk: readonly Encoded[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
     if (signal.aborted) return { status: 'retryable', error: 'aborted at shutdown' };
@@ -486,6 +517,7 @@ class KafkaSink implements Sink {
       ]).finally(() => {
         if (onAbort) signal.removeEventListener('abort', onAbort);
       });
+      for (const t of byTopic.keys()) this.missingSince.delete(t);
       return undefined;
     } catch (err) {
       await this.drop(signal.aborted ? Date.now() : undefined);
@@ -494,6 +526,11 @@ class KafkaSink implements Sink {
       const kind = classifyKafkaError(err);
       if (kind === 'configuration') {
         const problem = kafkaConfigurationProblem(err, topic) as { type: string; check: string };
+        if (problem.type === 'UNKNOWN_TOPIC_OR_PARTITION' && this.maybeBeingCreated(topics))
+          return {
+            status: 'retryable',
+            error: `kafka ${topic}: topic "${topic}" is not there yet (the brokers may be creating it on first use)`,
+          };
         this.logger.once(
           'error',
           `kafka-configuration:${topic}:${problem.type}`,
@@ -587,7 +624,7 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
         type: 'boolean',
         default: D.autoCreateTopics,
         description:
-          'Let the brokers create a missing topic on first use (only where auto.create.topics.enable is on). false: a missing topic is a retryable configuration error naming it, until someone creates it.',
+          'Let the brokers create a missing topic on first use (only where auto.create.topics.enable is on); a topic still missing 10 s after the first try is reported as a configuration error. false: a missing topic is at once a retryable configuration error naming it, until someone creates it.',
       },
       connectionTimeoutMs: {
         type: 'integer',
