@@ -1,11 +1,12 @@
 /**
  * The Kafka sink's security and topic handling on the REAL broker's SASL_PLAINTEXT listener (the
  * stack's PLAIN user and SCRAM-SHA-256/512 user) and SSL listener: one `crbridge run`, one pipeline,
- * seven kafka sinks — PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 with credentials from `${file:}` and `${env:}`
+ * eight kafka sinks — PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 with credentials from `${file:}` and `${env:}`
  * references deliver every change; a wrong SCRAM password is one clear error (the mechanism, user
  * and what to check) that never prints a password, retried and never dead-lettered; a missing topic
  * with auto-create off (`autoCreateTopics: false`) is a clear, retryable error naming the topic,
- * and the events arrive once the topic is created. Over the SSL listener (client certificates
+ * and the events arrive once the topic is created; a topic the brokers create on first use is
+ * delivered with no such error. Over the SSL listener (client certificates
  * required), a sink with the stack CA, a client certificate and `serverName` delivers; one without a
  * client certificate is refused by the broker: retried, nothing dead-lettered.
  */
@@ -43,6 +44,7 @@ test('kafka security: PLAIN, SCRAM-SHA-256/512 and TLS with a client certificate
     missing: `it-sec-missing-${tag}`,
     tls: `it-sec-tls-${tag}`,
     nocert: `it-sec-nocert-${tag}`,
+    auto: `it-sec-auto-${tag}`,
   };
   // the delivering sinks' topics exist beforehand (with leaders): a topic created on first use can
   // make the first produce fail for some partitions, and the retry then duplicates the others
@@ -82,6 +84,7 @@ ${extra}      delivery:
         sink('s256', topics.s256, 'scram-sha-256', `\${env:IT_SCRAM_USER}`, `\${env:IT_SCRAM_PASSWORD}`),
         sink('s512', topics.s512, 'scram-sha-512', `\${env:IT_SCRAM_USER}`, `\${file:${scramPw}}`),
         sink('wrong', topics.wrong, 'scram-sha-512', `\${env:IT_SCRAM_USER}`, `\${env:IT_WRONG_PASSWORD}`),
+        sink('auto', topics.auto, 'scram-sha-256', `\${env:IT_SCRAM_USER}`, `\${env:IT_SCRAM_PASSWORD}`),
         sink(
           'missing',
           topics.missing,
@@ -145,6 +148,15 @@ ${extra}      delivery:
   assert.deepEqual(ids[1], ids[0]);
   assert.deepEqual(ids[2], ids[0]);
   assert.deepEqual(ids[3], ids[0]);
+
+  // a topic the brokers create on first use (auto-create on): delivered, and no false "missing" error
+  const auto = await readTopic(env.KAFKA_BROKERS, topics.auto, N, 30_000);
+  assert.deepEqual(new Set(auto.map((s) => s.key)), uids);
+  assert.deepEqual(
+    logs(proc).filter((l) => l.component === 'ksec/auto' && l.level !== 'debug'),
+    [],
+    'nothing logged for a topic created on first use',
+  );
 
   // the wrong password: one clear error, retried, nothing dead-lettered
   const metrics = async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
