@@ -81,7 +81,7 @@ export type PlanRule = (req: ReceivedRequest) => ReceiverAction | undefined;
 /** A reusable misbehaviour schedule; pass `respond` to the receiver. */
 export interface MisbehaviourPlan {
   respond: (req: ReceivedRequest) => ReceiverAction | undefined;
-  /** POSTs counted so far (those the rules answered included). */
+  /** POSTs counted so far (not those the rules or `down` answered). */
   readonly posts: number;
   /** While set, every POST gets this (the receiver is "down"); steps are neither used nor counted. */
   down: ReceiverAction | undefined;
@@ -89,8 +89,8 @@ export interface MisbehaviourPlan {
 
 /**
  * Builds a plan: `down` (when set) answers everything; else the first rule that matches answers;
- * else the step covering this POST's number; else 200. POSTs are numbered in arrival order, so a
- * step hits whatever event the sink happens to send then.
+ * else the step covering this POST's number; else 200. The other POSTs are numbered in arrival
+ * order (so every step is taken, and hits whatever event the sink happens to send then).
  */
 export function misbehaviourPlan(steps: readonly PlanStep[], rules: readonly PlanRule[] = []): MisbehaviourPlan {
   let posts = 0;
@@ -102,11 +102,11 @@ export function misbehaviourPlan(steps: readonly PlanStep[], rules: readonly Pla
     respond: (req) => {
       if (req.method !== 'POST') return undefined;
       if (plan.down) return plan.down;
-      posts++;
       for (const rule of rules) {
         const a = rule(req);
         if (a) return a;
       }
+      posts++;
       const step = steps.find((s) => posts >= s.from && posts <= (s.to ?? s.from));
       if (!step) return undefined;
       return typeof step.action === 'function' ? step.action(req) : step.action;
