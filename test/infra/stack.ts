@@ -54,6 +54,10 @@ interface Ports {
   apiserver: number;
   kafka: number;
   kafkaController: number;
+  /** The SASL_PLAINTEXT listener (PLAIN and SCRAM-SHA-256/512 users); absent in stacks set up before it. */
+  kafkaSasl: number;
+  /** The SSL listener (server certificate from the stack CA; client certificates required). */
+  kafkaTls: number;
   otlpHttp: number;
   otlpGrpc: number;
   jaegerQuery: number;
@@ -65,6 +69,8 @@ interface Ports {
 interface State {
   ports: Ports;
   kafkaClusterId: string;
+  /** Passwords of the SASL users (PLAIN `crbridge-plain`, SCRAM `crbridge-scram`). */
+  kafkaSasl: { plainPassword: string; scramPassword: string };
   adminToken: string;
   restrictedToken: string;
   bins: { kube: string; etcd: string; jaeger: string; helm: string; kafkaJars: string };
@@ -194,7 +200,7 @@ function requireState(): State {
 }
 
 async function newState(bins: State['bins']): Promise<State> {
-  const p = await freePorts(10);
+  const p = await freePorts(12);
   const at = (i: number) => p[i] as number;
   let clusterId = randomBytes(16).toString('base64url');
   while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
@@ -210,12 +216,39 @@ async function newState(bins: State['bins']): Promise<State> {
       jaegerQuery: at(7),
       jaegerQueryGrpc: at(8),
       jaegerHealth: at(9),
+      kafkaSasl: at(10),
+      kafkaTls: at(11),
     },
     kafkaClusterId: clusterId,
+    kafkaSasl: saslPasswords(),
     adminToken: randomBytes(24).toString('hex'),
     restrictedToken: randomBytes(24).toString('hex'),
     bins,
   };
+}
+
+/** The SASL users of the Kafka SASL_PLAINTEXT listener. */
+export const KAFKA_SASL_USERS = { plain: 'crbridge-plain', scram: 'crbridge-scram' } as const;
+
+function saslPasswords(): State['kafkaSasl'] {
+  return { plainPassword: randomBytes(18).toString('hex'), scramPassword: randomBytes(18).toString('hex') };
+}
+
+/** Adds what later versions of this tool keep in state.json to a state written by an older one. */
+async function upgradeState(s: State): Promise<State> {
+  let changed = false;
+  for (const key of ['kafkaSasl', 'kafkaTls'] as const) {
+    if (s.ports[key]) continue;
+    const [port] = await freePorts(1);
+    s.ports[key] = port as number;
+    changed = true;
+  }
+  if (!s.kafkaSasl) {
+    s.kafkaSasl = saslPasswords();
+    changed = true;
+  }
+  if (changed) writeFileSync(stateFile, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
+  return s;
 }
 
 function openssl(args: string[]): void {
@@ -233,6 +266,45 @@ function openssl(args: string[]): void {
       }`,
     );
   }
+}
+
+/** A key (PKCS#8, unencrypted) and a certificate signed by the stack CA, with the given extensions. */
+function signedCert(name: string, subject: string, ext: string[]): void {
+  writeFileSync(join(pkiDir, `${name}.ext`), `${ext.join('\n')}\n`);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
+  openssl(
+    ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial'].concat([
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '3650',
+      '-extfile',
+      `${name}.ext`,
+    ]),
+  );
+}
+
+/**
+ * The Kafka SSL listener's PKI, from the stack CA: a server certificate for 127.0.0.1/localhost (in
+ * `kafka-keystore.pem`, key + certificate, as Kafka's PEM keystore wants) and a client certificate.
+ */
+function ensureKafkaPki(): void {
+  if (existsSync(join(pkiDir, 'kafka-keystore.pem'))) return;
+  say('generating the Kafka TLS server and client certificates');
+  signedCert('kafka', '/CN=kafka', [
+    'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    'extendedKeyUsage=serverAuth',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+  ]);
+  signedCert('kafka-client', '/CN=crbridge-tls-client', [
+    'extendedKeyUsage=clientAuth',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+  ]);
+  writeFileSync(
+    join(pkiDir, 'kafka-keystore.pem'),
+    readFileSync(join(pkiDir, 'kafka.key'), 'utf8') + readFileSync(join(pkiDir, 'kafka.crt'), 'utf8'),
+    { mode: 0o600 },
+  );
 }
 
 /** CA, apiserver serving cert, service-account key pair, token file and kubeconfigs (kept until `down`). */
@@ -274,6 +346,7 @@ function ensurePki(s: State): void {
     openssl(['genrsa', '-out', 'sa.key', '2048']);
     openssl(['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub']);
   }
+  ensureKafkaPki();
   writeFileSync(
     join(pkiDir, 'tokens.csv'),
     `${s.adminToken},crbridge-admin,crbridge-admin-uid,"system:masters"\n` +
@@ -338,6 +411,15 @@ export function envVars(s: State): Record<string, string> {
     KUBECONFIG_RESTRICTED: join(stackDir, 'kubeconfig-restricted'),
     KUBE_APISERVER_URL: `https://127.0.0.1:${p.apiserver}`,
     KAFKA_BROKERS: `127.0.0.1:${p.kafka}`,
+    KAFKA_SASL_BROKERS: `127.0.0.1:${p.kafkaSasl}`,
+    KAFKA_SASL_PLAIN_USERNAME: KAFKA_SASL_USERS.plain,
+    KAFKA_SASL_PLAIN_PASSWORD: s.kafkaSasl.plainPassword,
+    KAFKA_SASL_SCRAM_USERNAME: KAFKA_SASL_USERS.scram,
+    KAFKA_SASL_SCRAM_PASSWORD: s.kafkaSasl.scramPassword,
+    KAFKA_TLS_BROKERS: `127.0.0.1:${p.kafkaTls}`,
+    KAFKA_TLS_CA_FILE: join(pkiDir, 'ca.crt'),
+    KAFKA_TLS_CERT_FILE: join(pkiDir, 'kafka-client.crt'),
+    KAFKA_TLS_KEY_FILE: join(pkiDir, 'kafka-client.key'),
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${p.otlpHttp}`,
     OTEL_EXPORTER_OTLP_GRPC_ENDPOINT: `http://127.0.0.1:${p.otlpGrpc}`,
     JAEGER_QUERY_URL: `http://127.0.0.1:${p.jaegerQuery}`,
@@ -360,15 +442,27 @@ function kafkaFiles(s: State): { props: string; log4j: string; data: string } {
   const props = join(confDir, 'kafka.properties');
   const log4j = join(confDir, 'kafka-log4j2.xml');
   mkdirSync(confDir, { recursive: true });
+  const clientListeners = `PLAINTEXT://127.0.0.1:${p.kafka},SASL_PLAINTEXT://127.0.0.1:${p.kafkaSasl},SSL://127.0.0.1:${p.kafkaTls}`;
+  const jaas = (mechanism: string, module: string) =>
+    `listener.name.sasl_plaintext.${mechanism}.sasl.jaas.config=org.apache.kafka.common.security.${module} required`;
   writeFileSync(
     props,
     [
       'process.roles=broker,controller',
       'node.id=1',
       `controller.quorum.bootstrap.servers=127.0.0.1:${p.kafkaController}`,
-      `listeners=PLAINTEXT://127.0.0.1:${p.kafka},CONTROLLER://127.0.0.1:${p.kafkaController}`,
-      `advertised.listeners=PLAINTEXT://127.0.0.1:${p.kafka},CONTROLLER://127.0.0.1:${p.kafkaController}`,
-      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      `listeners=${clientListeners},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      `advertised.listeners=${clientListeners},CONTROLLER://127.0.0.1:${p.kafkaController}`,
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT',
+      'listener.name.ssl.ssl.keystore.type=PEM',
+      `listener.name.ssl.ssl.keystore.location=${join(pkiDir, 'kafka-keystore.pem')}`,
+      'listener.name.ssl.ssl.truststore.type=PEM',
+      `listener.name.ssl.ssl.truststore.location=${join(pkiDir, 'ca.crt')}`,
+      'listener.name.ssl.ssl.client.auth=required',
+      'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+      `${jaas('plain', 'plain.PlainLoginModule')} user_${KAFKA_SASL_USERS.plain}="${s.kafkaSasl.plainPassword}";`,
+      `${jaas('scram-sha-256', 'scram.ScramLoginModule')};`,
+      `${jaas('scram-sha-512', 'scram.ScramLoginModule')};`,
       'controller.listener.names=CONTROLLER',
       'inter.broker.listener.name=PLAINTEXT',
       `log.dirs=${data}`,
@@ -579,12 +673,9 @@ function startProcess(name: ComponentName, s: State): ChildProcess {
         try {
           execFileSync(
             'java',
-            [
-              '-cp',
-              join(s.bins.kafkaJars, '*'),
-              `-Dlog4j2.configurationFile=${f.log4j}`,
-              'kafka.tools.StorageTool',
-            ].concat(['format', '--standalone', '-t', s.kafkaClusterId, '-c', f.props, '--ignore-formatted']),
+            ['-cp', join(s.bins.kafkaJars, '*'), `-Dlog4j2.configurationFile=${f.log4j}`, 'kafka.tools.StorageTool']
+              .concat(['format', '--standalone', '-t', s.kafkaClusterId, '-c', f.props, '--ignore-formatted'])
+              .concat(scramFormatArgs(s)),
             { stdio: ['ignore', 'pipe', 'pipe'] },
           );
         } catch (e) {
@@ -592,6 +683,7 @@ function startProcess(name: ComponentName, s: State): ChildProcess {
           const msg = `${String(err.stderr ?? '')}${String(err.stdout ?? '')}`.trim().split('\n')[0];
           throw new StackError(`crbridge stack: formatting Kafka storage failed: ${msg}`);
         }
+        writeFileSync(scramMarker, `${KAFKA_SASL_USERS.scram}\n`);
       }
       return launch(name, 'java', [
         '-Xmx512m',
@@ -734,20 +826,82 @@ function portOf(name: ComponentName, s: State): number {
   return { etcd: s.ports.etcd, apiserver: s.ports.apiserver, kafka: s.ports.kafka, jaeger: s.ports.jaegerQuery }[name];
 }
 
+/** Present once the SCRAM user's credentials exist in this Kafka data folder's metadata. */
+const scramMarker = join(dataDir, 'kafka-scram-users');
+
+/** `StorageTool format` arguments that store the SCRAM user's credentials in the bootstrap metadata. */
+function scramFormatArgs(s: State): string[] {
+  const pw = s.kafkaSasl.scramPassword;
+  return ['SCRAM-SHA-256', 'SCRAM-SHA-512'].flatMap((m) => [
+    '--add-scram',
+    `${m}=[name=${KAFKA_SASL_USERS.scram},iterations=4096,password=${pw}]`,
+  ]);
+}
+
+/**
+ * Creates the SCRAM-SHA-256/512 credentials of the SCRAM user once per Kafka data folder when its
+ * storage was formatted without them (by an older version of this tool), with kafka-configs'
+ * ConfigCommand over the PLAINTEXT listener; they live in the KRaft metadata, so `down` removes them.
+ */
+function ensureScramUsers(s: State): void {
+  if (existsSync(scramMarker)) return;
+  const pw = s.kafkaSasl.scramPassword;
+  // one mechanism per call: the broker refuses two credentials of one user in the same request
+  for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-512']) {
+    try {
+      execFileSync(
+        'java',
+        [
+          '-cp',
+          join(s.bins.kafkaJars, '*'),
+          `-Dlog4j2.configurationFile=${join(confDir, 'kafka-log4j2.xml')}`,
+          'kafka.admin.ConfigCommand',
+        ]
+          .concat(['--bootstrap-server', `127.0.0.1:${s.ports.kafka}`, '--alter', '--entity-type', 'users'])
+          .concat([
+            '--entity-name',
+            KAFKA_SASL_USERS.scram,
+            '--add-config',
+            `${mechanism}=[iterations=4096,password=${pw}]`,
+          ]),
+        { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
+      );
+    } catch (e) {
+      const err = e as { stdout?: Buffer; stderr?: Buffer };
+      const out = `${String(err.stderr ?? '')}${String(err.stdout ?? '')}`.split(pw).join('***');
+      const msg =
+        out
+          .trim()
+          .split('\n')
+          .find((l) => l.includes('Exception')) ?? out.trim().split('\n')[0];
+      throw new StackError(`crbridge stack: creating the Kafka ${mechanism} user failed: ${msg}`);
+    }
+  }
+  writeFileSync(scramMarker, `${KAFKA_SASL_USERS.scram}\n`);
+  say(`kafka: SCRAM-SHA-256/512 user ${KAFKA_SASL_USERS.scram} created`);
+}
+
 /** Starts one component unless it is already running and healthy; waits until it is healthy. */
 async function ensureComponent(name: ComponentName, s: State): Promise<void> {
   const pid = alivePid(name);
   if (pid !== undefined) {
-    if (await healthy(name, s)) {
+    const stale = name === 'kafka' && !readFileSync(join(confDir, 'kafka.properties'), 'utf8').includes('SSL://');
+    if (stale) {
+      say('kafka: running without the SASL and SSL listeners (set up by an older version of this tool); restarting it');
+      await stopComponent(name);
+    } else if (await healthy(name, s)) {
       say(`${name}: already running (pid ${pid}), healthy`);
+      if (name === 'kafka') ensureScramUsers(s);
       return;
+    } else {
+      say(`${name}: pid ${pid} is running but not healthy; restarting it`);
+      await stopComponent(name);
     }
-    say(`${name}: pid ${pid} is running but not healthy; restarting it`);
-    await stopComponent(name);
   }
   const child = startProcess(name, s);
   say(`${name}: started (pid ${child.pid}, port ${portOf(name, s)})`);
   await waitHealthy(name, s, child);
+  if (name === 'kafka') ensureScramUsers(s);
 }
 
 /** SIGTERM, then SIGKILL after a few seconds; only ever the pid this tool recorded. Idempotent. */
@@ -826,6 +980,7 @@ async function upLocked(): Promise<Record<string, string>> {
   if (!s) {
     s = await newState(bins);
   } else {
+    s = await upgradeState(s);
     s.bins = bins;
   }
   writeFileSync(stateFile, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
@@ -919,7 +1074,8 @@ async function main(argv: string[]): Promise<number> {
     case 'stop':
     case 'restart': {
       const name = parseName(arg);
-      const s = requireState();
+      const s = await upgradeState(requireState());
+      writeEnv(s);
       await withLock(async () => {
         if (cmd !== 'start') await stopComponent(name);
         if (cmd !== 'stop') await ensureComponent(name, s);

@@ -35,7 +35,33 @@ export interface StackEnv {
   ETCD_ENDPOINTS: string;
   /** Folder with kubectl, helm, kcat, kube-apiserver, etcd and jaeger. */
   CRBRIDGE_STACK_BIN: string;
+  /** `host:port` of the broker's SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); see {@link kafkaSasl}. */
+  KAFKA_SASL_BROKERS?: string;
+  KAFKA_SASL_PLAIN_USERNAME?: string;
+  KAFKA_SASL_PLAIN_PASSWORD?: string;
+  /** The SCRAM user has SCRAM-SHA-256 and SCRAM-SHA-512 credentials with this password. */
+  KAFKA_SASL_SCRAM_USERNAME?: string;
+  KAFKA_SASL_SCRAM_PASSWORD?: string;
+  /** `host:port` of the broker's SSL listener (client certificate required); see {@link kafkaTls}. */
+  KAFKA_TLS_BROKERS?: string;
+  /** The stack CA (it signed the broker's and the client's certificates). */
+  KAFKA_TLS_CA_FILE?: string;
+  KAFKA_TLS_CERT_FILE?: string;
+  KAFKA_TLS_KEY_FILE?: string;
 }
+
+/** Keys a stack set up by an older version of the tool may lack (`npm run stack -- up` adds them). */
+const OPTIONAL: readonly (keyof StackEnv)[] = [
+  'KAFKA_SASL_BROKERS',
+  'KAFKA_SASL_PLAIN_USERNAME',
+  'KAFKA_SASL_PLAIN_PASSWORD',
+  'KAFKA_SASL_SCRAM_USERNAME',
+  'KAFKA_SASL_SCRAM_PASSWORD',
+  'KAFKA_TLS_BROKERS',
+  'KAFKA_TLS_CA_FILE',
+  'KAFKA_TLS_CERT_FILE',
+  'KAFKA_TLS_KEY_FILE',
+];
 
 const REQUIRED: readonly (keyof StackEnv)[] = [
   'KUBECONFIG',
@@ -71,10 +97,51 @@ export function loadStackEnv(): StackEnv {
   if (missing.length > 0) {
     throw new StackNotUpError(`${stackEnvFile} lacks ${missing.join(', ')}: run \`npm run stack -- up\` again`);
   }
-  const env = Object.fromEntries(REQUIRED.map((k) => [k, vars[k] as string])) as unknown as StackEnv;
+  const env = Object.fromEntries(
+    [...REQUIRED, ...OPTIONAL].filter((k) => vars[k]).map((k) => [k, vars[k] as string]),
+  ) as unknown as StackEnv;
   Object.assign(process.env, env);
   cached = env;
   return env;
+}
+
+/** The Kafka SASL listener and its users; throws StackNotUpError when this stack predates it. */
+export function kafkaSasl(): {
+  brokers: string;
+  plain: { username: string; password: string };
+  scram: { username: string; password: string };
+} {
+  const e = loadStackEnv();
+  if (
+    !e.KAFKA_SASL_BROKERS ||
+    !e.KAFKA_SASL_PLAIN_USERNAME ||
+    !e.KAFKA_SASL_PLAIN_PASSWORD ||
+    !e.KAFKA_SASL_SCRAM_USERNAME ||
+    !e.KAFKA_SASL_SCRAM_PASSWORD
+  )
+    throw new StackNotUpError(
+      `${stackEnvFile} has no Kafka SASL listener (KAFKA_SASL_*): run \`npm run stack -- up\` (it restarts Kafka with one)`,
+    );
+  return {
+    brokers: e.KAFKA_SASL_BROKERS,
+    plain: { username: e.KAFKA_SASL_PLAIN_USERNAME, password: e.KAFKA_SASL_PLAIN_PASSWORD },
+    scram: { username: e.KAFKA_SASL_SCRAM_USERNAME, password: e.KAFKA_SASL_SCRAM_PASSWORD },
+  };
+}
+
+/** The Kafka SSL listener, the CA and a client certificate; throws StackNotUpError when this stack predates it. */
+export function kafkaTls(): { brokers: string; caFile: string; certFile: string; keyFile: string } {
+  const e = loadStackEnv();
+  if (!e.KAFKA_TLS_BROKERS || !e.KAFKA_TLS_CA_FILE || !e.KAFKA_TLS_CERT_FILE || !e.KAFKA_TLS_KEY_FILE)
+    throw new StackNotUpError(
+      `${stackEnvFile} has no Kafka SSL listener (KAFKA_TLS_*): run \`npm run stack -- up\` (it restarts Kafka with one)`,
+    );
+  return {
+    brokers: e.KAFKA_TLS_BROKERS,
+    caFile: e.KAFKA_TLS_CA_FILE,
+    certFile: e.KAFKA_TLS_CERT_FILE,
+    keyFile: e.KAFKA_TLS_KEY_FILE,
+  };
 }
 
 function stackEnv(): StackEnv {

@@ -4,7 +4,9 @@
  * the `standardwebhooks` npm library, decodes the CloudEvents it received (binary, structured or
  * batch mode) and misbehaves on a schedule: a status (with headers such as Retry-After), a stall
  * (no answer for a while), or a connection reset. Actions are taken from `schedule` first (one per
- * POST), then from `respond` (per request, e.g. a 400 for one object), else 200.
+ * POST), then from `respond` (per request, e.g. a 400 for one object), else 200. A
+ * {@link misbehaviourPlan} builds such a `respond` from rules and steps by POST number, and
+ * {@link retryAfterViolations} checks afterwards that no retry came before its Retry-After.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -61,6 +63,92 @@ export function decodeEvents(headers: http.IncomingHttpHeaders, body: Buffer): R
   if (type) event.datacontenttype = type;
   if (text !== '') event.data = JSON.parse(text);
   return event.id ? [event] : [];
+}
+
+/** An action, or one made when the request comes (e.g. a Retry-After HTTP date relative to now). */
+export type PlannedAction = ReceiverAction | ((req: ReceivedRequest) => ReceiverAction);
+
+/** One step of a misbehaviour plan: what to do with the POSTs numbered `from`..`to` (1-based, inclusive). */
+export interface PlanStep {
+  from: number;
+  to?: number;
+  action: PlannedAction;
+}
+
+/** A rule that applies to any request it matches, before the steps (e.g. a 400 for one object). */
+export type PlanRule = (req: ReceivedRequest) => ReceiverAction | undefined;
+
+/** A reusable misbehaviour schedule; pass `respond` to the receiver. */
+export interface MisbehaviourPlan {
+  respond: (req: ReceivedRequest) => ReceiverAction | undefined;
+  /** POSTs counted so far (not those the rules or `down` answered). */
+  readonly posts: number;
+  /** While set, every POST gets this (the receiver is "down"); steps are neither used nor counted. */
+  down: ReceiverAction | undefined;
+}
+
+/**
+ * Builds a plan: `down` (when set) answers everything; else the first rule that matches answers;
+ * else the step covering this POST's number; else 200. The other POSTs are numbered in arrival
+ * order (so every step is taken, and hits whatever event the sink happens to send then).
+ */
+export function misbehaviourPlan(steps: readonly PlanStep[], rules: readonly PlanRule[] = []): MisbehaviourPlan {
+  let posts = 0;
+  const plan: MisbehaviourPlan = {
+    down: undefined,
+    get posts() {
+      return posts;
+    },
+    respond: (req) => {
+      if (req.method !== 'POST') return undefined;
+      if (plan.down) return plan.down;
+      for (const rule of rules) {
+        const a = rule(req);
+        if (a) return a;
+      }
+      posts++;
+      const step = steps.find((s) => posts >= s.from && posts <= (s.to ?? s.from));
+      if (!step) return undefined;
+      return typeof step.action === 'function' ? step.action(req) : step.action;
+    },
+  };
+  return plan;
+}
+
+/** A 429 whose Retry-After is an HTTP date `ms` from when the request comes. */
+export const retryAfterDate =
+  (ms: number, status = 429): PlannedAction =>
+  (req) => ({ status, headers: { 'retry-after': new Date(req.at + ms).toUTCString() } });
+
+/** The earliest time (epoch ms) a Retry-After answered at `at` allows the next attempt, or undefined. */
+export function retryAfterUntil(action: ReceiverAction, at: number): number | undefined {
+  if (!('status' in action)) return undefined;
+  const v = action.headers?.['retry-after'];
+  if (v === undefined) return undefined;
+  if (/^\d+$/.test(v.trim())) return at + Number(v) * 1000;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+/**
+ * Every request answered with a Retry-After whose next attempt of the same event (`webhook-id`)
+ * came before the time it allowed (more than `slackMs` early), as readable lines; also those never
+ * retried at all when `mustRetry`. Empty when timing was respected.
+ */
+export function retryAfterViolations(requests: readonly ReceivedRequest[], slackMs = 20, mustRetry = true): string[] {
+  const out: string[] = [];
+  const posts = requests.filter((r) => r.method === 'POST');
+  for (const [i, r] of posts.entries()) {
+    const until = retryAfterUntil(r.action, r.at);
+    if (until === undefined) continue;
+    const id = r.headers['webhook-id'];
+    const again = posts.slice(i + 1).find((q) => q.headers['webhook-id'] === id);
+    if (!again) {
+      if (mustRetry) out.push(`request ${r.n} (${String(id)}) answered with Retry-After was never retried`);
+    } else if (again.at < until - slackMs)
+      out.push(`request ${r.n} (${String(id)}): retried ${until - again.at} ms before its Retry-After allowed`);
+  }
+  return out;
 }
 
 export class WebhookReceiver {

@@ -9,8 +9,11 @@
  * batch retryable and the delivery queue backs off. After any send error the producer is dropped
  * and a fresh one (new idempotent producer id) connects on the next attempt. Errors that refuse
  * every event alike (not authorized, bad credentials, a missing topic) are retried, never
- * dead-lettered, and logged once per cause with what to check. Connects, sends and the shutdown's
- * disconnect all give up at the abort signal or deadline: a broker that is away never holds them.
+ * dead-lettered, and logged once per cause with what to check. A missing topic counts as one only
+ * after AUTO_CREATE_GRACE_MS when the sink asks the brokers to create topics (`autoCreateTopics`,
+ * the default): until then it is taken to be one the brokers are creating, and retried quietly.
+ * Connects, sends and the shutdown's disconnect all give up at the abort signal or deadline: a
+ * broker that is away never holds them.
  *
  * The topic is the static `topic`, or per event the string a CEL `topicExpression` yields (null or
  * empty: `topic`); one produce request may carry several topics, each topic's records in batch
@@ -56,6 +59,8 @@ export interface KafkaSinkConfig {
   compression?: KafkaCompression;
   acks?: -1 | 1;
   idempotent?: boolean;
+  /** Ask the brokers to create a missing topic on first use (they do only with auto.create.topics.enable). */
+  autoCreateTopics?: boolean;
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
   maxBatchBytes?: number;
@@ -74,6 +79,7 @@ export const KAFKA_SINK_DEFAULTS: Readonly<KafkaSinkDefaults> = Object.freeze({
   compression: 'none',
   acks: -1,
   idempotent: true,
+  autoCreateTopics: true,
   connectionTimeoutMs: 3000,
   requestTimeoutMs: 10_000,
   maxBatchBytes: 900_000,
@@ -110,7 +116,7 @@ const CONFIGURATION_TYPES: Record<string, (topic: string) => string> = {
     'the brokers do not offer the SASL mechanism crbridge uses: check sasl.enabled.mechanisms on the brokers',
   ILLEGAL_SASL_STATE: () => 'the SASL handshake failed: check the SASL settings on both sides',
   UNKNOWN_TOPIC_OR_PARTITION: (t) =>
-    `topic "${t}" does not exist and the brokers do not create topics on first use (auto.create.topics.enable=false): create the topic or fix the topic name`,
+    `topic "${t}" does not exist and is not created on first use (the brokers' auto.create.topics.enable=false, or the sink's autoCreateTopics: false): create the topic or fix the topic name`,
   INVALID_TOPIC_EXCEPTION: (t) =>
     `"${t}" is not a valid Kafka topic name (letters, digits, ".", "_", "-"; at most 249): fix the sink's topic`,
   INVALID_REQUIRED_ACKS: () => 'the brokers refuse the acks setting: use acks -1 or 1',
@@ -253,6 +259,14 @@ export function kafkaClientConfig(
 /** Kafka's rule for topic names. */
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
 
+/**
+ * With `autoCreateTopics`, for how long a topic answered missing (UNKNOWN_TOPIC_OR_PARTITION) is
+ * taken to be one the brokers are still creating on first use — retried, not yet reported as a
+ * configuration problem. The first metadata answers for a new topic say it is unknown while the
+ * controller creates it, which can outlast kafkajs' own single retry on a busy broker.
+ */
+export const AUTO_CREATE_GRACE_MS = 10_000;
+
 /** How long a producer dropped after an error is waited for while it disconnects. */
 const DISCONNECT_WAIT_MS = 1000;
 
@@ -279,6 +293,10 @@ class KafkaSink implements Sink {
   private readonly scrub: (text: string) => string;
   private readonly insecure: boolean;
   private producer: Producer | undefined;
+  /** Topic → when it was first answered missing (since its last success). */
+  private readonly missingSince = new Map<string, number>();
+  /** How long a missing topic counts as being created by the brokers (with `autoCreateTopics`). */
+  private autoCreateGraceMs = AUTO_CREATE_GRACE_MS;
   private connected = false;
   private connecting: Promise<Producer> | undefined;
   private shutdownPromise: Promise<void> | undefined;
@@ -342,7 +360,7 @@ class KafkaSink implements Sink {
     const producer = this.kafka.producer({
       idempotent: this.idempotent,
       maxInFlightRequests: 1,
-      allowAutoTopicCreation: true,
+      allowAutoTopicCreation: this.config.autoCreateTopics,
       // murmur2 over the key, like the Java client: the same uid lands in the same partition.
       createPartitioner: Partitioners.DefaultPartitioner,
       retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 },
@@ -458,6 +476,22 @@ class KafkaSink implements Sink {
     return results;
   }
 
+  /**
+   * True while every one of `topics` may still be being created by the brokers: auto-create is
+   * asked for and each was first answered missing less than `autoCreateGraceMs` ago.
+   */
+  private maybeBeingCreated(topics: readonly string[]): boolean {
+    if (!this.config.autoCreateTopics) return false;
+    const now = Date.now();
+    let all = true;
+    for (const t of topics) {
+      const since = this.missingSince.get(t) ?? now;
+      this.missingSince.set(t, since);
+      if (now - since >= this.autoCreateGraceMs) all = false;
+    }
+    return all;
+  }
+
   /** Produces the chunk's records (by topic, in order); undefined on success, else the failure that applies to all of them. */
   private async produce(chunk: readonly Encoded[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
     if (signal.aborted) return { status: 'retryable', error: 'aborted at shutdown' };
@@ -483,6 +517,7 @@ class KafkaSink implements Sink {
       ]).finally(() => {
         if (onAbort) signal.removeEventListener('abort', onAbort);
       });
+      for (const t of byTopic.keys()) this.missingSince.delete(t);
       return undefined;
     } catch (err) {
       await this.drop(signal.aborted ? Date.now() : undefined);
@@ -491,6 +526,11 @@ class KafkaSink implements Sink {
       const kind = classifyKafkaError(err);
       if (kind === 'configuration') {
         const problem = kafkaConfigurationProblem(err, topic) as { type: string; check: string };
+        if (problem.type === 'UNKNOWN_TOPIC_OR_PARTITION' && this.maybeBeingCreated(topics))
+          return {
+            status: 'retryable',
+            error: `kafka ${topic}: topic "${topic}" is not there yet (the brokers may be creating it on first use)`,
+          };
         this.logger.once(
           'error',
           `kafka-configuration:${topic}:${problem.type}`,
@@ -579,6 +619,12 @@ export const kafkaSink: SinkFactory<KafkaSinkConfig> = {
         type: 'boolean',
         default: D.idempotent,
         description: 'Use the idempotent producer (no duplicates from internal resends; needs acks -1).',
+      },
+      autoCreateTopics: {
+        type: 'boolean',
+        default: D.autoCreateTopics,
+        description:
+          'Let the brokers create a missing topic on first use (only where auto.create.topics.enable is on); a topic still missing 10 s after the first try is reported as a configuration error. false: a missing topic is at once a retryable configuration error naming it, until someone creates it.',
       },
       connectionTimeoutMs: {
         type: 'integer',

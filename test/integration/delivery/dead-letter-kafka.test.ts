@@ -9,26 +9,30 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { readTopic } from '../../support/events.ts';
-import { backupsPipelineYaml } from '../../support/pipeline.ts';
-import { waitFor as eventually, loadStackEnv } from '../../support/stack.ts';
-import { type ReceivedEvent, WebhookReceiver } from '../../support/webhook-receiver.ts';
+import { loadStackEnv } from '../../support/stack.ts';
+import { misbehaviourPlan, WebhookReceiver } from '../../support/webhook-receiver.ts';
+import {
+  type Changes,
+  deliveryProblems,
+  leakedSecrets,
+  refuseObjectNamed,
+  startWebhookRun,
+  unverified,
+  waitAllArrived,
+  webhookSecrets,
+} from '../../support/webhook-run.ts';
 import { logs } from '../events/helpers.ts';
 import { adminApi, createBackup, freshNamespace, pool, updateBackup } from '../source/helpers.ts';
 
 const env = loadStackEnv();
-const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
-const PATH_TOKEN = `p${randomBytes(10).toString('hex')}`;
+const { secret: SECRET, pathToken: PATH_TOKEN } = webhookSecrets();
 const dir = mkdtempSync(join(tmpdir(), 'crb-dlq-kafka-'));
 const N = 20;
-
-const objectOf = (e: ReceivedEvent) =>
-  (e.data as { object: { metadata: { uid: string; name: string; resourceVersion: string } } }).object.metadata;
 
 let receiver: WebhookReceiver | undefined;
 after(async () => {
@@ -38,52 +42,34 @@ after(async () => {
 test('dead letters to Kafka: a 400 from the webhook lands in the topic as a dead-letter CloudEvent; the rest arrive', async (t) => {
   const ns = freshNamespace('dlq');
   const topic = `it-dead-letters-${randomBytes(4).toString('hex')}`;
-  const r = new WebhookReceiver({
-    secrets: [SECRET],
-    respond: (q) =>
-      q.method === 'POST' && q.events.some((e) => objectOf(e).name === 'poison')
-        ? { status: 400, body: 'spec.databaseName "poison" is refused' }
-        : undefined,
-  });
+  const plan = misbehaviourPlan([], [refuseObjectNamed('poison', 400, 'spec.databaseName "poison" is refused')]);
+  const r = new WebhookReceiver({ secrets: [SECRET], respond: plan.respond });
   receiver = r;
-  const base = await r.start();
-
-  const file = join(dir, 'dlq.yaml');
-  writeFileSync(
-    file,
-    backupsPipelineYaml({
-      name: 'dlq',
-      namespaces: [ns],
-      specExtra: `  deadLetter:
+  const run = await startWebhookRun({
+    dir,
+    name: 'dlq',
+    namespaces: [ns],
+    baseUrl: await r.start(),
+    pathToken: PATH_TOKEN,
+    secret: SECRET,
+    env,
+    specExtra: `  deadLetter:
     sink:
       type: kafka
       brokers: ["${env.KAFKA_BROKERS}"]
       topic: ${topic}
 `,
-      sinks: `    - name: hook
-      type: webhook
-      url: \${env:IT_WEBHOOK_URL}
-      signing:
-        secrets: ["\${env:IT_WEBHOOK_SECRET}"]
-      delivery:
+    sink: `      delivery:
         retry:
           initialIntervalMs: 100
           maxIntervalMs: 1000
 `,
-    }),
-  );
-  const proc = startCrbridge(runArgs([file], join(dir, 'state'), ['--cluster-name', 'it']), {
-    ...process.env,
-    ...env,
-    IT_WEBHOOK_URL: `${base}/hooks/${PATH_TOKEN}`,
-    IT_WEBHOOK_SECRET: SECRET,
   });
+  const proc = run.proc;
   t.after(() => proc.stop('SIGKILL'));
-  const port = await proc.port();
-  await eventually(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 30_000, 'readyz');
 
   const api = adminApi();
-  const expected = new Map<string, string[]>(); // uid → resourceVersions in order
+  const expected: Changes = new Map(); // uid → resourceVersions in order
   await pool(
     Array.from({ length: N }, (_, i) => `b${i}`),
     4,
@@ -122,30 +108,16 @@ test('dead letters to Kafka: a 400 from the webhook lands in the topic as a dead
   assert.equal(poisonPosts.length, 1);
 
   // every other change arrived, signed, in per-object order
-  await eventually(
-    () => {
-      const got = new Set(r.acceptedEvents.map((e) => `${objectOf(e).uid}@${objectOf(e).resourceVersion}`));
-      return [...expected].every(([uid, rvs]) => rvs.every((rv) => got.has(`${uid}@${rv}`)));
-    },
-    60_000,
-    'every change at the receiver',
-  );
-  assert.deepEqual(
-    r.requests.filter((q) => q.method === 'POST' && q.verified !== true).map((q) => q.n),
-    [],
-  );
-  for (const [uid, rvs] of expected) {
-    const got = r.acceptedEvents.filter((e) => objectOf(e).uid === uid).map((e) => objectOf(e).resourceVersion);
-    assert.deepEqual([...new Set(got)], rvs, `changes of ${uid} in order`);
-  }
+  await waitAllArrived(() => r.acceptedEvents, expected, 60_000);
+  assert.deepEqual(unverified(r.requests), []);
+  assert.deepEqual(deliveryProblems(r.acceptedEvents, expected).slice(0, 20), []);
 
   // metrics: the webhook sink counted the dead letter; the dead-letter sink is <pipeline>/dead-letter
-  const metricsText = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const metricsText = (await run.ops('/metrics')).text;
   assert.match(metricsText, /crbridge_component_dead_lettered_events_total\{[^}]*component="dlq\/hook"[^}]*\} 1\b/);
   assert.match(metricsText, /component="dlq\/dead-letter"/);
 
   // no secret in the logs, the metrics or the dead letter
-  const everything = [proc.stderr(), JSON.stringify(logs(proc)), metricsText, JSON.stringify(seen)].join('\n');
-  for (const s of [SECRET, SECRET.slice('whsec_'.length), PATH_TOKEN])
-    assert.ok(!everything.includes(s), `a secret leaked: ${s.slice(0, 4)}…`);
+  const texts = [proc.stderr(), JSON.stringify(logs(proc)), metricsText, JSON.stringify(seen)];
+  assert.deepEqual(leakedSecrets(texts, [SECRET, SECRET.slice('whsec_'.length), PATH_TOKEN]), []);
 });

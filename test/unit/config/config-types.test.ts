@@ -80,6 +80,7 @@ const kafka: Presence<KafkaSinkConfig> = {
   compression: 'optional',
   acks: 'optional',
   idempotent: 'optional',
+  autoCreateTopics: 'optional',
   connectionTimeoutMs: 'optional',
   requestTimeoutMs: 'optional',
   maxBatchBytes: 'optional',

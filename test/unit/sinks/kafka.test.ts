@@ -112,7 +112,10 @@ describe('kafka sink', () => {
   test('a configuration error is retried, logged once per cause naming the topic, and nothing is dead-lettered', async () => {
     const { logger, lines } = captureLogger();
     const metrics = new Metrics();
-    const sink = kafkaSink.create({ brokers: ['127.0.0.1:1'], topic: 'orders' }, { ...ctx, logger, metrics });
+    const sink = kafkaSink.create(
+      { brokers: ['127.0.0.1:1'], topic: 'orders', autoCreateTopics: false },
+      { ...ctx, logger, metrics },
+    );
     let sends = 0;
     // the producer kafkajs would build, answering as a broker with ACLs does
     (sink as unknown as { kafka: { producer: () => unknown } }).kafka.producer = () => ({
@@ -409,7 +412,12 @@ describe('kafka sink topic per event', () => {
   test('a missing topic (auto-create off) is retryable for the whole request and names the topic', async () => {
     const { logger, lines } = captureLogger();
     const sink = kafkaSink.create(
-      { brokers: ['127.0.0.1:1'], topic: 't', topicExpression: '"orders-" + object.kind.lowerAscii()' },
+      {
+        brokers: ['127.0.0.1:1'],
+        topic: 't',
+        topicExpression: '"orders-" + object.kind.lowerAscii()',
+        autoCreateTopics: false,
+      },
       { ...ctx, logger },
     );
     recordingProducer(sink, () => exhausted(createErrorFromCode(3)));
@@ -424,6 +432,35 @@ describe('kafka sink topic per event', () => {
     const logged = lines.filter((l) => l.code === 'CRB_DELIVERY_CONFIG');
     assert.equal(logged.length, 1);
     assert.equal(logged[0]?.topic, 'orders-backup');
+    await sink.shutdown(Date.now() + 100);
+  });
+
+  test('a topic the brokers may still be creating (auto-create on) is retried quietly; logged as missing only once it stays missing', async () => {
+    const { logger, lines } = captureLogger();
+    const sink = kafkaSink.create({ brokers: ['127.0.0.1:1'], topic: 'fresh' }, { ...ctx, logger });
+    let missing = true;
+    recordingProducer(sink, () => (missing ? exhausted(createErrorFromCode(3)) : undefined));
+    const signal = new AbortController().signal;
+    const configErrors = () => lines.filter((l) => l.code === 'CRB_DELIVERY_CONFIG');
+    // the first answers while the brokers create the topic: retryable, no configuration error
+    for (let i = 0; i < 2; i++) {
+      const [r] = await sink.send(out(['a']), signal);
+      assert.equal(r?.status, 'retryable');
+      assert.match(r?.status === 'retryable' ? r.error : '', /topic "fresh" is not there yet/);
+    }
+    assert.deepEqual(configErrors(), []);
+    // created: delivered
+    missing = false;
+    assert.equal((await sink.send(out(['a']), signal))[0]?.status, 'ok');
+    // a topic that stays missing past the grace is the configuration error, logged once
+    missing = true;
+    (sink as unknown as { autoCreateGraceMs: number }).autoCreateGraceMs = 0;
+    const [r] = await sink.send(out(['b']), signal);
+    assert.match(r?.status === 'retryable' ? r.error : '', /UNKNOWN_TOPIC_OR_PARTITION: topic "fresh" does not exist/);
+    assert.deepEqual(
+      configErrors().map((l) => l.topic),
+      ['fresh'],
+    );
     await sink.shutdown(Date.now() + 100);
   });
 
