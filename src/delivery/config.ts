@@ -67,6 +67,15 @@ export interface DeliveryConfig {
   outbox: OutboxDeliveryConfig;
 }
 
+/**
+ * The wait before a retry after the destination answered with a `Retry-After`: the backoff's own
+ * wait or the Retry-After cut to `maxRetryAfterMs`, whichever is longer. The one rule for every
+ * retry of a delivery: the queue's per-object and sink-wide waits and the dead-letter writer's.
+ */
+export function retryAfterWait(backoffMs: number, retryAfterMs: number | undefined, maxRetryAfterMs: number): number {
+  return Math.max(backoffMs, Math.min(Math.max(0, retryAfterMs ?? 0), maxRetryAfterMs));
+}
+
 export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
   queueCapacity: 10_000,
   queueBytes: 16 * 1024 * 1024,

@@ -19,7 +19,7 @@ import type { CloudEvent } from '../events/cloudevent.ts';
 import { toStructuredJson } from '../events/serialize.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
-import type { DeliveryConfig, RetryConfig } from './config.ts';
+import { type DeliveryConfig, type RetryConfig, retryAfterWait } from './config.ts';
 import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from './dead-letter.ts';
 import { type Outbox, type OutboxEntry, outboxPath, SqliteOutbox } from './outbox.ts';
 
@@ -110,7 +110,7 @@ export function objectKey(event: CloudEvent): string {
  * The wait before retry number `streak` (1-based) of one object's failure streak: exponential
  * growth capped at maxIntervalMs, drawn uniformly from [wait × (1 − randomizationFactor), wait]
  * (randomizationFactor 1 = full jitter, so maxIntervalMs is a true cap), and never shorter than
- * `retryAfterMs`.
+ * `retryAfterMs` cut to `retry.maxRetryAfterMs` ({@link retryAfterWait}).
  */
 export function retryDelay(retry: RetryConfig, streak: number, retryAfterMs = 0, random = Math.random): number {
   const rf = Math.min(1, Math.max(0, retry.randomizationFactor));
@@ -118,7 +118,7 @@ export function retryDelay(retry: RetryConfig, streak: number, retryAfterMs = 0,
     1 - rf,
     1,
   ]);
-  return Math.max(wait, retryAfterMs);
+  return retryAfterWait(wait, retryAfterMs, retry.maxRetryAfterMs);
 }
 
 /**
@@ -787,7 +787,10 @@ export class DeliveryQueue implements Lifecycle {
       longest = Math.max(longest, lane.streak);
     }
     if (retryAfterMs > 0)
-      this.pausedUntil = Math.max(this.pausedUntil, now + Math.min(retryAfterMs, this.config.retry.maxRetryAfterMs));
+      this.pausedUntil = Math.max(
+        this.pausedUntil,
+        now + retryAfterWait(0, retryAfterMs, this.config.retry.maxRetryAfterMs),
+      );
     if (firstFailing) {
       this.failingSince = now;
       this.ctx.logger.warn('delivery failing; retrying with backoff', {
