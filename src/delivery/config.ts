@@ -125,7 +125,7 @@ export const deliveryConfigSchema: JsonSchema = {
       minimum: 1,
       maximum: 1024,
       description:
-        "Most batches sent at once. Events of one object (its partitionkey, k8suid or subject) are never in flight together and are sent in order; an object whose event is being retried holds back only its own later events. Default: the sink's own (16 for HTTP sinks, 1 for file and stdout, which never send concurrently).",
+        "Most batches sent at once. Events of one object (its partitionkey, k8suid or subject) are never in flight together and are sent in order; an object whose event is being retried holds back only its own later events. Default: the sink's own (16 for HTTP sinks, 4 for Kafka, 1 for file and stdout, which never send concurrently).",
     },
     outageAlertMs: {
       type: 'integer',
