@@ -13,8 +13,8 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { type FsyncPolicy, type OutboxRecord, outboxPath, SqliteOutbox } from '../src/delivery/outbox.ts';
 import { silentLogger } from '../src/telemetry/logger.ts';
 import { Metrics } from '../src/telemetry/metrics.ts';
