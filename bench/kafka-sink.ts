@@ -37,6 +37,7 @@ const COMPRESSIONS = ['none', 'gzip'] as const;
 const SECONDS = 3;
 /** Concurrency of the queue settings: one send at a time, and the sink's default. */
 const QUEUE_CONCURRENCY = [1, 4];
+const QUEUE_OBJECTS = 5_000;
 
 const only = process.env.BENCH_KAFKA ? new RegExp(process.env.BENCH_KAFKA) : undefined;
 const wanted = (label: string) => !only || only.test(label);
@@ -85,7 +86,9 @@ async function throughQueue(
     while (!stop) {
       const base = events[seq++ % events.length] as CloudEvent;
       try {
-        const { settled } = await queue.enqueue({ ...base, id: `${base.id}-${seq}` }, ac.signal);
+        // 5,000 objects (subjects), so that concurrent batches find objects not already in flight
+        const event = { ...base, id: `${base.id}-${seq}`, subject: `bench/b-${seq % QUEUE_OBJECTS}` };
+        const { settled } = await queue.enqueue(event, ac.signal);
         settled.then(
           () => delivered++,
           () => {},
