@@ -4,11 +4,19 @@
  * flight, as the delivery queue does) for a few seconds per setting. Events are updates of ~2 KB
  * Backups (object, oldObject and patch). A bare kafkajs idempotent producer on the same messages
  * is measured alongside as the reference: what Kafka and the client library allow on this machine.
+ * Then the sink behind the real `DeliveryQueue` (as a pipeline runs it: batches of up to 500, the
+ * queue's default bounds), fed as fast as back-pressure allows, at concurrency 1 and the sink's
+ * default (several sends in flight; see the sink's `defaultConcurrency`). `BENCH_KAFKA=<regex>`
+ * runs only the settings whose label (`sink batch=500 none`, `kafkajs batch=500 none`,
+ * `queue c=4 gzip`) matches.
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { CompressionTypes, type Kafka } from 'kafkajs';
 import type { ComponentContext, OutboundEvent, Sink, SinkFactory } from '../src/component.ts';
+import { resolveDeliveryConfig } from '../src/delivery/config.ts';
+import type { DeadLetter } from '../src/delivery/dead-letter.ts';
+import { DeliveryQueue } from '../src/delivery/queue.ts';
 import type { CloudEvent } from '../src/events/cloudevent.ts';
 import type { KubeObject } from '../src/events/delta.ts';
 import { silentLogger } from '../src/telemetry/logger.ts';
@@ -27,6 +35,83 @@ import type { Benchmark } from './run.ts';
 const BATCHES = [1, 100, 250, 500];
 const COMPRESSIONS = ['none', 'gzip'] as const;
 const SECONDS = 3;
+/** Concurrency of the queue settings: one send at a time, and the sink's default. */
+const QUEUE_CONCURRENCY = [1, 4];
+const QUEUE_OBJECTS = 5_000;
+
+const only = process.env.BENCH_KAFKA ? new RegExp(process.env.BENCH_KAFKA) : undefined;
+const wanted = (label: string) => !only || only.test(label);
+
+/**
+ * The sink behind the real DeliveryQueue at `concurrency`, fed as fast as back-pressure allows
+ * (after a 0.5 s warm-up): events delivered per second, events not ok, sends per second.
+ */
+async function throughQueue(
+  sink: Sink,
+  events: CloudEvent[],
+  concurrency: number,
+  seconds: number,
+): Promise<{ rate: number; failed: number; sendsPerSecond: number }> {
+  let sends = 0;
+  const counting: Sink = {
+    maxBatch: sink.maxBatch,
+    ...(sink.defaultConcurrency !== undefined && { defaultConcurrency: sink.defaultConcurrency }),
+    ...(sink.maxConcurrency !== undefined && { maxConcurrency: sink.maxConcurrency }),
+    start: (s) => sink.start(s),
+    shutdown: (d) => sink.shutdown(d),
+    send: (b, s) => {
+      sends++;
+      return sink.send(b, s);
+    },
+  };
+  let failed = 0;
+  const dead: DeadLetter = {
+    write: async () => {
+      failed++;
+    },
+    close: async () => {},
+  };
+  const queue = new DeliveryQueue(counting, resolveDeliveryConfig({ concurrency }), {
+    id: 'bench/kafka',
+    logger: silentLogger,
+    metrics: new Metrics(),
+    deadLetter: dead,
+  });
+  const ac = new AbortController();
+  await queue.start(ac.signal);
+  let delivered = 0;
+  let stop = false;
+  let seq = 0;
+  const feeder = (async () => {
+    while (!stop) {
+      const base = events[seq++ % events.length] as CloudEvent;
+      try {
+        // 5,000 objects (subjects), so that concurrent batches find objects not already in flight
+        const event = { ...base, id: `${base.id}-${seq}`, subject: `bench/b-${seq % QUEUE_OBJECTS}` };
+        const { settled } = await queue.enqueue(event, ac.signal);
+        settled.then(
+          () => delivered++,
+          () => {},
+        );
+      } catch {
+        break;
+      }
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 500));
+  const d0 = delivered;
+  const s0 = sends;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const ms = performance.now() - t0;
+  const d1 = delivered;
+  const s1 = sends;
+  stop = true;
+  await queue.shutdown(Date.now() + 2000);
+  ac.abort();
+  await feeder;
+  return { rate: ((d1 - d0) / ms) * 1000, failed, sendsPerSecond: ((s1 - s0) / ms) * 1000 };
+}
 
 /** A realistic update event for a ~2 KB Backup, built by hand (the sink only needs a CloudEvent). */
 function sampleEvent(i: number): CloudEvent {
@@ -132,12 +217,14 @@ export const benchmark: Benchmark = {
     try {
       for (const compression of COMPRESSIONS) {
         for (const batch of BATCHES) {
+          if (!wanted(`sink batch=${batch} ${compression}`) && !wanted(`kafkajs batch=${batch} ${compression}`))
+            continue;
           if (Date.now() > deadline - 2 * (SECONDS + 2) * 1000) {
             note(`kafka-sink batch=${batch} compression=${compression}: skipped, out of time budget`);
             continue;
           }
           const params = { batch, compression, eventBytes, idempotent: true, acks: 'all' };
-          if (factory) {
+          if (factory && wanted(`sink batch=${batch} ${compression}`)) {
             const ctx: ComponentContext = {
               id: 'bench/kafka',
               pipeline: 'bench',
@@ -179,15 +266,59 @@ export const benchmark: Benchmark = {
               `sink batch=${batch} ${compression}: ${Math.round(rate)} events/s (kafka ${Math.round(k?.cpuPercent ?? 0)}% CPU)`,
             );
           }
-          try {
-            const raw = await rawProducer(kafka, topic, events, batch, compression);
-            report({ name: 'kafka_sink.kafkajs_reference', value: raw, unit: 'events/s', parameters: params });
-            log(`bare kafkajs batch=${batch} ${compression}: ${Math.round(raw)} events/s`);
-          } catch (e) {
-            note(`kafka-sink: bare kafkajs batch=${batch} ${compression} refused: ${String(e).slice(0, 120)}`);
-          }
+          if (wanted(`kafkajs batch=${batch} ${compression}`))
+            try {
+              const raw = await rawProducer(kafka, topic, events, batch, compression);
+              report({ name: 'kafka_sink.kafkajs_reference', value: raw, unit: 'events/s', parameters: params });
+              log(`bare kafkajs batch=${batch} ${compression}: ${Math.round(raw)} events/s`);
+            } catch (e) {
+              note(`kafka-sink: bare kafkajs batch=${batch} ${compression} refused: ${String(e).slice(0, 120)}`);
+            }
         }
       }
+      for (const compression of COMPRESSIONS)
+        for (const concurrency of QUEUE_CONCURRENCY) {
+          if (!factory || !wanted(`queue c=${concurrency} ${compression}`)) continue;
+          if (Date.now() > deadline - (SECONDS + 3) * 1000) {
+            note(`kafka-sink queue c=${concurrency} compression=${compression}: skipped, out of time budget`);
+            continue;
+          }
+          const ctx: ComponentContext = {
+            id: 'bench/kafka',
+            pipeline: 'bench',
+            logger: silentLogger,
+            metrics: new Metrics(),
+            stateDir: '/tmp',
+            clusterName: 'bench',
+          };
+          const sink: Sink = factory.create({ brokers: env.KAFKA_BROKERS.split(','), topic, compression }, ctx);
+          const mon = kafkaPid ? procMonitor(kafkaPid) : undefined;
+          const cpu0 = process.cpuUsage();
+          const t0 = performance.now();
+          const r = await throughQueue(sink, events, concurrency, SECONDS);
+          const cpu = process.cpuUsage(cpu0);
+          const benchCpu = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
+          const k = mon?.stop();
+          report({
+            name: 'kafka_sink.queue_events_per_second',
+            value: r.rate,
+            unit: 'events/s',
+            parameters: {
+              compression,
+              concurrency,
+              eventBytes,
+              idempotent: true,
+              acks: 'all',
+              failed: r.failed,
+              sendsPerSecond: Math.round(r.sendsPerSecond),
+              benchCpu: `${Math.round(benchCpu)}%`,
+              kafkaCpu: Math.round(k?.cpuPercent ?? 0),
+            },
+          });
+          log(
+            `queue c=${concurrency} ${compression}: ${Math.round(r.rate)} events/s, ${Math.round(r.sendsPerSecond)} sends/s (${r.failed} failed; bench ${Math.round(benchCpu)}% CPU, kafka ${Math.round(k?.cpuPercent ?? 0)}%)`,
+          );
+        }
     } finally {
       await deleteTopic(kafka, topic);
     }

@@ -251,6 +251,11 @@ export async function measure(
   };
 }
 
+/** A setting's label, e.g. `binary c=64 50ms` or `batch×100 c=16 50ms` (what BENCH_WEBHOOK matches). */
+export function settingLabel(s: Setting): string {
+  return `${s.mode}${s.mode === 'batch' ? `×${s.batchSize}` : ''} c=${s.concurrency} ${s.delayMs}ms`;
+}
+
 export const benchmark: Benchmark = {
   name: 'webhook',
   description:
@@ -262,9 +267,12 @@ export const benchmark: Benchmark = {
     const { receiver, port } = await Receiver.start();
     const run = Date.now().toString(36);
     try {
+      // BENCH_WEBHOOK=<regex> runs only the settings whose label (e.g. "batch×100 c=64 50ms") matches
+      const only = process.env.BENCH_WEBHOOK ? new RegExp(process.env.BENCH_WEBHOOK) : undefined;
+      const settings = SETTINGS.filter((s) => !only || only.test(settingLabel(s)));
       // ~1.5 s per setting for start, warm-up, the receiver's counters and shutdown
-      const seconds = Math.max(1, Math.min(4, (deadline - Date.now()) / 1000 / SETTINGS.length - 2));
-      for (const s of SETTINGS) {
+      const seconds = Math.max(1, Math.min(4, (deadline - Date.now()) / 1000 / Math.max(1, settings.length) - 2));
+      for (const s of settings) {
         if (Date.now() > deadline - (seconds + 2) * 1000) {
           note(
             `webhook ${s.mode} batch=${s.batchSize} c=${s.concurrency} delay=${s.delayMs}ms: skipped, out of time budget`,

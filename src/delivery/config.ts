@@ -67,6 +67,15 @@ export interface DeliveryConfig {
   outbox: OutboxDeliveryConfig;
 }
 
+/**
+ * The wait before a retry after the destination answered with a `Retry-After`: the backoff's own
+ * wait or the Retry-After cut to `maxRetryAfterMs`, whichever is longer. The one rule for every
+ * retry of a delivery: the queue's per-object and sink-wide waits and the dead-letter writer's.
+ */
+export function retryAfterWait(backoffMs: number, retryAfterMs: number | undefined, maxRetryAfterMs: number): number {
+  return Math.max(backoffMs, Math.min(Math.max(0, retryAfterMs ?? 0), maxRetryAfterMs));
+}
+
 export const DEFAULT_DELIVERY_CONFIG: Readonly<DeliveryConfig> = Object.freeze({
   queueCapacity: 10_000,
   queueBytes: 16 * 1024 * 1024,
@@ -116,7 +125,7 @@ export const deliveryConfigSchema: JsonSchema = {
       minimum: 1,
       maximum: 1024,
       description:
-        "Most batches sent at once. Events of one object (its partitionkey, k8suid or subject) are never in flight together and are sent in order; an object whose event is being retried holds back only its own later events. Default: the sink's own (16 for HTTP sinks, 1 for file and stdout, which never send concurrently).",
+        "Most batches sent at once. Events of one object (its partitionkey, k8suid or subject) are never in flight together and are sent in order; an object whose event is being retried holds back only its own later events. Default: the sink's own (16 for HTTP sinks, 4 for Kafka, 1 for file and stdout, which never send concurrently).",
     },
     outageAlertMs: {
       type: 'integer',

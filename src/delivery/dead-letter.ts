@@ -20,6 +20,7 @@ import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import type { CloudEvent, EventData } from '../events/cloudevent.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics } from '../telemetry/metrics.ts';
+import { DEFAULT_DELIVERY_CONFIG, retryAfterWait } from './config.ts';
 
 /** One dead-lettered event with why it was given up. */
 export interface DeadLetterEntry {
@@ -137,6 +138,8 @@ export interface SinkDeadLetterOptions {
   /** `<pipeline>/dead-letter`: the component label of its metrics and the prefix of its errors. */
   id: string;
   metrics?: Metrics | undefined;
+  /** Longest pause a `Retry-After` of the sink may impose; default the delivery default (`retry.maxRetryAfterMs`). */
+  maxRetryAfterMs?: number | undefined;
 }
 
 interface SinkPending {
@@ -153,6 +156,9 @@ interface SinkPending {
  *
  * Ordering: writes are coalesced into batches of at most `sink.maxBatch`, in call order, one batch
  * in flight at a time. Idempotency: a retried dead letter carries the same id.
+ * Retry-After: as in the delivery queue, a `retryAfterMs` from the sink pauses the whole destination
+ * (no send before it, capped at `maxRetryAfterMs`) and rides on the rejection
+ * (`details.retryAfterMs`), so {@link DurableDeadLetter} waits max(backoff, Retry-After) for it.
  * Lifecycle: `start`/`shutdown` are the sink's (the pipeline calls them); `close` only waits for
  * the batch in flight, since several queues share one destination.
  * Metrics (component `opts.id`, `<pipeline>/dead-letter`): received, sent, errors by code, send
@@ -164,12 +170,16 @@ export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLet
   let pending: SinkPending[] = [];
   let flushing: Promise<void> | undefined;
   let seq = 0;
+  /** No send before this (a Retry-After from the sink). */
+  let pausedUntil = 0;
+  const maxRetryAfterMs = opts.maxRetryAfterMs ?? DEFAULT_DELIVERY_CONFIG.retry.maxRetryAfterMs;
   /** Aborted at the shutdown deadline: a send still in flight is cut. */
   const stop = new AbortController();
   let shutdownPromise: Promise<void> | undefined;
 
   const flush = async (): Promise<void> => {
     while (pending.length > 0) {
+      if (Date.now() < pausedUntil) await sleep(pausedUntil - Date.now(), stop.signal);
       const batch = pending.slice(0, Math.max(1, sink.maxBatch));
       pending = pending.slice(batch.length);
       const out: OutboundEvent[] = batch.map((p) => ({ event: p.event, seq: ++seq, attempts: 1 }));
@@ -178,6 +188,11 @@ export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLet
       try {
         const results = await sink.send(out, stop.signal);
         m?.sendDuration.observe(labels, (performance.now() - t0) / 1000);
+        let retryAfterMs = 0;
+        for (const r of results)
+          if (r?.status === 'retryable') retryAfterMs = Math.max(retryAfterMs, r.retryAfterMs ?? 0);
+        const pause = retryAfterWait(0, retryAfterMs, maxRetryAfterMs);
+        if (pause > 0) pausedUntil = Math.max(pausedUntil, Date.now() + pause);
         batch.forEach((p, i) => {
           const r = results[i];
           if (r?.status === 'ok') {
@@ -192,7 +207,10 @@ export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLet
               new CrbridgeError(
                 ErrorCode.DeadLetterWrite,
                 `${opts.id}: the dead-letter sink did not take ${p.event.id}: ${r ? `${r.status}: ${r.error}` : 'no answer'}`,
-                { id: p.event.id },
+                {
+                  id: p.event.id,
+                  ...(r?.status === 'retryable' && r.retryAfterMs !== undefined && { retryAfterMs: pause }),
+                },
               ),
             );
           }
@@ -265,6 +283,11 @@ export const DEAD_LETTER_RETRY_MAX_MS = 30_000;
 /**
  * Writes dead letters until they are durably stored.
  *
+ * Retry: a failed write waits `backoffDelay(attempt)`, or the destination's Retry-After when the
+ * failure carries one (`details.retryAfterMs`, already cut by the destination's `maxRetryAfterMs`;
+ * never beyond the delivery default) and it is longer: the same
+ * rule as the delivery queue's ({@link retryAfterWait}).
+ *
  * Ordering: concurrent writes reach the underlying destination in call order on their first
  * attempt; a retried entry may land after entries written meanwhile.
  * Idempotency: a retried entry may be stored twice (when the append succeeded but the fsync
@@ -315,7 +338,12 @@ export class DurableDeadLetter {
         } catch (err) {
           if (stop.aborted) throw this.shutdownError(entry);
           this.failed(err);
-          await sleep(backoffDelay(attempt, this.retry.initialMs, this.retry.maxMs), stop);
+          const wait = retryAfterWait(
+            backoffDelay(attempt, this.retry.initialMs, this.retry.maxMs),
+            retryAfterOf(err),
+            DEFAULT_DELIVERY_CONFIG.retry.maxRetryAfterMs,
+          );
+          await sleep(wait, stop);
         }
       }
     } finally {
@@ -368,6 +396,12 @@ export class DurableDeadLetter {
       { id: entry.event.id },
     );
   }
+}
+
+/** The Retry-After a failed write carries (`details.retryAfterMs` of a CrbridgeError), if any. */
+function retryAfterOf(err: unknown): number | undefined {
+  const ms = err instanceof CrbridgeError ? err.details.retryAfterMs : undefined;
+  return typeof ms === 'number' && Number.isFinite(ms) ? ms : undefined;
 }
 
 /** `p`, or a rejection as soon as `signal` aborts (p keeps running; its outcome is ignored). */

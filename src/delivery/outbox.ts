@@ -16,9 +16,14 @@
  *
  * The fsync policy (`fsync`), and what each loses; an append that has resolved survives a crash of
  * the process (kill -9, OOM) under every policy, as SQLite has written it to the OS:
- * - `per-batch` (default): `synchronous = FULL`, each flush (the append and ack calls made since the
- *   last one, normally one append call) is one transaction fsync'd before `append` resolves.
- *   Power loss or a kernel crash loses nothing that was acknowledged as appended.
+ * - `per-batch` (default): each flush (the append and ack calls made since the last one, normally
+ *   the appends of one turn of the event loop) is one transaction whose WAL is fdatasync'd before
+ *   `append` resolves. Power loss or a kernel crash loses nothing that was acknowledged as appended.
+ *   The fdatasync runs on libuv's thread pool, not the event loop: SQLite runs with `synchronous =
+ *   NORMAL` (commits not synced, checkpoints synced: the WAL before it is copied, the database
+ *   after), and the outbox syncs the WAL file itself after each commit, one sync at a time, every
+ *   commit made meanwhile riding on the next one (group commit). Same durability as SQLite's FULL,
+ *   without the event loop waiting for the disk.
  * - `interval`: `synchronous = NORMAL`, commits are not fsync'd; a WAL checkpoint every
  *   `fsyncIntervalMs` (100 ms) syncs the WAL and the database. Power loss loses at most the appends
  *   of the last interval (the source re-emits them only if its checkpoint had not advanced, so they
@@ -27,11 +32,11 @@
  *   any recent appends and may damage the file (then set aside at the next open). For tests and
  *   throw-away setups.
  *
- * The node:sqlite API is synchronous: a flush runs on the event loop (about one fsync per flush;
- * `npm run bench -- outbox` measures it). Appends made in one turn of the event loop are committed
+ * The node:sqlite API is synchronous: a flush's SQLite work runs on the event loop (its fsync, with
+ * `per-batch`, does not; `npm run bench -- outbox` measures both). Appends made in one turn of the event loop are committed
  * together (group commit); acks wait up to {@link ACK_FLUSH_MS} to share a transaction.
  */
-import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, fdatasync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { crc32 } from 'node:zlib';
@@ -233,6 +238,8 @@ export interface SqliteOutboxOptions {
   config?: Partial<OutboxConfig>;
   /** SQLite `max_page_count`: a hard cap on the file in pages (tests use it to simulate a full disk). */
   maxPageCount?: number;
+  /** How the WAL is synced with `per-batch` (default `fs.fdatasync`; tests slow it down or fail it). */
+  fdatasync?: (fd: number, done: (err: NodeJS.ErrnoException | null) => void) => void;
 }
 
 interface PendingAppend {
@@ -291,6 +298,13 @@ export class SqliteOutbox implements Outbox {
   private opened = false;
   private closed = false;
   private closePromise: Promise<void> | undefined;
+  /** `per-batch`: committed transactions (their appends, when each began) waiting for the next WAL sync. */
+  private unsynced: { appends: PendingAppend[]; started: number }[] = [];
+  /** `per-batch`: a WAL sync is running (resolves when it and every one chained after it are done). */
+  private syncing: Promise<void> | undefined;
+  /** `per-batch`: the WAL file, opened for syncing after the first commit. */
+  private walFd: number | undefined;
+  private readonly fdatasync: NonNullable<SqliteOutboxOptions['fdatasync']>;
 
   constructor(opts: SqliteOutboxOptions) {
     this.path = opts.path;
@@ -298,6 +312,7 @@ export class SqliteOutbox implements Outbox {
     this.logger = opts.logger;
     this.config = resolveOutboxConfig(opts.config);
     this.maxPageCount = opts.maxPageCount;
+    this.fdatasync = opts.fdatasync ?? fdatasync;
     this.m = outboxMetrics(opts.metrics);
     this.labels = { component: opts.id };
   }
@@ -488,6 +503,8 @@ export class SqliteOutbox implements Outbox {
     this.syncTimer = undefined;
     this.flushNow();
     if (this.config.fsync === 'interval') this.checkpoint();
+    // a WAL sync is a bounded local call; the file must stay open until it is done
+    while (this.syncing) await this.syncing;
     this.closeDb();
     this.wakeRoomWaiters();
   }
@@ -505,7 +522,8 @@ export class SqliteOutbox implements Outbox {
       db.exec(`PRAGMA wal_autocheckpoint = ${Math.round(WAL_CHECKPOINT_BYTES / PAGE_SIZE)}`);
       db.exec(`PRAGMA journal_size_limit = ${2 * WAL_CHECKPOINT_BYTES}`);
       db.exec(`PRAGMA cache_size = -${CACHE_BYTES / 1024}`); // KiB: the WAL's pages stay cached until checkpointed
-      const sync = { 'per-batch': 'FULL', interval: 'NORMAL', off: 'OFF' }[this.config.fsync];
+      // per-batch: the outbox syncs the WAL itself after each commit, off the event loop (see the header)
+      const sync = { 'per-batch': 'NORMAL', interval: 'NORMAL', off: 'OFF' }[this.config.fsync];
       db.exec(`PRAGMA synchronous = ${sync}`);
       if (this.maxPageCount !== undefined) db.exec(`PRAGMA max_page_count = ${Math.floor(this.maxPageCount)}`);
       db.exec(`CREATE TABLE IF NOT EXISTS outbox (
@@ -655,13 +673,91 @@ export class SqliteOutbox implements Outbox {
       this.failFlush(appends, acks, err);
       return;
     }
-    this.m.commitDuration.observe(this.labels, (performance.now() - started) / 1000);
+    const durable = this.config.fsync !== 'per-batch' || appends.length === 0;
+    // per-batch: observed once its WAL sync is done (the duration includes the fsync)
+    if (durable) this.m.commitDuration.observe(this.labels, (performance.now() - started) / 1000);
     if (this.diskFull) {
       this.diskFull = false;
       this.logger.info('outbox writes again', { component: this.id, file: this.path });
     }
     this.gauges();
-    for (const a of appends) a.resolve(a.rows.map((r) => r.seq));
+    if (durable) for (const a of appends) a.resolve(a.rows.map((r) => r.seq));
+    else {
+      this.unsynced.push({ appends, started });
+      this.syncWal();
+    }
+  }
+
+  /**
+   * `per-batch`: fdatasyncs the WAL on the thread pool, then resolves the appends committed before
+   * it started; appends committed meanwhile wait for the next sync (one at a time, in order).
+   */
+  private syncWal(): void {
+    if (this.syncing || this.unsynced.length === 0) return;
+    const txs = this.unsynced;
+    this.unsynced = [];
+    let finished!: () => void;
+    const syncing = new Promise<void>((resolve) => {
+      finished = resolve;
+    });
+    this.syncing = syncing;
+    const done = (err: unknown) => {
+      if (this.syncing === syncing) this.syncing = undefined;
+      if (err)
+        this.failSync(
+          txs.flatMap((t) => t.appends),
+          err,
+        );
+      else
+        for (const t of txs) {
+          this.m.commitDuration.observe(this.labels, (performance.now() - t.started) / 1000);
+          for (const a of t.appends) a.resolve(a.rows.map((r) => r.seq));
+        }
+      finished();
+      this.syncWal();
+    };
+    let fd: number;
+    try {
+      fd = this.openWal();
+    } catch (err) {
+      done(err);
+      return;
+    }
+    this.fdatasync(fd, (err) => done(err));
+  }
+
+  /** The WAL's file descriptor (opened once, with its folder synced so the file itself is durable). */
+  private openWal(): number {
+    if (this.walFd !== undefined) return this.walFd;
+    const fd = openSync(`${this.path}-wal`, 'r');
+    try {
+      const dir = openSync(dirname(this.path), 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    this.walFd = fd;
+    return fd;
+  }
+
+  /** The WAL sync failed: its appends are not known to be durable, so they reject (the caller stores them again). */
+  private failSync(appends: PendingAppend[], err: unknown): void {
+    for (const a of appends) for (const r of a.rows) if (this.sizes.delete(r.seq)) this.storedBytes -= r.bytes;
+    const failure = this.ioError('sync', err);
+    this.m.refused.inc({ ...this.labels, reason: 'io' }, appends.length);
+    this.logger.once('error', `outbox-write:${this.id}:sync`, 'outbox sync (fdatasync of its WAL) failed', {
+      code: failure.code,
+      component: this.id,
+      file: this.path,
+      error: errorMessage(err),
+    });
+    this.gauges();
+    for (const a of appends) a.reject(failure);
   }
 
   /** Nothing of the failed transaction is stored: its appends reject and un-count; its acks are retried. */
@@ -711,6 +807,12 @@ export class SqliteOutbox implements Outbox {
   }
 
   private closeDb(): void {
+    if (this.walFd !== undefined) {
+      try {
+        closeSync(this.walFd);
+      } catch {}
+      this.walFd = undefined;
+    }
     const db = this.db;
     this.db = undefined;
     this.insert = undefined;

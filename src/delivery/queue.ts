@@ -19,7 +19,7 @@ import type { CloudEvent } from '../events/cloudevent.ts';
 import { toStructuredJson } from '../events/serialize.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics, secondsSince } from '../telemetry/metrics.ts';
-import type { DeliveryConfig, RetryConfig } from './config.ts';
+import { type DeliveryConfig, type RetryConfig, retryAfterWait } from './config.ts';
 import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from './dead-letter.ts';
 import { type Outbox, type OutboxEntry, outboxPath, SqliteOutbox } from './outbox.ts';
 
@@ -67,11 +67,24 @@ interface Item {
   fail: (err: CrbridgeError) => void;
 }
 
-/** The retry state of one object while its events fail: its own streak, not the sink's. */
+/**
+ * One object's lane: its events not in flight (seq order) and its retry state while they fail
+ * (its own streak, not the sink's). A lane is in at most one of the dispatcher's two heaps: `ready`
+ * (not busy, not backing off, has events; ordered by its oldest event) or `backoff` (ordered by
+ * when its wait ends); busy or empty lanes are in neither.
+ */
 interface Lane {
+  key: string;
+  /** Its events not in flight, in seq order (retried ones go back to the front). */
+  items: Item[];
+  /** A batch holding its events is in flight. */
+  busy: boolean;
   streak: number;
   /** Not sent again before this time (epoch ms). */
   until: number;
+  /** Which heap it is in, and where. */
+  heap: LaneHeap | undefined;
+  pos: number;
 }
 
 interface RoomWaiter {
@@ -104,7 +117,7 @@ export function objectKey(event: CloudEvent): string {
  * The wait before retry number `streak` (1-based) of one object's failure streak: exponential
  * growth capped at maxIntervalMs, drawn uniformly from [wait × (1 − randomizationFactor), wait]
  * (randomizationFactor 1 = full jitter, so maxIntervalMs is a true cap), and never shorter than
- * `retryAfterMs`.
+ * `retryAfterMs` cut to `retry.maxRetryAfterMs` ({@link retryAfterWait}).
  */
 export function retryDelay(retry: RetryConfig, streak: number, retryAfterMs = 0, random = Math.random): number {
   const rf = Math.min(1, Math.max(0, retry.randomizationFactor));
@@ -112,7 +125,7 @@ export function retryDelay(retry: RetryConfig, streak: number, retryAfterMs = 0,
     1 - rf,
     1,
   ]);
-  return Math.max(wait, retryAfterMs);
+  return retryAfterWait(wait, retryAfterMs, retry.maxRetryAfterMs);
 }
 
 /**
@@ -150,14 +163,16 @@ export class DeliveryQueue implements Lifecycle {
   private readonly labels: { component: string };
   private readonly dead: DurableDeadLetter;
   private readonly sizeOf: (event: CloudEvent) => number;
-  /** Events not in flight, in seq order. */
-  private readonly waiting: Item[] = [];
   /** Batches handed to the sink and not yet applied. */
   private readonly inFlight = new Set<Item[]>();
-  /** Objects with a batch in flight. */
-  private readonly busy = new Set<string>();
-  /** Objects in a failure streak. */
+  /** Objects with events waiting, in flight or in a failure streak (the others have no lane). */
   private readonly lanes = new Map<string, Lane>();
+  /** Lanes whose oldest event may be sent now, oldest first: taking a batch never walks blocked objects. */
+  private readonly ready = new LaneHeap((a, b) => (a.items[0] as Item).seq - (b.items[0] as Item).seq);
+  /** Lanes waiting out a backoff, the one whose wait ends first on top. */
+  private readonly backoff = new LaneHeap((a, b) => a.until - b.until);
+  /** Lanes in a failure streak. */
+  private failingLanes = 0;
   /** Events waiting or in flight. */
   private count = 0;
   private queuedBytes = 0;
@@ -321,7 +336,13 @@ export class DeliveryQueue implements Lifecycle {
   }
 
   private add(item: Item): void {
-    this.waiting.push(item);
+    let lane = this.lanes.get(item.key);
+    if (!lane) {
+      lane = { key: item.key, items: [], busy: false, streak: 0, until: 0, heap: undefined, pos: -1 };
+      this.lanes.set(item.key, lane);
+    }
+    lane.items.push(item);
+    if (lane.items.length === 1) this.place(lane, Date.now());
     this.count++;
     this.queuedBytes += item.bytes;
     this.m.received.inc(this.labels);
@@ -503,7 +524,12 @@ export class DeliveryQueue implements Lifecycle {
         this.stop.abort();
       }
       this.finished = true;
-      const left = [...this.waiting.splice(0), ...[...this.inFlight].flat()].filter((it) => !it.done);
+      const left = [...[...this.lanes.values()].flatMap((l) => l.items), ...[...this.inFlight].flat()].filter(
+        (it) => !it.done,
+      );
+      this.lanes.clear();
+      this.ready.clear();
+      this.backoff.clear();
       left.sort((a, b) => a.seq - b.seq);
       this.inFlight.clear();
       this.count = 0;
@@ -609,55 +635,62 @@ export class DeliveryQueue implements Lifecycle {
   /**
    * The next batch: the oldest waiting events whose objects are neither in flight nor waiting out
    * a backoff, in queue order, at most `batchLimit`. An object left out is left out entirely (its
-   * later events never overtake it). `retryAt` is the earliest time a backoff ends.
+   * later events never overtake it). `retryAt` is the earliest time a backoff ends. Costs
+   * O(batch × log ready objects): blocked objects are in no heap it looks at.
    */
   private take(now: number): { batch: Item[]; retryAt: number } {
+    for (let top = this.backoff.peek(); top && top.until <= now; top = this.backoff.peek()) {
+      this.backoff.remove(top);
+      this.place(top, now);
+    }
     const batch: Item[] = [];
-    let retryAt = Number.POSITIVE_INFINITY;
     const limit = this.batchLimit;
-    let contiguous = true;
-    let skipped: Set<string> | undefined;
-    for (let i = 0; i < this.waiting.length && batch.length < limit; i++) {
-      const it = this.waiting[i] as Item;
-      let out = this.busy.has(it.key) || skipped?.has(it.key) === true;
-      if (!out) {
-        const lane = this.lanes.get(it.key);
-        if (lane && lane.until > now) {
-          out = true;
-          retryAt = Math.min(retryAt, lane.until);
-        }
+    const taken: Lane[] = [];
+    // a k-way merge of the ready lanes by seq: the top lane gives its oldest event, then re-sorts
+    for (let lane = this.ready.peek(); lane && batch.length < limit; lane = this.ready.peek()) {
+      if (!lane.busy) {
+        lane.busy = true;
+        taken.push(lane);
       }
-      if (out) {
-        contiguous = false;
-        skipped ??= new Set();
-        skipped.add(it.key);
-      } else batch.push(it);
+      batch.push(lane.items.shift() as Item);
+      if (lane.items.length === 0) this.ready.remove(lane);
+      else this.ready.sift(lane);
     }
-    if (batch.length === 0) return { batch, retryAt };
-    if (contiguous) this.waiting.splice(0, batch.length);
-    else {
-      const taken = new Set(batch);
-      let w = 0;
-      for (let r = 0; r < this.waiting.length; r++) {
-        const it = this.waiting[r] as Item;
-        if (!taken.has(it)) this.waiting[w++] = it;
-      }
-      this.waiting.length = w;
+    // the lanes it took from are busy now: out of the ready heap, even with events left
+    for (const lane of taken) if (lane.heap) lane.heap.remove(lane);
+    return { batch, retryAt: this.backoff.peek()?.until ?? Number.POSITIVE_INFINITY };
+  }
+
+  /**
+   * Puts a lane where it belongs after a change: the ready heap when it can send now, the backoff
+   * heap while its wait runs, neither while busy or empty (an empty lane not failing is dropped).
+   */
+  private place(lane: Lane, now: number): void {
+    const want = lane.busy || lane.items.length === 0 ? undefined : lane.until > now ? this.backoff : this.ready;
+    if (lane.heap !== want) {
+      lane.heap?.remove(lane);
+      want?.push(lane);
     }
-    return { batch, retryAt };
+    if (!want && !lane.busy && lane.streak === 0) this.lanes.delete(lane.key);
   }
 
   private launch(batch: Item[]): void {
     this.inFlight.add(batch);
-    for (const it of batch) {
-      it.attempts++;
-      this.busy.add(it.key);
-    }
+    for (const it of batch) it.attempts++;
     this.gauges();
     const p = this.deliver(batch).finally(() => {
       this.pending.delete(batch);
       this.inFlight.delete(batch);
-      for (const it of batch) this.busy.delete(it.key);
+      if (!this.finished) {
+        const now = Date.now();
+        for (const it of batch) {
+          const lane = this.lanes.get(it.key);
+          if (lane?.busy) {
+            lane.busy = false;
+            this.place(lane, now);
+          }
+        }
+      }
       this.gauges();
       this.wake();
     });
@@ -747,20 +780,30 @@ export class DeliveryQueue implements Lifecycle {
     // retryable ones go back to their place (their objects stay busy until this batch is done)
     if (again.length > 0) {
       this.m.retries.inc(this.labels, again.length);
-      for (const it of again) insertBySeq(this.waiting, it);
+      for (const it of again) this.putBack(it);
     }
-    const firstFailing = this.lanes.size === 0 && failedKeys.size > 0;
-    for (const it of batch) if (!failedKeys.has(it.key)) this.lanes.delete(it.key);
+    const firstFailing = this.failingLanes === 0 && failedKeys.size > 0;
+    for (const it of batch) {
+      const lane = this.lanes.get(it.key);
+      if (lane && lane.streak > 0 && !failedKeys.has(it.key)) {
+        lane.streak = 0;
+        lane.until = 0;
+        this.failingLanes--;
+      }
+    }
     let longest = 0;
     for (const key of failedKeys) {
-      const lane = this.lanes.get(key) ?? { streak: 0, until: 0 };
+      const lane = this.lanes.get(key) as Lane;
+      if (lane.streak === 0) this.failingLanes++;
       lane.streak++;
       lane.until = now + retryDelay(this.config.retry, lane.streak);
       longest = Math.max(longest, lane.streak);
-      this.lanes.set(key, lane);
     }
     if (retryAfterMs > 0)
-      this.pausedUntil = Math.max(this.pausedUntil, now + Math.min(retryAfterMs, this.config.retry.maxRetryAfterMs));
+      this.pausedUntil = Math.max(
+        this.pausedUntil,
+        now + retryAfterWait(0, retryAfterMs, this.config.retry.maxRetryAfterMs),
+      );
     if (firstFailing) {
       this.failingSince = now;
       this.ctx.logger.warn('delivery failing; retrying with backoff', {
@@ -770,8 +813,12 @@ export class DeliveryQueue implements Lifecycle {
         ...(retryAfterMs > 0 && { retryAfterMs }),
       });
     } else if (failedKeys.size > 0)
-      this.ctx.logger.debug('delivery still failing', { error: lastError, attempt: longest, objects: this.lanes.size });
-    else if (this.lanes.size === 0 && this.failingSince > 0) {
+      this.ctx.logger.debug('delivery still failing', {
+        error: lastError,
+        attempt: longest,
+        objects: this.failingLanes,
+      });
+    else if (this.failingLanes === 0 && this.failingSince > 0) {
       this.ctx.logger.info('delivery recovered', { failingMs: now - this.failingSince });
       this.failingSince = 0;
     }
@@ -783,10 +830,16 @@ export class DeliveryQueue implements Lifecycle {
       if (this.finished) return;
       for (const { item } of dead) if (!unwritten.has(item)) this.release(item, true);
       // a dead letter not written (the deadline came): it stays for shutdown to reject
-      for (const it of unwritten) insertBySeq(this.waiting, it);
+      for (const it of unwritten) this.putBack(it);
       this.gauges();
       this.releaseRoom();
     }
+  }
+
+  /** An event of a batch in flight goes back to its place in its lane (the lane is busy until the batch is done). */
+  private putBack(it: Item): void {
+    const lane = this.lanes.get(it.key);
+    if (lane) insertBySeq(lane.items, it);
   }
 
   /** An event leaves the queue: settled (delivered or dead-lettered). */
@@ -879,6 +932,88 @@ function insertBySeq(items: Item[], it: Item): void {
     else hi = mid;
   }
   items.splice(lo, 0, it);
+}
+
+/**
+ * A binary min-heap of lanes under `before` that knows each lane's place (`lane.pos`), so a lane
+ * can be re-sorted or removed in O(log n) wherever it is.
+ */
+class LaneHeap {
+  private readonly a: Lane[] = [];
+  private readonly before: (x: Lane, y: Lane) => number;
+
+  constructor(before: (x: Lane, y: Lane) => number) {
+    this.before = before;
+  }
+
+  peek(): Lane | undefined {
+    return this.a[0];
+  }
+
+  push(lane: Lane): void {
+    lane.heap = this;
+    lane.pos = this.a.length;
+    this.a.push(lane);
+    this.up(lane.pos);
+  }
+
+  remove(lane: Lane): void {
+    const i = lane.pos;
+    const last = this.a.pop() as Lane;
+    lane.heap = undefined;
+    lane.pos = -1;
+    if (last === lane) return;
+    this.a[i] = last;
+    last.pos = i;
+    this.down(this.up(i));
+  }
+
+  /** Restores the order after `lane`'s key changed. */
+  sift(lane: Lane): void {
+    this.down(this.up(lane.pos));
+  }
+
+  clear(): void {
+    for (const l of this.a) {
+      l.heap = undefined;
+      l.pos = -1;
+    }
+    this.a.length = 0;
+  }
+
+  private up(i: number): number {
+    const a = this.a;
+    const x = a[i] as Lane;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const y = a[p] as Lane;
+      if (this.before(x, y) >= 0) break;
+      a[i] = y;
+      y.pos = i;
+      i = p;
+    }
+    a[i] = x;
+    x.pos = i;
+    return i;
+  }
+
+  private down(i: number): void {
+    const a = this.a;
+    const n = a.length;
+    const x = a[i] as Lane;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && this.before(a[c + 1] as Lane, a[c] as Lane) < 0) c++;
+      const y = a[c] as Lane;
+      if (this.before(y, x) >= 0) break;
+      a[i] = y;
+      y.pos = i;
+      i = c;
+    }
+    a[i] = x;
+    x.pos = i;
+  }
 }
 
 /** True once `p` settled, false when the clock reaches `until` first. */

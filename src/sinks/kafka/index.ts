@@ -14,6 +14,9 @@
  * the default): until then it is taken to be one the brokers are creating, and retried quietly.
  * Connects, sends and the shutdown's disconnect all give up at the abort signal or deadline: a
  * broker that is away never holds them.
+ * Several sends may be in flight (default 4; the queue never puts one object's events in two);
+ * with the idempotent producer their produce requests go one at a time, never on a producer whose
+ * earlier request failed.
  *
  * The topic is the static `topic`, or per event the string a CEL `topicExpression` yields (null or
  * empty: `topic`); one produce request may carry several topics, each topic's records in batch
@@ -281,10 +284,12 @@ interface Encoded {
 class KafkaSink implements Sink {
   readonly maxBatch = 500;
   /**
-   * One batch in flight: a failed produce request is retried with everything after it, and
-   * idempotent producing keeps order only within one in-flight request; lift once measured safe.
+   * Several sends at once (the delivery queue never puts one object's events in two of them, so
+   * requests of concurrent sends never hold records of the same key and may complete or fail in
+   * any order). With the idempotent producer their produce requests still go one at a time
+   * ({@link exclusive}): encoding the next batch overlaps the broker's answer to the current one.
    */
-  readonly maxConcurrency = 1;
+  readonly defaultConcurrency = 4;
   private readonly config: Required<Omit<KafkaSinkConfig, 'topicExpression' | 'tls' | 'sasl'>>;
   private readonly logger: Logger;
   private readonly kafka: Kafka;
@@ -300,6 +305,8 @@ class KafkaSink implements Sink {
   private connected = false;
   private connecting: Promise<Producer> | undefined;
   private shutdownPromise: Promise<void> | undefined;
+  /** The end of the last produce request queued (idempotent producer: one at a time). */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(config: KafkaSinkConfig, ctx: ComponentContext) {
     const { topicExpression, tls, sasl, ...rest } = config;
@@ -492,8 +499,27 @@ class KafkaSink implements Sink {
     return all;
   }
 
-  /** Produces the chunk's records (by topic, in order); undefined on success, else the failure that applies to all of them. */
-  private async produce(chunk: readonly Encoded[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
+  /**
+   * Produces the chunk's records (by topic, in order); undefined on success, else the failure that
+   * applies to all of them. With the idempotent producer one request at a time, each from
+   * connecting to dropping the producer after a failure: a request is never sent on a producer
+   * whose earlier request failed (kafkajs takes back that request's sequence numbers, so a request
+   * sent after it on the same producer id could take them and be dropped by the broker as a
+   * duplicate if the failed one was written after all). Without it, concurrent requests go out at
+   * once (at least once: a failure may repeat records, never reorder one key's).
+   */
+  private produce(chunk: readonly Encoded[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
+    return this.idempotent ? this.exclusive(() => this.produceNow(chunk, signal)) : this.produceNow(chunk, signal);
+  }
+
+  /** Runs `fn` after every earlier `exclusive` call has finished (a FIFO lock). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn, fn);
+    this.turn = run.catch(() => {});
+    return run;
+  }
+
+  private async produceNow(chunk: readonly Encoded[], signal: AbortSignal): Promise<DeliveryResult | undefined> {
     if (signal.aborted) return { status: 'retryable', error: 'aborted at shutdown' };
     const byTopic = new Map<string, Message[]>();
     for (const g of chunk) {

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import {
   closeSync,
+  fdatasync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -34,10 +35,11 @@ import {
   PAGE_SIZE,
   resolveOutboxConfig,
   SqliteOutbox,
+  type SqliteOutboxOptions,
 } from '../../../src/delivery/outbox.ts';
 import { ErrorCode } from '../../../src/errors.ts';
 import { Metrics, outboxMetrics } from '../../../src/telemetry/metrics.ts';
-import { captureLogger, tick } from './helpers.ts';
+import { captureLogger, settlesWithin, tick } from './helpers.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'crb-outbox-'));
 const rec = (i: number, key = `uid-${i % 7}`, size = 200): OutboxRecord => {
@@ -45,7 +47,11 @@ const rec = (i: number, key = `uid-${i % 7}`, size = 200): OutboxRecord => {
   return { key, id: `ev-${i}`, body: `${head}${'x'.repeat(Math.max(0, size - head.length - 2))}"}` };
 };
 
-function make(path: string, config: Partial<OutboxConfig> = {}, extra: { maxPageCount?: number } = {}) {
+function make(
+  path: string,
+  config: Partial<OutboxConfig> = {},
+  extra: Pick<SqliteOutboxOptions, 'maxPageCount' | 'fdatasync'> = {},
+) {
   const metrics = new Metrics();
   const { logger, lines } = captureLogger();
   const outbox = new SqliteOutbox({ path, id: 'p/hook', logger, metrics, config, ...extra });
@@ -289,6 +295,68 @@ describe('SqliteOutbox: fsync policies', () => {
     await tick(200);
     assert.equal(statSync(path).size, before);
     assert.ok(statSync(`${path}-wal`).size >= 50 * 2000);
+    await outbox.close(soon());
+  });
+
+  test("per-batch: append resolves only after the WAL is fdatasync'd off the event loop; commits made meanwhile share the next sync", async () => {
+    const path = outboxPath(tmp(), 'p', 'hook');
+    const syncs: number[] = [];
+    const { outbox } = make(
+      path,
+      { fsync: 'per-batch' },
+      {
+        // a slow disk: each sync takes 80 ms (on the thread pool; the event loop keeps running)
+        fdatasync: (fd, done) => {
+          syncs.push(fd);
+          setTimeout(() => fdatasync(fd, done), 80);
+        },
+      },
+    );
+    await outbox.open();
+    const a = outbox.append([rec(1)]);
+    await tick(20);
+    assert.equal(syncs.length, 1, 'the commit is being synced');
+    assert.equal(await settlesWithin(a, 20), false, 'not stored (durably) before its sync is done');
+    const b = outbox.append([rec(2)]);
+    await tick(5);
+    const c = outbox.append([rec(3)]);
+    assert.deepEqual(await a, [1]);
+    assert.deepEqual(await Promise.all([b, c]), [[2], [3]]);
+    assert.equal(syncs.length, 2, 'b and c, committed while a was syncing, shared one sync');
+    await outbox.close(soon());
+    const again = make(path);
+    assert.deepEqual(
+      replayAll((await again.outbox.open()).batches()).map((e) => e.id),
+      ['ev-1', 'ev-2', 'ev-3'],
+    );
+    await again.outbox.close(soon());
+  });
+
+  test('per-batch: a failing WAL sync rejects its appends with CRB_OUTBOX_IO and leaves them uncounted; the next sync works', async () => {
+    const path = outboxPath(tmp(), 'p', 'hook');
+    let fail = true;
+    const { outbox, lines } = make(
+      path,
+      { fsync: 'per-batch' },
+      {
+        fdatasync: (fd, done) => {
+          if (fail) {
+            fail = false;
+            done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+          } else fdatasync(fd, done);
+        },
+      },
+    );
+    await outbox.open();
+    await assert.rejects(outbox.append([rec(1)]), (err: { code?: string; message?: string }) => {
+      assert.equal(err.code, ErrorCode.OutboxIo);
+      assert.match(String(err.message), /cannot sync outbox .*EIO/);
+      return true;
+    });
+    assert.equal(outbox.depth, 0);
+    assert.equal(lines.filter((l) => l.code === ErrorCode.OutboxIo).length, 1, 'logged');
+    assert.deepEqual(await outbox.append([rec(2)]), [2]);
+    assert.equal(outbox.depth, 1);
     await outbox.close(soon());
   });
 

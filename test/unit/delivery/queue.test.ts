@@ -3,7 +3,8 @@
  * exponential backoff (timed with small intervals), Retry-After, per-order retry of failed heads,
  * permanent and exhausted events to the dead letter, `settled` semantics, shutdown drain and
  * deadline, metrics and log-once behaviour; concurrency with lanes per object (a property test over
- * random outcomes and latencies), per-object backoff, the outage report and the age rule.
+ * random outcomes and latencies), per-object backoff, the outage report and the age rule; and that
+ * taking a batch never walks objects that are blocked (in flight or backing off).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -853,6 +854,44 @@ describe('DeliveryQueue lanes (concurrency, order per object)', () => {
       ),
       { numRuns: 80 },
     );
+  });
+});
+
+describe('DeliveryQueue scheduling cost', () => {
+  test('taking a batch never walks blocked objects: 100,000 events held behind one busy object do not slow the others', async () => {
+    // object A's first event hangs in flight, so its 99,999 later events wait (blocked) at the front
+    // of the queue; 2,000 events of other objects go one per send at concurrency 8. A dispatcher that
+    // rescans the waiting events per free slot walks A's 99,999 each time (~200 M steps, many
+    // seconds); one that keeps only ready objects in view takes each batch at once.
+    let releaseA!: () => void;
+    const aDone = new Promise<void>((r) => {
+      releaseA = r;
+    });
+    const sink = new FakeSink(1, async (b) => {
+      if (b.some((o) => o.event.partitionkey === 'A')) await aDone;
+      return b.map(() => ({ status: 'ok' }));
+    });
+    const queue = new DeliveryQueue(
+      sink,
+      fast({}, { concurrency: 8, maxBatch: 1, queueCapacity: 200_000, queueBytes: 2 ** 30 }),
+      { id: 'p/s', logger: silentLogger, metrics: new Metrics(), deadLetter: new MemoryDeadLetter(), sizeOf: () => 1 },
+    );
+    await queue.start(new AbortController().signal);
+    for (let i = 0; i < 100_000; i++) await queue.enqueue(ev(`a${i}`, 'A'));
+    const others: Promise<void>[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < 2_000; i++) others.push((await queue.enqueue(ev(`o${i}`, `obj-${i}`))).settled);
+    await Promise.all(others);
+    const ms = performance.now() - t0;
+    assert.ok(ms < 3000, `2,000 events of ready objects took ${Math.round(ms)} ms behind 100,000 blocked ones`);
+    assert.deepEqual(
+      sink.calls.filter((c) => c.ids[0]?.startsWith('a')).map((c) => c.ids),
+      [['a0']],
+      'A stayed blocked behind its event in flight',
+    );
+    // A's send still hangs and its 99,999 are left: cut at the deadline and rejected, as at any
+    await queue.shutdown(Date.now() + 50);
+    releaseA();
   });
 });
 

@@ -155,6 +155,56 @@ describe('sinkDeadLetter', () => {
     await assert.rejects(w, { code: 'CRB_SHUTDOWN' });
   });
 
+  test('a Retry-After from the dead-letter sink is honoured like the main queue does: max(backoff, Retry-After), capped, and it pauses the destination', async () => {
+    // the destination answers 429 with Retry-After 250 ms to the first send, then takes everything
+    const sink = new FakeSink(10, (b, call) =>
+      b.map(() =>
+        call === 1 ? { status: 'retryable', error: 'HTTP 429: slow down', retryAfterMs: 250 } : { status: 'ok' },
+      ),
+    );
+    const inner = sinkDeadLetter(sink, { id: 'p/dead-letter' });
+    const { logger } = captureLogger();
+    const durable = new DurableDeadLetter(inner, {
+      id: 'p',
+      logger,
+      metrics: new Metrics(),
+      retry: { initialMs: 5, maxMs: 10 },
+    });
+    const first = durable.write(entry('a'));
+    await tick(30);
+    // a dead letter written meanwhile (another queue) waits out the same pause: the endpoint asked
+    const second = inner.write(entry('b'));
+    await Promise.all([first, second]);
+    const [c1, ...later] = sink.calls;
+    assert.deepEqual(sink.sentIds.slice(0, 1), ['a.dead.p/hook']);
+    assert.deepEqual([...sink.sentIds].sort(), ['a.dead.p/hook', 'a.dead.p/hook', 'b.dead.p/hook']);
+    for (const c of later)
+      assert.ok(
+        c.at - (c1?.at ?? 0) >= 240,
+        `sent ${c.at - (c1?.at ?? 0)} ms after the 429, before its Retry-After of 250 ms`,
+      );
+    await durable.close(Date.now() + 1000);
+
+    // capped: a Retry-After of an hour waits only maxRetryAfterMs
+    const slow = new FakeSink(10, (b, call) =>
+      b.map(() =>
+        call === 1 ? { status: 'retryable', error: 'HTTP 503', retryAfterMs: 3_600_000 } : { status: 'ok' },
+      ),
+    );
+    const capped = new DurableDeadLetter(sinkDeadLetter(slow, { id: 'p/dead-letter', maxRetryAfterMs: 200 }), {
+      id: 'p',
+      logger,
+      metrics: new Metrics(),
+      retry: { initialMs: 5, maxMs: 10 },
+    });
+    const t0 = Date.now();
+    await capped.write(entry('c'));
+    const took = Date.now() - t0;
+    assert.ok(took >= 190 && took < 2000, `took ${took} ms; the cap is 200 ms`);
+    assert.deepEqual(slow.sentIds, ['c.dead.p/hook', 'c.dead.p/hook']);
+    await capped.close(Date.now() + 1000);
+  });
+
   test('concurrent writes go in call order, in batches of at most maxBatch, one send at a time', async () => {
     let inFlight = 0;
     let most = 0;

@@ -266,6 +266,151 @@ function inNamespace(id: string, ns: string | undefined, kind = 'Backup') {
 const out = (ids: string[]): OutboundEvent[] =>
   ids.map((id, i) => ({ event: ev(id), seq: i + 1, attempts: 1 }) as OutboundEvent);
 
+/** A fake kafkajs producer factory: records each request (producer number, keys and ids), how many overlap, and fails those `fail` picks (nothing written). */
+function scriptedProducers(
+  sink: unknown,
+  opts: { delayMs?: (n: number) => number; fail?: (n: number) => boolean } = {},
+) {
+  const state = {
+    producers: 0,
+    inside: 0,
+    most: 0,
+    requests: [] as { producer: number; records: { key: string; id: string }[]; ok: boolean }[],
+  };
+  (sink as { kafka: { producer: () => unknown } }).kafka.producer = () => {
+    const producer = ++state.producers;
+    return {
+      connect: async () => {},
+      disconnect: async () => {},
+      sendBatch: async (req: {
+        topicMessages: { messages: { key?: unknown; headers?: Record<string, unknown> }[] }[];
+      }) => {
+        const n = state.requests.length;
+        const records = req.topicMessages.flatMap((t) =>
+          t.messages.map((m) => ({ key: String(m.key), id: String(m.headers?.ce_id) })),
+        );
+        const ok = !opts.fail?.(n);
+        state.requests.push({ producer, records, ok });
+        state.inside++;
+        state.most = Math.max(state.most, state.inside);
+        await new Promise((r) => setTimeout(r, opts.delayMs?.(n) ?? 5));
+        state.inside--;
+        if (!ok) throw new KafkaJSConnectionError('Connection error: read ECONNRESET');
+        return [];
+      },
+    };
+  };
+  return state;
+}
+
+describe('kafka sink concurrency', () => {
+  test('the delivery queue sends to it several batches at once by default', () => {
+    const sink = kafkaSink.create({ brokers: ['127.0.0.1:1'], topic: 't' }, ctx);
+    const queue = new DeliveryQueue(sink, resolveDeliveryConfig(), {
+      id: 'p/kafka',
+      logger: silentLogger,
+      metrics: new Metrics(),
+      deadLetter: new MemoryDeadLetter(),
+    });
+    assert.equal(queue.maxInFlight, 4);
+    const more = new DeliveryQueue(sink, resolveDeliveryConfig({ concurrency: 16 }), {
+      id: 'p/kafka',
+      logger: silentLogger,
+      metrics: new Metrics(),
+      deadLetter: new MemoryDeadLetter(),
+    });
+    assert.equal(more.maxInFlight, 16, 'no cap below a configured concurrency');
+  });
+
+  test('idempotent producer: concurrent sends produce one request at a time, and a request queued behind a failed one goes on a fresh producer', async () => {
+    const sink = kafkaSink.create({ brokers: ['127.0.0.1:1'], topic: 't' }, ctx);
+    const st = scriptedProducers(sink, { fail: (n) => n === 0 });
+    const signal = new AbortController().signal;
+    const one = (id: string, uid: string) => [{ event: ev(id, uid), seq: 1, attempts: 1 }];
+    const [a, b, c] = await Promise.all([
+      sink.send(one('a1', 'A'), signal),
+      sink.send(one('b1', 'B'), signal),
+      sink.send(one('c1', 'C'), signal),
+    ]);
+    assert.deepEqual(
+      [a, b, c].map((r) => r[0]?.status),
+      ['retryable', 'ok', 'ok'],
+    );
+    assert.equal(st.most, 1, 'one produce request in flight at a time');
+    assert.deepEqual(
+      st.requests.map((r) => [r.producer, r.records.map((x) => x.id)]),
+      [
+        [1, ['a1']],
+        [2, ['b1']],
+        [2, ['c1']],
+      ],
+      'the requests queued behind the failed one went on a new producer (new producer id), not the failed one',
+    );
+    await sink.shutdown(Date.now() + 100);
+  });
+
+  test('without idempotence (acks 1) concurrent sends produce at once', async () => {
+    const sink = kafkaSink.create({ brokers: ['127.0.0.1:1'], topic: 't', acks: 1 }, ctx);
+    const st = scriptedProducers(sink, { delayMs: () => 20 });
+    const signal = new AbortController().signal;
+    const res = await Promise.all(
+      ['a', 'b', 'c'].map((k) => sink.send([{ event: ev(`${k}1`, k), seq: 1, attempts: 1 }], signal)),
+    );
+    assert.deepEqual(
+      res.map((r) => r[0]?.status),
+      ['ok', 'ok', 'ok'],
+    );
+    assert.equal(st.most, 3);
+    await sink.shutdown(Date.now() + 100);
+  });
+
+  for (const acks of [-1, 1] as const)
+    test(`behind the delivery queue at concurrency 4 with failing requests (acks ${acks}): every event written, each key's records in order`, async () => {
+      const sink = kafkaSink.create({ brokers: ['127.0.0.1:1'], topic: 't', acks }, ctx);
+      let r = 12345;
+      const random = () => {
+        r = (r * 1103515245 + 12345) % 2 ** 31;
+        return r / 2 ** 31;
+      };
+      const st = scriptedProducers(sink, { fail: () => random() < 0.25, delayMs: () => Math.floor(random() * 8) });
+      const queue = new DeliveryQueue(
+        sink,
+        resolveDeliveryConfig({
+          maxBatch: 7,
+          retry: { initialIntervalMs: 1, maxIntervalMs: 4, maxElapsedMs: 0 },
+        }),
+        { id: 'p/kafka', logger: silentLogger, metrics: new Metrics(), deadLetter: new MemoryDeadLetter() },
+      );
+      await queue.start(new AbortController().signal);
+      const KEYS = 12;
+      const VERSIONS = 8;
+      const settled: Promise<void>[] = [];
+      for (let v = 0; v < VERSIONS; v++)
+        for (let k = 0; k < KEYS; k++) settled.push((await queue.enqueue(ev(`k${k}-v${v}`, `k${k}`))).settled);
+      await Promise.all(settled);
+      await queue.shutdown(Date.now() + 1000);
+      assert.ok(
+        st.requests.some((q) => !q.ok),
+        'some requests failed',
+      );
+      const written = st.requests.filter((q) => q.ok).flatMap((q) => q.records);
+      for (let k = 0; k < KEYS; k++) {
+        const versions = written.filter((x) => x.key === `k${k}`).map((x) => Number(x.id.split('-v')[1]));
+        assert.deepEqual(
+          versions,
+          Array.from({ length: VERSIONS }, (_, v) => v),
+          `key k${k}: written in order, each once`,
+        );
+      }
+      if (acks === -1) {
+        assert.equal(st.most, 1);
+        for (let i = 1; i < st.requests.length; i++)
+          if (!st.requests[i - 1]?.ok)
+            assert.notEqual(st.requests[i]?.producer, st.requests[i - 1]?.producer, 'a fresh producer after a failure');
+      }
+    });
+});
+
 describe('kafka sink codecs', () => {
   const text = Buffer.from(
     Array.from({ length: 5000 }, (_, i) => `{"id":"e-${i}","kind":"Backup","n":${i * 7}}`).join('\n'),
