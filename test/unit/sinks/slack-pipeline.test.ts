@@ -1,19 +1,19 @@
 /**
- * The example pipeline pipelines/backup-alerts.yaml: it validates with the real registry, its two
- * pipelines share one source (one LIST and one WATCH), everything goes to Kafka, and its filter
- * lets through exactly the changes that enter Failed — not a heartbeat-only update of a Failed
- * Backup, not a creation, not a delete, not any other phase.
+ * The example pipeline pipelines/backup-alerts.yaml: it validates with the real registry, every
+ * change goes to Kafka, and its route sends to Slack too exactly the changes that enter Failed — not
+ * a heartbeat-only update of a Failed Backup, not a creation, not a delete, not any other phase.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { currentSchema } from '../../../src/cli-schema.ts';
+import { destinationsOf } from '../../../src/component.ts';
 import { loadPipelines } from '../../../src/config/load.ts';
 import { createPipelineValidator } from '../../../src/config/validate.ts';
 import { buildEvent } from '../../../src/events/build.ts';
 import type { KubeObject } from '../../../src/events/delta.ts';
 import { allFactories } from '../../../src/registry.ts';
-import { createFilter, type FilterStageConfig } from '../../../src/stages/filter/index.ts';
+import { createRoute, type RouteStageConfig } from '../../../src/stages/route/index.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { repoRoot } from '../../support/stack.ts';
 import { captureLogger } from '../delivery/helpers.ts';
@@ -46,44 +46,57 @@ const ev = (kind: 'added' | 'modified' | 'deleted', object: KubeObject, oldObjec
     { clusterName: 'c' },
   );
 
-test('backup-alerts.yaml: two pipelines on one source, Kafka gets every change, Slack is the bot-token sink', () => {
+test('backup-alerts.yaml: one pipeline, a route, Kafka and the bot-token Slack sink', () => {
   const loaded = load();
   assert.deepEqual(
     loaded.map((p) => p.config.metadata.name),
-    ['backup-events', 'backup-alerts'],
+    ['backup-alerts'],
   );
-  const [events, alerts] = loaded.map((p) => p.config) as [(typeof loaded)[0]['config'], (typeof loaded)[0]['config']];
-  assert.deepEqual(events.spec.source, alerts.spec.source, 'the same source block: one LIST and one WATCH');
-  assert.deepEqual(events.spec.stages ?? [], [], 'no stage before Kafka: every change');
-  assert.equal(events.spec.sinks[0]?.type, 'kafka');
-  const slack = alerts.spec.sinks[0] as Record<string, unknown>;
-  assert.equal(slack.type, 'slack');
+  const spec = loaded[0]?.config.spec;
+  assert.deepEqual(
+    spec?.stages.map((s) => s.type),
+    ['route'],
+  );
+  assert.deepEqual(
+    spec?.sinks.map((s) => s.type),
+    ['kafka', 'slack'],
+  );
+  const slack = spec?.sinks[1] as Record<string, unknown>;
   assert.equal(slack.token, 'xoxb-example');
   assert.equal(slack.channel, 'backup-alerts');
 });
 
-test('backup-alerts.yaml: the filter keeps the changes entering Failed and nothing else (heartbeats ignored)', () => {
-  const alerts = load()[1]?.config;
-  const stage = alerts?.spec.stages[0] as unknown as FilterStageConfig;
+test('backup-alerts.yaml: every change to Kafka; to Slack too only the changes entering Failed (heartbeats ignored)', async () => {
+  const block = load()[0]?.config.spec.stages[0] as unknown as RouteStageConfig & { type: string; name: string };
+  const { type: _t, name: _n, ...stage } = block;
   const { logger } = captureLogger();
-  const filter = createFilter(stage, {
-    id: 'backup-alerts/entering-failed',
+  const route = createRoute(stage, {
+    id: 'backup-alerts/failures-to-slack',
     pipeline: 'backup-alerts',
     logger,
     metrics: new Metrics(),
     stateDir: '/tmp',
     clusterName: 'c',
   });
-  const kept = (e: ReturnType<typeof ev>) => (filter.process(e) as unknown[]).length === 1;
+  const to = async (e: ReturnType<typeof ev>) => {
+    const out = await route.process(e);
+    assert.equal(out.length, 1, 'every change goes on');
+    return [...(destinationsOf(out[0] as never) ?? [])].sort();
+  };
+  const kept = async (e: ReturnType<typeof ev>) => {
+    const sinks = await to(e);
+    assert.ok(sinks.includes('events'), 'every change to Kafka');
+    return sinks.includes('slack');
+  };
   const running = backup({ phase: 'Running' });
   const failed = backup({ phase: 'Failed', lastBackupTime: '2026-12-01T10:00:00Z' });
   const heartbeat = backup({ phase: 'Failed', lastBackupTime: '2026-12-01T10:05:00Z' });
-  assert.equal(kept(ev('modified', failed, running)), true, 'Running → Failed');
-  assert.equal(kept(ev('modified', failed, backup())), true, 'no status → Failed');
-  assert.equal(kept(ev('added', failed)), true, 'created already Failed (e.g. found on start)');
-  assert.equal(kept(ev('modified', heartbeat, failed)), false, 'a heartbeat of a Failed Backup');
-  assert.equal(kept(ev('modified', running, backup({ phase: 'Pending' }))), false, 'Pending → Running');
-  assert.equal(kept(ev('modified', backup({ phase: 'Completed' }), running)), false, 'Running → Completed');
-  assert.equal(kept(ev('added', backup())), false, 'a creation without a phase');
-  assert.equal(kept(ev('deleted', failed)), false, 'a delete');
+  assert.equal(await kept(ev('modified', failed, running)), true, 'Running → Failed');
+  assert.equal(await kept(ev('modified', failed, backup())), true, 'no status → Failed');
+  assert.equal(await kept(ev('added', failed)), true, 'created already Failed (e.g. found on start)');
+  assert.equal(await kept(ev('modified', heartbeat, failed)), false, 'a heartbeat of a Failed Backup');
+  assert.equal(await kept(ev('modified', running, backup({ phase: 'Pending' }))), false, 'Pending → Running');
+  assert.equal(await kept(ev('modified', backup({ phase: 'Completed' }), running)), false, 'Running → Completed');
+  assert.equal(await kept(ev('added', backup())), false, 'a creation without a phase');
+  assert.equal(await kept(ev('deleted', failed)), false, 'a delete');
 });
