@@ -193,11 +193,14 @@ function scrubber(secrets: readonly string[]): (text: string) => string {
 
 /**
  * kafkajs logs (warn and above) go to the component logger. Its per-request and per-connection
- * errors repeat on every attempt while a broker is away; the delivery layer already reports those
- * once per failure streak, so they drop to debug. Anything else is logged once per message.
+ * errors repeat on every attempt while a broker is away, and a failed produce request ("Failed to
+ * send messages: …", e.g. no leader yet for a partition of a topic just created) is the send result
+ * this sink classifies itself; the delivery layer already reports those once per failure streak, so
+ * they drop to debug. Anything else is logged once per message.
  */
-const ROUTINE = /^(Response |Connection error|Connection timeout|Failed to connect|Request |Closed connection)/;
-function logCreator(logger: Logger, scrub: (text: string) => string = (t) => t) {
+const ROUTINE =
+  /^(Response |Connection error|Connection timeout|Failed to connect|Request |Closed connection|Failed to send messages)/;
+export function logCreator(logger: Logger, scrub: (text: string) => string = (t) => t) {
   return () =>
     ({ level, log }: { level: logLevel; log: { message: string; [k: string]: unknown } }) => {
       const { message: raw, timestamp: _t, logger: _l, ...rest } = log;

@@ -28,6 +28,7 @@ import {
   kafkaClientConfig,
   kafkaConfigurationProblem,
   kafkaSink,
+  logCreator,
   splitBrokers,
 } from '../../../src/sinks/kafka/index.ts';
 import { createLogger, silentLogger } from '../../../src/telemetry/logger.ts';
@@ -202,6 +203,26 @@ describe('kafka sink', () => {
     assert.deepEqual(
       lines.filter((l) => l.msg.startsWith('kafkajs:')),
       [],
+    );
+  });
+
+  test("kafkajs' own log of a failed produce request (the sink classifies and reports it) stays at debug; other errors are logged once", () => {
+    const lines: { level: string; msg: string }[] = [];
+    const logger = createLogger({ level: 'info', write: (l) => lines.push(JSON.parse(l)) });
+    const log = logCreator(logger)();
+    const entry = (message: string) => ({
+      level: kafkajs.logLevel.ERROR,
+      log: { message, timestamp: 'x', logger: 'kafkajs' },
+    });
+    // a topic created on first use has no partition leader for a moment: kafkajs logs each failed request
+    for (let i = 0; i < 3; i++)
+      log(entry('Failed to send messages: This server is not the leader for that topic-partition'));
+    assert.equal(JSON.stringify(lines), '[]', 'nothing above debug');
+    log(entry('Crash: KafkaJSNonRetriableError'));
+    log(entry('Crash: KafkaJSNonRetriableError'));
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.msg]),
+      [['error', 'kafkajs: Crash: KafkaJSNonRetriableError']],
     );
   });
 
