@@ -5,6 +5,7 @@
 import type { AnyFactory, SinkFactory, SourceFactory, StageFactory } from './component.ts';
 import { fileSink } from './sinks/file/index.ts';
 import { kafkaSink } from './sinks/kafka/index.ts';
+import { otlpTracesSink } from './sinks/otlp-traces/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 import { webhookSink } from './sinks/webhook/index.ts';
 import { kubernetesSource } from './sources/kubernetes/index.ts';
@@ -21,7 +22,7 @@ export interface Registry {
 export const registry: Registry = {
   sources: [kubernetesSource],
   stages: [filterStage, enrichStage],
-  sinks: [kafkaSink, fileSink, stdoutSink, webhookSink],
+  sinks: [kafkaSink, fileSink, stdoutSink, webhookSink, otlpTracesSink],
 };
 
 export function allFactories(r: Registry = registry): AnyFactory[] {

@@ -23,6 +23,7 @@ import { resolveDeliveryConfig } from '../delivery/config.ts';
 import { type DeadLetter, fileDeadLetter, sinkDeadLetter } from '../delivery/dead-letter.ts';
 import { DeliveryQueue } from '../delivery/queue.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
+import { traceContextOption } from '../events/trace-context.ts';
 import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
 import { fileStateOpener, type StateOpener } from '../state/store.ts';
@@ -204,6 +205,7 @@ export class Runtime {
           ...(ev.phasePath !== undefined && { phasePath: ev.phasePath }),
           ...(ev.redact !== undefined && { redact: ev.redact }),
           ...(ev.maxBytes !== undefined && { maxBytes: ev.maxBytes }),
+          ...(ev.traceContext?.enabled && { traceContext: traceContextOption(ev.traceContext) }),
         },
         validator: crdSchema ? createEventValidator({ objectSchema: crdSchema }) : validator,
         ...(crdSchema && { crdSchema }),

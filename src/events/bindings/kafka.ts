@@ -37,6 +37,18 @@ function keyOf(event: CloudEvent): string | null {
   return typeof k === 'string' && k !== '' ? k : null;
 }
 
+/**
+ * The distributed-tracing extension as the W3C Trace Context headers `traceparent` / `tracestate`
+ * (what OpenTelemetry's propagators read from a record), in both modes; in binary mode the
+ * `ce_traceparent` attribute header is there as well.
+ */
+export function traceHeaders(event: CloudEvent): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof event.traceparent === 'string') out.traceparent = event.traceparent;
+  if (typeof event.tracestate === 'string' && event.tracestate !== '') out.tracestate = event.tracestate;
+  return out;
+}
+
 /** Maps an event to a Kafka record; `binary` (default) or `structured`. */
 export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' = 'binary'): KafkaRecord {
   const key = keyOf(event);
@@ -44,7 +56,7 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     return {
       key,
       value: Buffer.from(toStructuredJson(event), 'utf8'),
-      headers: { 'content-type': STRUCTURED_CONTENT_TYPE },
+      headers: { 'content-type': STRUCTURED_CONTENT_TYPE, ...traceHeaders(event) },
     };
   }
   const headers: Record<string, string> = {};
@@ -53,6 +65,7 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     // that a consumer that only reads headers sees the whole event.
     headers[headerName(name)] = attributeString(v);
   }
+  Object.assign(headers, traceHeaders(event));
   const value = event.data === undefined ? null : Buffer.from(JSON.stringify(event.data), 'utf8');
   return { key, value, headers };
 }

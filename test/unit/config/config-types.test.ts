@@ -13,6 +13,7 @@ import { deliveryConfigSchema, type PartialDeliveryConfig, type RetryConfig } fr
 import { allFactories } from '../../../src/registry.ts';
 import type { FileSinkConfig } from '../../../src/sinks/file/index.ts';
 import type { KafkaSinkConfig } from '../../../src/sinks/kafka/index.ts';
+import type { OtlpTracesSinkConfig } from '../../../src/sinks/otlp-traces/index.ts';
 import type { StdoutSinkConfig } from '../../../src/sinks/stdout/index.ts';
 import type { WebhookSinkConfig } from '../../../src/sinks/webhook/index.ts';
 import type { KubernetesSourceConfig } from '../../../src/sources/kubernetes/index.ts';
@@ -96,6 +97,22 @@ const webhook: Presence<WebhookSinkConfig> = {
   timeoutMs: 'optional',
   abuseProtection: 'optional',
 };
+const otlpTraces: Presence<OtlpTracesSinkConfig> = {
+  endpoint: 'optional',
+  headers: 'optional',
+  tls: 'optional',
+  timeoutMs: 'optional',
+  compression: 'optional',
+  serviceName: 'optional',
+  resourceAttributes: 'optional',
+  batchSize: 'optional',
+  perGeneration: 'optional',
+  sampleRatio: 'optional',
+  phase: 'optional',
+  terminalPhases: 'optional',
+  failed: 'optional',
+  failureReason: 'optional',
+};
 const filter: Presence<FilterStageConfig> = { expression: 'required', onError: 'optional' };
 const enrich: Presence<EnrichStageConfig> = { attributes: 'required', onError: 'optional' };
 
@@ -105,6 +122,7 @@ const factoryConfigs: Record<string, Record<string, 'optional' | 'required'>> = 
   'sink:kafka': kafka,
   'sink:file': file,
   'sink:webhook': webhook,
+  'sink:otlp-traces': otlpTraces,
   'sink:stdout': stdout,
   'stage:filter': filter,
   'stage:enrich': enrich,
@@ -165,6 +183,7 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     phasePath: 'optional',
     redact: 'optional',
     maxBytes: 'optional',
+    traceContext: 'optional',
   };
   const validation: Presence<ValidationConfig> = { crdSchema: 'optional' };
   assertAgrees('spec.events', events, spec.events);
