@@ -4,9 +4,10 @@
  * `traceparent` every event carries (CloudEvents distributed-tracing extension) pointing at that
  * root. The `otlp-traces` sink derives its ids with the same functions, so what a consumer reads in
  * an event's `traceparent` is the trace Jaeger shows. Deterministic: the same object gives the same
- * ids in every process, replica and restart. Pure (node:crypto only).
+ * ids in every process, replica and restart. Also the W3C headers the bindings add. Pure.
  */
 import { createHash } from 'node:crypto';
+import type { CloudEvent } from './cloudevent.ts';
 
 /** How lifecycles map to traces; the pipeline's `events.traceContext` and the sink share it. */
 export interface TraceContextOptions {
@@ -111,4 +112,17 @@ export function traceContextOption(
     ...(opts.sampleRatio !== undefined && { sampleRatio: opts.sampleRatio }),
   };
   return (delta) => traceContextFor(delta.object.metadata, o);
+}
+
+/**
+ * The distributed-tracing extension as the W3C Trace Context headers `traceparent` / `tracestate`
+ * (what OpenTelemetry's propagators read from a Kafka record or an HTTP request), for the
+ * bindings in every mode; in binary mode the `ce_traceparent` / `ce-traceparent` attribute header
+ * is there as well.
+ */
+export function traceHeaders(event: CloudEvent): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof event.traceparent === 'string') out.traceparent = event.traceparent;
+  if (typeof event.tracestate === 'string' && event.tracestate !== '') out.tracestate = event.tracestate;
+  return out;
 }

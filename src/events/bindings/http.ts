@@ -15,7 +15,7 @@ import {
   toBatchJson,
   toStructuredJson,
 } from '../serialize.ts';
-import { traceHeaders } from './kafka.ts';
+import { traceHeaders } from '../trace-context.ts';
 
 /** An HTTP request to send (method POST is the sink's business); header names are lower case. */
 export interface HttpMessage {

@@ -8,6 +8,7 @@
  */
 import type { CloudEvent } from '../cloudevent.ts';
 import { attributeString, attributesOf, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
+import { traceHeaders } from '../trace-context.ts';
 
 /**
  * One Kafka record. Headers are UTF-8 strings. A `value` of null is a tombstone. The same event
@@ -35,18 +36,6 @@ function headerName(attribute: string): string {
 function keyOf(event: CloudEvent): string | null {
   const k = event.partitionkey ?? event.k8suid;
   return typeof k === 'string' && k !== '' ? k : null;
-}
-
-/**
- * The distributed-tracing extension as the W3C Trace Context headers `traceparent` / `tracestate`
- * (what OpenTelemetry's propagators read from a record), in both modes; in binary mode the
- * `ce_traceparent` attribute header is there as well.
- */
-export function traceHeaders(event: CloudEvent): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (typeof event.traceparent === 'string') out.traceparent = event.traceparent;
-  if (typeof event.tracestate === 'string' && event.tracestate !== '') out.tracestate = event.tracestate;
-  return out;
 }
 
 /** Maps an event to a Kafka record; `binary` (default) or `structured`. */

@@ -16,7 +16,7 @@ import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { StateStore } from '../../state/store.ts';
 import type { Logger } from '../../telemetry/logger.ts';
-import { HttpClient } from '../util/http.ts';
+import { HttpClient, type HttpDeliveryResult, type HttpResponse, resultOfError, resultOfStatus } from '../util/http.ts';
 import {
   checkOtlpTracesConfig,
   exportUrl,
@@ -159,13 +159,7 @@ class OtlpTracesSink implements Sink {
     }
     if (spans.length > 0) {
       const json = enc.encodeTraces(spans, this.resource, { name: 'crbridge' });
-      const res = await this.client.deliver({
-        method: 'POST',
-        url: this.url,
-        headers: this.headers,
-        body: await enc.body(json, this.compression),
-        signal,
-      });
+      const res = await this.export(await enc.body(json, this.compression), signal);
       if (res.status !== 'ok') {
         const error = `${this.origin}: ${this.redact(res.error)}`;
         return all(
@@ -190,6 +184,39 @@ class OtlpTracesSink implements Sink {
       });
     }
     return all({ status: 'ok' });
+  }
+
+  /**
+   * One export request; its outcome per `src/sinks/util/http.ts`. A 2xx with `partialSuccess`
+   * (spans the receiver rejected) is still ok: sending them again would be rejected again; it is
+   * logged once with the receiver's message.
+   */
+  private async export(body: Buffer, signal: AbortSignal): Promise<HttpDeliveryResult> {
+    let res: HttpResponse;
+    try {
+      res = await this.client.request({ method: 'POST', url: this.url, headers: this.headers, body, signal });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      return resultOfError(err);
+    }
+    const text = res.body.toString('utf8');
+    const r = resultOfStatus(res.status, res.headers, text);
+    if (r.status === 'ok' && text.includes('partialSuccess')) {
+      try {
+        const p = (JSON.parse(text) as { partialSuccess?: { rejectedSpans?: string | number; errorMessage?: string } })
+          .partialSuccess;
+        if (p && Number(p.rejectedSpans ?? 0) > 0)
+          this.logger.once(
+            'warn',
+            `otlp-partial:${this.id}`,
+            `the OTLP receiver ${this.origin} rejected ${p.rejectedSpans} span(s): ${this.redact(String(p.errorMessage ?? ''))}`,
+            { code: ErrorCode.DeliveryPermanent },
+          );
+      } catch {
+        // not JSON: nothing to report
+      }
+    }
+    return r;
   }
 
   private redact(text: string): string {

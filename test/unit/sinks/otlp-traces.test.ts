@@ -50,7 +50,7 @@ interface Request {
 /** A local OTLP/HTTP receiver; `answers` scripts the status of each request (then 200). */
 class Receiver {
   readonly requests: Request[] = [];
-  answers: { status: number; headers?: Record<string, string> }[] = [];
+  answers: { status: number; headers?: Record<string, string>; body?: string }[] = [];
   private server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -71,7 +71,7 @@ class Receiver {
       });
       const a = this.answers.shift() ?? { status: 200 };
       res.writeHead(a.status, { 'content-type': 'application/json', ...a.headers });
-      res.end(a.status === 200 ? '{}' : '{"message":"no"}');
+      res.end(a.body ?? (a.status === 200 ? '{}' : '{"message":"no"}'));
     });
   });
   url = '';
@@ -302,6 +302,17 @@ describe('otlp-traces sink', () => {
     const [bad] = await sink.send(outs(more), signal);
     assert.equal(bad?.status, 'permanent');
     assert.ok(bad?.status === 'permanent' && bad.error.includes('HTTP 400') && !bad.error.includes('sekret'));
+  });
+
+  test('a partial success is delivered and logged once with the receiver message', async () => {
+    const r = await receiver();
+    const { sink, lines } = make({ endpoint: r.url });
+    const partial = JSON.stringify({ partialSuccess: { rejectedSpans: '2', errorMessage: 'span too old' } });
+    r.answers.push({ status: 200, body: partial }, { status: 200, body: partial });
+    assert.deepEqual(await sink.send(outs(lifecycle([['Pending', 0]], 'uid-p1')), signal), [{ status: 'ok' }]);
+    assert.deepEqual(await sink.send(outs(lifecycle([['Pending', 0]], 'uid-p2')), signal), [{ status: 'ok' }]);
+    const warned = lines.filter((l) => String(l.msg).includes('rejected 2 span(s): span too old'));
+    assert.equal(warned.length, 1);
   });
 
   test('the lifecycle state survives a restart: the open phase span ends with its real start', async () => {
