@@ -125,10 +125,10 @@ test('otlp-traces: a trace per Backup in Jaeger through a Jaeger outage and a ki
   await step();
   const uids = new Map<string, string>();
   for (const name of names)
-    uids.set(name, patch('backups', ns, name, { status: { phase: 'Pending' } }, true).metadata.uid);
+    uids.set(name, patch('backups.example.com', ns, name, { status: { phase: 'Pending' } }, true).metadata.uid);
   await step();
-  patch('backups', ns, 'done', { status: { phase: 'Running' } }, true);
-  patch('backups', ns, 'gone', { status: { phase: 'Running' } }, true);
+  patch('backups.example.com', ns, 'done', { status: { phase: 'Running' } }, true);
+  patch('backups.example.com', ns, 'gone', { status: { phase: 'Running' } }, true);
   // 8 events stored in the otlp sink's outbox (its sends fail), then the process dies
   await waitFor(
     async () => (await metric(port, 'crbridge_component_sent_events_total', { component: 'it-traces/events' })) >= 8,
@@ -145,8 +145,8 @@ test('otlp-traces: a trace per Backup in Jaeger through a Jaeger outage and a ki
   stackCtl(['start', 'jaeger']);
   stopJaeger = false;
   await step();
-  patch('backups', ns, 'done', { status: { phase: 'Completed' } }, true);
-  patch('backups', ns, 'failed', { status: { phase: 'Failed', message: 'snapshot quota exceeded' } }, true);
+  patch('backups.example.com', ns, 'done', { status: { phase: 'Completed' } }, true);
+  patch('backups.example.com', ns, 'failed', { status: { phase: 'Failed', message: 'snapshot quota exceeded' } }, true);
   await step();
   await deleteBackup(api, ns, 'gone');
 
