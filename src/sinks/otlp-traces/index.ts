@@ -225,13 +225,18 @@ class OtlpTracesSink implements Sink {
     return out;
   }
 
-  shutdown(_deadline: number): Promise<void> {
+  shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
-      try {
-        await this.store.flush();
-      } catch {
-        // nothing staged that an accepted export did not already try to store
-      }
+      // a last try at the state of accepted exports whose flush failed, within the deadline
+      const flush = this.store.flush(AbortSignal.timeout(Math.max(0, deadline - Date.now()))).catch(() => {});
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        flush,
+        new Promise<void>((r) => {
+          timer = setTimeout(r, Math.max(0, deadline - Date.now()));
+        }),
+      ]);
+      clearTimeout(timer);
       this.client.close();
     })();
     return this.shutdownPromise;
