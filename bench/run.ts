@@ -33,6 +33,7 @@ const all: Record<string, () => Promise<Benchmark>> = {
   'apiserver-cost': async () => (await import('./apiserver-cost.ts')).benchmark,
   outbox: async () => (await import('./outbox.ts')).benchmark,
   webhook: async () => (await import('./webhook.ts')).benchmark,
+  'otlp-traces': async () => (await import('./otlp-traces.ts')).benchmark,
 };
 
 /** Date, machine, Node version, commit and load: the header of every run (for bench/RESULTS.md). */

@@ -6,6 +6,7 @@ import type { AnyFactory, SinkFactory, SourceFactory, StageFactory } from './com
 import { fileSink } from './sinks/file/index.ts';
 import { kafkaSink } from './sinks/kafka/index.ts';
 import { metricsSink } from './sinks/metrics/index.ts';
+import { otlpTracesSink } from './sinks/otlp-traces/index.ts';
 import { slackSink } from './sinks/slack/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 import { webhookSink } from './sinks/webhook/index.ts';
@@ -26,7 +27,7 @@ export interface Registry {
 export const registry: Registry = {
   sources: [kubernetesSource],
   stages: [filterStage, enrichStage, transformStage, dedupeStage, routeStage],
-  sinks: [kafkaSink, fileSink, stdoutSink, webhookSink, slackSink, metricsSink],
+  sinks: [kafkaSink, fileSink, stdoutSink, webhookSink, slackSink, metricsSink, otlpTracesSink],
 };
 
 export function allFactories(r: Registry = registry): AnyFactory[] {

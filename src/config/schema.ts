@@ -50,6 +50,27 @@ const eventsSchema: JsonSchema = {
       description: 'Largest serialized event; bigger ones drop oldObject, then object (keeping the patch).',
       default: DEFAULT_MAX_BYTES,
     },
+    traceContext: {
+      type: 'object',
+      additionalProperties: false,
+      description:
+        "The CloudEvents distributed-tracing extension: every event gets a `traceparent` pointing at the root span of its object's lifecycle trace (the trace the otlp-traces sink exports; give both the same perGeneration and sampleRatio). See docs/traces.md.",
+      properties: {
+        enabled: { type: 'boolean', default: false, description: 'Set `traceparent` on every event.' },
+        perGeneration: {
+          type: 'boolean',
+          default: false,
+          description: 'A new trace per metadata.generation (a spec change starts a new lifecycle trace).',
+        },
+        sampleRatio: {
+          type: 'number',
+          minimum: 0,
+          maximum: 1,
+          default: 1,
+          description: 'Share of lifecycles (by trace id) marked sampled in the traceparent flags.',
+        },
+      },
+    },
   },
 };
 

@@ -28,6 +28,8 @@ export interface EventsConfig {
   phasePath?: string;
   redact?: string[];
   maxBytes?: number;
+  /** The CloudEvents distributed-tracing extension (`traceparent`) pointing at each object's lifecycle trace. */
+  traceContext?: { enabled?: boolean; perGeneration?: boolean; sampleRatio?: number };
 }
 
 /** Optional validation beyond the envelope and data checks that always run. */

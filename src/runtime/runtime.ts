@@ -29,6 +29,7 @@ import { type DeadLetter, fileDeadLetter, sinkDeadLetter } from '../delivery/dea
 import { DeliveryQueue } from '../delivery/queue.ts';
 import type { Elector, Leadership } from '../election.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
+import { traceContextOption } from '../events/trace-context.ts';
 import { createEventValidator } from '../events/validate.ts';
 import type { Registry } from '../registry.ts';
 import { fileStateOpener, type StateOpener } from '../state/store.ts';
@@ -246,6 +247,7 @@ export class Runtime {
           ...(ev.phasePath !== undefined && { phasePath: ev.phasePath }),
           ...(ev.redact !== undefined && { redact: ev.redact }),
           ...(ev.maxBytes !== undefined && { maxBytes: ev.maxBytes }),
+          ...(ev.traceContext?.enabled && { traceContext: traceContextOption(ev.traceContext) }),
         },
         validator: crdSchema ? createEventValidator({ objectSchema: crdSchema }) : validator,
         ...(crdSchema && { crdSchema }),

@@ -3,7 +3,8 @@
  * body, `content-type` = datacontenttype), structured mode (`application/cloudevents+json`) and
  * batch mode (`application/cloudevents-batch+json`, a JSON array). Header values are
  * percent-encoded where the binding requires it (space, `"`, `%` and anything outside printable
- * ASCII), so any string attribute survives the trip. Pure: the same event gives the same message.
+ * ASCII), so any string attribute survives the trip. The distributed-tracing extension also goes
+ * as the W3C `traceparent` / `tracestate` headers (binary and structured), as the extension's spec asks. Pure: the same event gives the same message.
  */
 import type { CloudEvent } from '../cloudevent.ts';
 import {
@@ -14,6 +15,7 @@ import {
   toBatchJson,
   toStructuredJson,
 } from '../serialize.ts';
+import { traceHeaders } from '../trace-context.ts';
 
 /** An HTTP request to send (method POST is the sink's business); header names are lower case. */
 export interface HttpMessage {
@@ -51,11 +53,15 @@ export function toHttpBinary(event: CloudEvent): HttpMessage {
     if (name === 'datacontenttype') headers['content-type'] = attributeString(v);
     else headers[`ce-${name}`] = encodeHeaderValue(attributeString(v));
   }
+  Object.assign(headers, traceHeaders(event));
   return { headers, body: event.data === undefined ? '' : JSON.stringify(event.data) };
 }
 
 export function toHttpStructured(event: CloudEvent): HttpMessage {
-  return { headers: { 'content-type': STRUCTURED_CONTENT_TYPE }, body: toStructuredJson(event) };
+  return {
+    headers: { 'content-type': STRUCTURED_CONTENT_TYPE, ...traceHeaders(event) },
+    body: toStructuredJson(event),
+  };
 }
 
 export function toHttpBatch(events: readonly CloudEvent[]): HttpMessage {

@@ -8,6 +8,7 @@
  */
 import type { CloudEvent } from '../cloudevent.ts';
 import { attributeString, attributesOf, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
+import { traceHeaders } from '../trace-context.ts';
 
 /**
  * One Kafka record. Headers are UTF-8 strings. A `value` of null is a tombstone. The same event
@@ -44,7 +45,7 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     return {
       key,
       value: Buffer.from(toStructuredJson(event), 'utf8'),
-      headers: { 'content-type': STRUCTURED_CONTENT_TYPE },
+      headers: { 'content-type': STRUCTURED_CONTENT_TYPE, ...traceHeaders(event) },
     };
   }
   const headers: Record<string, string> = {};
@@ -53,6 +54,7 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     // that a consumer that only reads headers sees the whole event.
     headers[headerName(name)] = attributeString(v);
   }
+  Object.assign(headers, traceHeaders(event));
   const value = event.data === undefined ? null : Buffer.from(JSON.stringify(event.data), 'utf8');
   return { key, value, headers };
 }

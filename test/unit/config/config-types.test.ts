@@ -14,6 +14,7 @@ import { allFactories } from '../../../src/registry.ts';
 import type { FileSinkConfig } from '../../../src/sinks/file/index.ts';
 import type { KafkaSinkConfig } from '../../../src/sinks/kafka/index.ts';
 import type { MetricsSinkConfig } from '../../../src/sinks/metrics/index.ts';
+import type { OtlpTracesSinkConfig } from '../../../src/sinks/otlp-traces/index.ts';
 import type { SlackSinkConfig } from '../../../src/sinks/slack/index.ts';
 import type { StdoutSinkConfig } from '../../../src/sinks/stdout/index.ts';
 import type { WebhookSinkConfig } from '../../../src/sinks/webhook/index.ts';
@@ -120,6 +121,22 @@ const slack: Presence<SlackSinkConfig> = {
   tls: 'optional',
 };
 const metricsSinkConfig: Presence<MetricsSinkConfig> = { phase: 'optional', maxSeries: 'optional' };
+const otlpTraces: Presence<OtlpTracesSinkConfig> = {
+  endpoint: 'optional',
+  headers: 'optional',
+  tls: 'optional',
+  timeoutMs: 'optional',
+  compression: 'optional',
+  serviceName: 'optional',
+  resourceAttributes: 'optional',
+  batchSize: 'optional',
+  perGeneration: 'optional',
+  sampleRatio: 'optional',
+  phase: 'optional',
+  terminalPhases: 'optional',
+  failed: 'optional',
+  failureReason: 'optional',
+};
 const filter: Presence<FilterStageConfig> = { expression: 'required', onError: 'optional' };
 const enrich: Presence<EnrichStageConfig> = { attributes: 'required', onError: 'optional' };
 const transform: Presence<TransformStageConfig> = {
@@ -144,6 +161,7 @@ const factoryConfigs: Record<string, Record<string, 'optional' | 'required'>> = 
   'sink:file': file,
   'sink:webhook': webhook,
   'sink:slack': slack,
+  'sink:otlp-traces': otlpTraces,
   'sink:stdout': stdout,
   'sink:metrics': metricsSinkConfig,
   'stage:filter': filter,
@@ -210,6 +228,7 @@ test('the delivery block and the pipeline-level blocks agree with their schemas'
     phasePath: 'optional',
     redact: 'optional',
     maxBytes: 'optional',
+    traceContext: 'optional',
   };
   const validation: Presence<ValidationConfig> = { crdSchema: 'optional' };
   assertAgrees('spec.events', events, spec.events);
