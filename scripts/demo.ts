@@ -17,6 +17,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
+import { lifecycleTraceId } from '../src/events/trace-context.ts';
 import { down, isUp, repoRoot as root, up } from '../test/infra/stack.ts';
 import { type RunningCrbridge, startCrbridge } from '../test/support/crbridge.ts';
 import { LocalSlack } from '../test/support/slack-server.ts';
@@ -102,7 +103,6 @@ const crbridgeEnv: NodeJS.ProcessEnv = {
   SLACK_CHANNEL: channel,
   WEBHOOK_URL: webhookUrl,
   WEBHOOK_SECRET: secret,
-  OTEL_SERVICE_NAME: 'crbridge-demo',
 };
 const args = [
   'run',
@@ -275,34 +275,40 @@ if (parents.length === 0)
   line(
     `(no thread; ${slack.requests.length} requests: ${slack.requests.map((r) => `${r.method} ${r.status} ${r.error ?? ''} ${r.channel}`).join('; ')}; ${slack.messages.map((m) => m.text).join(' | ')})`,
   );
+let tracesOk = !tracing;
 if (tracing) {
-  say('Traces in Jaeger (a trace per Backup lifecycle)');
+  say("Traces in Jaeger (a trace per Backup lifecycle, its id in every event's traceparent)");
   const query = env.JAEGER_QUERY_URL ?? '';
+  let complete = 0;
   for (const name of ['orders', 'users', 'billing', 'audit']) {
     const uid = uids.get(name);
-    const rec = ours().find((r) => r.traceparent && expected.get(r.id)?.startsWith(name));
-    const traceId = rec?.traceparent.split('-')[1];
-    if (!uid || !traceId) continue;
-    const found = await until(
+    if (!uid) continue;
+    const traceId = lifecycleTraceId(uid);
+    const fromKafka = ours().find((r) => expected.get(r.id)?.startsWith(`${name} `) && r.traceparent);
+    const agrees = fromKafka ? fromKafka.traceparent.split('-')[1] === traceId : false;
+    const spans = await until(
       `the trace of ${name} in Jaeger`,
       async () => {
         const r = await fetch(`${query}/api/v3/traces/${traceId}`).catch(() => null);
         if (!r?.ok) return undefined;
         const body = (await r.json()) as {
-          result?: { resourceSpans?: { scopeSpans?: { spans?: { name: string }[] }[] }[] };
+          result?: { resourceSpans?: { scopeSpans?: { spans?: { name: string; parentSpanId?: string }[] }[] }[] };
         };
-        const spans = (body.result?.resourceSpans ?? []).flatMap((rs) =>
-          (rs.scopeSpans ?? []).flatMap((s) => s.spans ?? []),
+        const all = (body.result?.resourceSpans ?? []).flatMap((rs) =>
+          (rs.scopeSpans ?? []).flatMap((x) => x.spans ?? []),
         );
-        return spans.length > 0 ? spans : undefined;
+        // a finished lifecycle has its root (no parent); audit is still running
+        return all.length > 0 && (name === 'audit' || all.some((x) => !x.parentSpanId)) ? all : undefined;
       },
       30_000,
-    ).catch(() => []);
+    ).catch(() => [] as { name: string }[]);
+    if (spans.length > 0) complete++;
     line(
-      `${name.padEnd(8)} trace ${traceId}  ${found.length} spans: ${[...new Set(found.map((s) => s.name))].join(', ')}`,
+      `${name.padEnd(8)} ${traceId}  ${String(spans.length).padStart(2)} spans (${[...new Set(spans.map((x) => x.name))].slice(0, 6).join(', ')})${agrees ? '  = Kafka traceparent ✓' : ''}`,
     );
   }
-  line(`query API: ${query}/api/v3/traces/<trace id>   UI: ${query}/search?service=crbridge-demo`);
+  tracesOk = complete === 4;
+  line(`query API: ${query}/api/v3/traces/<trace id>    UI: ${query}/search?service=crbridge-backups`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,13 +325,14 @@ line(
   `webhook: ${expected.size - missingHook.length}/${expected.size} arrived, ${badSig} bad signatures${missingHook.length || badSig ? ' ✗' : ' ✓'}`,
 );
 line(`Slack:   the failed Backup ${failedInSlack ? 'has its thread ✓' : 'is MISSING ✗'}`);
-const ok = missingKafka.length === 0 && missingHook.length === 0 && badSig === 0 && failedInSlack;
+if (tracing) line(`Jaeger:  ${tracesOk ? 'a trace for every Backup ✓' : 'traces MISSING ✗'}`);
+const ok = missingKafka.length === 0 && missingHook.length === 0 && badSig === 0 && failedInSlack && tracesOk;
 line(ok ? bold('every change arrived everywhere it was routed') : bold('SOMETHING WAS LOST (see above)'));
 
 if (keep) {
   say('Staying up (--keep): Ctrl-C ends it');
   line(`crbridge top:  npx crbridge top --url http://127.0.0.1:${crb.port}/metrics`);
-  if (tracing) line(`Jaeger UI:     ${env.JAEGER_QUERY_URL}/search?service=crbridge-demo`);
+  if (tracing) line(`Jaeger UI:     ${env.JAEGER_QUERY_URL}/search?service=crbridge-backups`);
   line(`make changes:  KUBECONFIG=${env.KUBECONFIG} ${kubectlBin} -n ${ns} get backups`);
   await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
 }

@@ -1,4 +1,5 @@
 /**
+ * @serial: stops and restarts the stack's Jaeger.
  * The otlp-traces sink on the real stack (kube-apiserver, Jaeger v2, Kafka), through the real
  * crbridge CLI: three Backups — one Pending → Running → Completed, one Pending → Failed, one deleted
  * while Running — become one trace each in Jaeger (`/api/v3/traces/{id}` and a search by service),
