@@ -41,35 +41,31 @@ export function stateFilePath(stateDir: string, componentId: string, name: strin
   return join(stateDir, 'state', ...parts, `${encodeURIComponent(name)}.json`);
 }
 
-/** A store in one JSON file, replaced atomically (write to a temporary file, fsync, rename). */
-export class FileStateStore implements StateStore {
-  readonly description: string;
+/**
+ * What every backend shares: the in-memory view, staging, and flushes run one at a time (a failed
+ * one keeps its changes staged). A backend reads in `load` (handing the entries to `replace`) and
+ * writes a snapshot of every entry in `persist`.
+ */
+export abstract class StagedStateStore implements StateStore {
+  abstract readonly description: string;
   private map = new Map<string, unknown>();
   private dirty = false;
   private writing: Promise<void> = Promise.resolve();
 
-  private readonly path: string;
+  abstract load(signal?: AbortSignal): Promise<void>;
 
-  constructor(path: string) {
-    this.path = path;
-    this.description = path;
+  /** Stores `entries` (every entry, not a delta) durably; throws to keep them staged. */
+  protected abstract persist(entries: Record<string, unknown>, signal?: AbortSignal): Promise<void>;
+
+  /** Replaces the in-memory view with what `load` read (staged changes are dropped). */
+  protected replace(entries: Record<string, unknown>): void {
+    this.map = new Map(Object.entries(entries));
+    this.dirty = false;
   }
 
-  async load(signal?: AbortSignal): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.path, { encoding: 'utf8', signal });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.map = new Map();
-        this.dirty = false;
-        return;
-      }
-      throw err;
-    }
-    const parsed = JSON.parse(text) as { entries?: Record<string, unknown> };
-    this.map = new Map(Object.entries(parsed.entries ?? {}));
-    this.dirty = false;
+  /** Number of entries in the view. */
+  protected get size(): number {
+    return this.map.size;
   }
 
   get<T = unknown>(key: string): T | undefined {
@@ -98,23 +94,55 @@ export class FileStateStore implements StateStore {
   private async write(signal?: AbortSignal): Promise<void> {
     if (!this.dirty) return;
     signal?.throwIfAborted();
+    // changes made while this write runs set `dirty` again and go with the next flush
     this.dirty = false;
-    const body = JSON.stringify({ version: 1, entries: Object.fromEntries(this.map) });
-    const tmp = `${this.path}.tmp`;
     try {
-      await mkdir(dirname(this.path), { recursive: true });
-      const fh = await open(tmp, 'w');
-      try {
-        await fh.writeFile(body);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.path);
+      await this.persist(Object.fromEntries(this.map), signal);
     } catch (err) {
       this.dirty = true;
       throw err;
     }
+  }
+}
+
+/** A store in one JSON file, replaced atomically (write to a temporary file, fsync, rename). */
+export class FileStateStore extends StagedStateStore {
+  readonly description: string;
+  private readonly path: string;
+
+  constructor(path: string) {
+    super();
+    this.path = path;
+    this.description = path;
+  }
+
+  async load(signal?: AbortSignal): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.path, { encoding: 'utf8', signal });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.replace({});
+        return;
+      }
+      throw err;
+    }
+    const parsed = JSON.parse(text) as { entries?: Record<string, unknown> };
+    this.replace(parsed.entries ?? {});
+  }
+
+  protected async persist(entries: Record<string, unknown>): Promise<void> {
+    const body = JSON.stringify({ version: 1, entries });
+    const tmp = `${this.path}.tmp`;
+    await mkdir(dirname(this.path), { recursive: true });
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(body);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, this.path);
   }
 }
 

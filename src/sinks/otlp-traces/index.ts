@@ -16,7 +16,14 @@ import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { StateStore } from '../../state/store.ts';
 import type { Logger } from '../../telemetry/logger.ts';
-import { HttpClient, type HttpDeliveryResult, type HttpResponse, resultOfError, resultOfStatus } from '../util/http.ts';
+import {
+  HttpClient,
+  type HttpDeliveryResult,
+  type HttpResponse,
+  resultOfError,
+  resultOfStatus,
+  safeOrigin,
+} from '../util/http.ts';
 import {
   checkOtlpTracesConfig,
   exportUrl,
@@ -240,14 +247,6 @@ class OtlpTracesSink implements Sink {
       this.client.close();
     })();
     return this.shutdownPromise;
-  }
-}
-
-function safeOrigin(url: string): string {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return '(invalid url)';
   }
 }
 

@@ -18,7 +18,7 @@
  */
 import { errorMessage } from '../../errors.ts';
 import type { Logger } from '../../telemetry/logger.ts';
-import { HttpClient, parseRetryAfter, resultOfStatus, type TlsOptions } from '../util/http.ts';
+import { HttpClient, parseRetryAfter, resultOfStatus, safeOrigin, type TlsOptions } from '../util/http.ts';
 
 export type SlackOutcome =
   | { kind: 'ok'; ts?: string; channel?: string }
@@ -95,15 +95,6 @@ export interface SlackApiOptions {
   timeoutMs: number;
   tls?: TlsOptions;
   logger: Logger;
-}
-
-/** The part of a URL that may be shown: its origin (the path of a webhook URL is a secret). */
-export function safeOrigin(url: string): string {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return '(invalid url)';
-  }
 }
 
 /** One sink's connection to Slack. */

@@ -40,7 +40,8 @@ import type { CloudEvent } from '../../events/cloudevent.ts';
 import type { StateStore } from '../../state/store.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { Counter, Gauge } from '../../telemetry/metrics.ts';
-import { SlackApi, type SlackOutcome, safeOrigin } from './api.ts';
+import { safeOrigin } from '../util/http.ts';
+import { SlackApi, type SlackOutcome } from './api.ts';
 import { checkSlackConfig, SLACK_SINK_DEFAULTS, type SlackSinkConfig, slackConfigSchema } from './config.ts';
 import {
   digestMessage,

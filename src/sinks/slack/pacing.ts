@@ -7,37 +7,10 @@
  */
 import { sleep } from '../../backoff.ts';
 
-/**
- * A token bucket: `rate` tokens per ms up to `capacity`. `reserve` takes a token now (the balance
- * may go negative) and says how long the caller must wait for it, so concurrent callers are served
- * in call order.
- */
-export class Bucket {
-  private tokens: number;
-  private last: number;
-  private readonly perMs: number;
-  private readonly capacity: number;
-  private readonly now: () => number;
-  constructor(perMs: number, capacity: number, now: () => number = Date.now) {
-    this.perMs = perMs;
-    this.capacity = capacity;
-    this.now = now;
-    this.tokens = capacity;
-    this.last = now();
-  }
-  /** Milliseconds until the reserved token is due (0: now). */
-  reserve(): number {
-    const t = this.now();
-    this.tokens = Math.min(this.capacity, this.tokens + (t - this.last) * this.perMs);
-    this.last = t;
-    this.tokens -= 1;
-    return this.tokens >= 0 ? 0 : Math.ceil(-this.tokens / this.perMs);
-  }
-  /** Gives back a reserved token (its call was not made). */
-  refund(): void {
-    this.tokens = Math.min(this.capacity, this.tokens + 1);
-  }
-}
+import { TokenBucket as Bucket } from '../util/rate.ts';
+
+/** The shared token bucket (`src/sinks/util/rate.ts`), under the name the slack sink uses. */
+export { Bucket };
 
 /**
  * The pacing of one channel: its post bucket, the shared workspace bucket and its Retry-After pause.

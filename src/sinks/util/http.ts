@@ -286,3 +286,12 @@ export class HttpClient {
     this.http.destroy();
   }
 }
+
+/** scheme://host:port of a URL, or a placeholder when it cannot be parsed: the part that may be shown (never the path or query, which can hold a secret). */
+export function safeOrigin(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return '(invalid url)';
+  }
+}

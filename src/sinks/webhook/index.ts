@@ -19,7 +19,8 @@ import { ErrorCode } from '../../errors.ts';
 import { type HttpMessage, toHttpBatch, toHttpBinary, toHttpStructured } from '../../events/bindings/http.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { Gauge } from '../../telemetry/metrics.ts';
-import { HttpClient, type HttpDeliveryResult, resultOfStatus } from '../util/http.ts';
+import { HttpClient, type HttpDeliveryResult, resultOfStatus, safeOrigin } from '../util/http.ts';
+import { TokenBucket } from '../util/rate.ts';
 import {
   checkWebhookConfig,
   WEBHOOK_SINK_DEFAULTS,
@@ -49,37 +50,6 @@ export class Redactor {
     let out = text;
     for (const n of this.needles) out = out.split(n).join('[redacted]');
     return out;
-  }
-}
-
-/**
- * Requests per minute as a token bucket holding one second's worth (at least one token); `take`
- * reserves a token and waits until it is due, so concurrent callers are served in call order.
- */
-export class TokenBucket {
-  private tokens: number;
-  private last: number;
-  private readonly perMs: number;
-  private readonly capacity: number;
-  private readonly now: () => number;
-  constructor(perMinute: number, now: () => number = Date.now) {
-    this.now = now;
-    this.perMs = perMinute / 60_000;
-    this.capacity = Math.max(1, perMinute / 60);
-    this.tokens = this.capacity;
-    this.last = now();
-  }
-  /** Milliseconds the caller must wait for its token (0: go now). */
-  reserve(): number {
-    const t = this.now();
-    this.tokens = Math.min(this.capacity, this.tokens + (t - this.last) * this.perMs);
-    this.last = t;
-    this.tokens -= 1;
-    return this.tokens >= 0 ? 0 : Math.ceil(-this.tokens / this.perMs);
-  }
-  async take(signal: AbortSignal): Promise<void> {
-    const wait = this.reserve();
-    if (wait > 0) await sleep(wait, signal);
   }
 }
 
@@ -274,7 +244,10 @@ class WebhookSink implements Sink {
       );
     const rate = String(res.headers['webhook-allowed-rate'] ?? '').trim();
     const perMinute = /^\d+$/.test(rate) ? Number(rate) : undefined;
-    return { ok: true, bucket: perMinute !== undefined && perMinute > 0 ? new TokenBucket(perMinute) : undefined };
+    return {
+      ok: true,
+      bucket: perMinute !== undefined && perMinute > 0 ? TokenBucket.perMinute(perMinute) : undefined,
+    };
   }
 
   shutdown(_deadline: number): Promise<void> {
@@ -282,15 +255,6 @@ class WebhookSink implements Sink {
       this.client.close();
     })();
     return this.shutdownPromise;
-  }
-}
-
-/** scheme://host:port of a URL, or a placeholder when it cannot be parsed (never the path or query). */
-function safeOrigin(url: string): string {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return '(invalid url)';
   }
 }
 

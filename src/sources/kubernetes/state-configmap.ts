@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
-import type { StateOpener, StateStore } from '../../state/store.ts';
+import { StagedStateStore, type StateOpener } from '../../state/store.ts';
 import { type KubeApi, KubeHttpError } from './client.ts';
 
 export const DEFAULT_STATE_MAX_BYTES = 900_000;
@@ -39,16 +39,14 @@ export function stateConfigMapName(componentId: string, name: string): string {
   return `crbridge-state-${createHash('sha256').update(`${componentId}\0${name}`).digest('hex').slice(0, 16)}`;
 }
 
-export class ConfigMapStateStore implements StateStore {
+export class ConfigMapStateStore extends StagedStateStore {
   readonly description: string;
   private readonly o: ConfigMapStateOptions;
   private readonly cm: string;
-  private map = new Map<string, unknown>();
-  private dirty = false;
   private version: string | undefined;
-  private writing: Promise<void> = Promise.resolve();
 
   constructor(o: ConfigMapStateOptions) {
+    super();
     this.o = o;
     this.cm = stateConfigMapName(o.componentId, o.name);
     this.description = `configmap ${o.namespace}/${this.cm} (state "${o.name}" of ${o.componentId})`;
@@ -86,46 +84,19 @@ export class ConfigMapStateStore implements StateStore {
     } catch (err) {
       throw this.fail('parse', err);
     }
-    this.map = new Map(Object.entries(entries));
-    this.dirty = false;
+    this.replace(entries);
   }
 
-  get<T = unknown>(key: string): T | undefined {
-    return this.map.get(key) as T | undefined;
-  }
-
-  entries(): IterableIterator<[string, unknown]> {
-    return this.map.entries();
-  }
-
-  set(key: string, value: unknown): void {
-    this.map.set(key, value);
-    this.dirty = true;
-  }
-
-  delete(key: string): void {
-    if (this.map.delete(key)) this.dirty = true;
-  }
-
-  flush(signal?: AbortSignal): Promise<void> {
-    const next = this.writing.then(() => this.write(signal));
-    this.writing = next.catch(() => {});
-    return next;
-  }
-
-  private async write(signal?: AbortSignal): Promise<void> {
-    if (!this.dirty) return;
-    signal?.throwIfAborted();
-    const json = JSON.stringify(Object.fromEntries(this.map));
+  protected async persist(entries: Record<string, unknown>, signal?: AbortSignal): Promise<void> {
+    const json = JSON.stringify(entries);
     const max = this.o.maxBytes ?? DEFAULT_STATE_MAX_BYTES;
     const bytes = Buffer.byteLength(json);
     if (bytes > max)
       throw new CrbridgeError(
         ErrorCode.State,
-        `${this.description} holds ${bytes} bytes (${this.map.size} entries), more than a ConfigMap can keep (${max}); the changes stay unsaved: keep less state in it (fewer or smaller entries, e.g. remove entries of finished objects) or use --state-backend file with a persistent --state-dir`,
+        `${this.description} holds ${bytes} bytes (${this.size} entries), more than a ConfigMap can keep (${max}); the changes stay unsaved: keep less state in it (fewer or smaller entries, e.g. remove entries of finished objects) or use --state-backend file with a persistent --state-dir`,
         { namespace: this.o.namespace, configMap: this.cm, bytes, maxBytes: max },
       );
-    this.dirty = false;
     const cm: ConfigMap = {
       apiVersion: 'v1',
       kind: 'ConfigMap',
@@ -145,7 +116,6 @@ export class ConfigMapStateStore implements StateStore {
       ) as ConfigMap | undefined;
       this.version = out?.metadata?.resourceVersion;
     } catch (err) {
-      this.dirty = true;
       if (err instanceof KubeHttpError && (err.status === 409 || err.status === 404)) {
         // another writer: learn its version, so that the next flush writes this view over it
         await this.o.api

@@ -13,12 +13,8 @@ import { Webhook } from 'standardwebhooks';
 import type { OutboundEvent, Sink } from '../../../src/component.ts';
 import { resolveDeliveryConfig } from '../../../src/delivery/config.ts';
 import { DeliveryQueue } from '../../../src/delivery/queue.ts';
-import {
-  ENDPOINT_GONE_METRIC,
-  TokenBucket,
-  type WebhookSinkConfig,
-  webhookSink,
-} from '../../../src/sinks/webhook/index.ts';
+import { TokenBucket } from '../../../src/sinks/util/rate.ts';
+import { ENDPOINT_GONE_METRIC, type WebhookSinkConfig, webhookSink } from '../../../src/sinks/webhook/index.ts';
 import { batchId } from '../../../src/sinks/webhook/signing.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { type ReceiverOptions, WebhookReceiver } from '../../support/webhook-receiver.ts';
@@ -357,7 +353,7 @@ describe('webhook sink: abuse protection, checks', () => {
 
   test('token bucket: a burst of one second, then the rate', () => {
     let now = 0;
-    const b = new TokenBucket(120, () => now); // 2/s
+    const b = TokenBucket.perMinute(120, () => now); // 2/s
     assert.deepEqual([b.reserve(), b.reserve(), b.reserve()], [0, 0, 500]);
     now = 1000;
     assert.equal(b.reserve(), 0);
