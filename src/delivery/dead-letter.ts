@@ -58,11 +58,31 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+/**
+ * Runs `drain` on `kick` unless a run is in flight, and once more after a run when `more()` says
+ * work arrived meanwhile: one run at a time, nothing left behind. `idle` resolves when no run is
+ * in flight.
+ */
+function drainer(drain: () => Promise<void>, more: () => boolean): { kick(): void; idle(): Promise<void> } {
+  let running: Promise<void> | undefined;
+  const kick = (): void => {
+    running ??= drain().finally(() => {
+      running = undefined;
+      if (more()) kick();
+    });
+  };
+  return {
+    kick,
+    async idle() {
+      while (running) await running;
+    },
+  };
+}
+
 /** A dead-letter file of JSON lines at `path` (parent folders are created), appended and fsync'd per batch. */
 export function fileDeadLetter(path: string): DeadLetter {
   let handle: FileHandle | undefined;
   let pending: Pending[] = [];
-  let flushing: Promise<void> | undefined;
 
   const flush = async (): Promise<void> => {
     while (pending.length > 0) {
@@ -85,12 +105,7 @@ export function fileDeadLetter(path: string): DeadLetter {
     }
   };
 
-  const kick = (): void => {
-    flushing ??= flush().finally(() => {
-      flushing = undefined;
-      if (pending.length > 0) kick();
-    });
-  };
+  const { kick, idle } = drainer(flush, () => pending.length > 0);
 
   return {
     write(entry) {
@@ -100,7 +115,7 @@ export function fileDeadLetter(path: string): DeadLetter {
       });
     },
     async close() {
-      while (flushing) await flushing;
+      await idle();
       const h = handle;
       handle = undefined;
       await h?.close();
@@ -168,7 +183,6 @@ export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLet
   const m = opts.metrics && componentMetrics(opts.metrics);
   const labels = { component: opts.id };
   let pending: SinkPending[] = [];
-  let flushing: Promise<void> | undefined;
   let seq = 0;
   /** No send before this (a Retry-After from the sink). */
   let pausedUntil = 0;
@@ -229,12 +243,7 @@ export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLet
     }
   };
 
-  const kick = (): void => {
-    flushing ??= flush().finally(() => {
-      flushing = undefined;
-      if (pending.length > 0) kick();
-    });
-  };
+  const { kick, idle } = drainer(flush, () => pending.length > 0);
 
   return {
     write(entry) {
@@ -245,7 +254,7 @@ export function sinkDeadLetter(sink: Sink, opts: SinkDeadLetterOptions): DeadLet
       });
     },
     async close() {
-      while (flushing) await flushing;
+      await idle();
     },
     start: (signal) => sink.start(signal),
     shutdown(deadline) {

@@ -747,22 +747,32 @@ export class SqliteOutbox implements Outbox {
 
   /** The WAL sync failed: its appends are not known to be durable, so they reject (the caller stores them again). */
   private failSync(appends: PendingAppend[], err: unknown): void {
-    for (const a of appends) for (const r of a.rows) if (this.sizes.delete(r.seq)) this.storedBytes -= r.bytes;
+    this.uncount(appends);
     const failure = this.ioError('sync', err);
-    this.m.refused.inc({ ...this.labels, reason: 'io' }, appends.length);
-    this.logger.once('error', `outbox-write:${this.id}:sync`, 'outbox sync (fdatasync of its WAL) failed', {
+    this.refused(appends.length, 'io', 'sync', 'outbox sync (fdatasync of its WAL) failed', failure, err);
+    this.gauges();
+    for (const a of appends) a.reject(failure);
+  }
+
+  /** Forgets the sizes of appends that were not stored. */
+  private uncount(appends: PendingAppend[]): void {
+    for (const a of appends) for (const r of a.rows) if (this.sizes.delete(r.seq)) this.storedBytes -= r.bytes;
+  }
+
+  /** Counts `n` refused appends and logs the cause once per kind (`key`). */
+  private refused(n: number, reason: string, key: string, msg: string, failure: CrbridgeError, err: unknown): void {
+    this.m.refused.inc({ ...this.labels, reason }, n);
+    this.logger.once('error', `outbox-write:${this.id}:${key}`, msg, {
       code: failure.code,
       component: this.id,
       file: this.path,
       error: errorMessage(err),
     });
-    this.gauges();
-    for (const a of appends) a.reject(failure);
   }
 
   /** Nothing of the failed transaction is stored: its appends reject and un-count; its acks are retried. */
   private failFlush(appends: PendingAppend[], acks: number[], err: unknown): void {
-    for (const a of appends) for (const r of a.rows) if (this.sizes.delete(r.seq)) this.storedBytes -= r.bytes;
+    this.uncount(appends);
     if (!this.closed && acks.length > 0) {
       this.pendingAcks = acks.concat(this.pendingAcks);
       this.scheduleAckFlush(ACK_RETRY_MS);
@@ -780,15 +790,8 @@ export class SqliteOutbox implements Outbox {
         { component: this.id, reason },
       );
     } else failure = this.ioError('write', err);
-    if (!closedErr && appends.length > 0) {
-      this.m.refused.inc({ ...this.labels, reason }, appends.length);
-      this.logger.once('error', `outbox-write:${this.id}:${reason}`, 'outbox write failed', {
-        code: failure.code,
-        component: this.id,
-        file: this.path,
-        error: errorMessage(err),
-      });
-    }
+    if (!closedErr && appends.length > 0)
+      this.refused(appends.length, reason, reason, 'outbox write failed', failure, err);
     this.gauges();
     for (const a of appends) a.reject(failure);
   }
