@@ -278,18 +278,35 @@ function stateFields(f: ObjectFacts, o: MessageOptions, changes?: number): Block
   return fields(pairs);
 }
 
+/**
+ * A part of the message a `transform` stage set on the event itself (`data.slack.header`, `.text`
+ * or `.summary`, a non-empty string): it overrides the sink's own template and the default, so a
+ * pipeline can shape its Slack messages with the stage's templates.
+ */
+function eventPart(e: CloudEvent, part: 'header' | 'text' | 'summary'): string | undefined {
+  const slack = (e.data as { slack?: unknown } | undefined)?.slack;
+  const v = slack && typeof slack === 'object' ? (slack as Record<string, unknown>)[part] : undefined;
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
 function headerText(f: ObjectFacts, o: MessageOptions, last: CloudEvent): string {
+  const own = eventPart(last, 'header');
+  if (own) return own;
   if (o.templates?.header) return o.templates.header(last);
   return `${mark(f, o)} ${f.kind} ${qualified(f)} ${f.change === 'created' ? 'created' : f.change === 'deleted' ? 'deleted' : `is ${f.phase ?? 'changed'}`}`;
 }
 
 function fallback(f: ObjectFacts, o: MessageOptions, last: CloudEvent, extra = ''): string {
+  const own = eventPart(last, 'text');
+  if (own) return clip(own, LIMITS.text);
   if (o.templates?.text) return clip(o.templates.text(last), LIMITS.text);
   return clip(`${f.kind} ${qualified(f)}: ${f.change}${f.phase ? `, phase ${phaseText(f)}` : ''}${extra}`, LIMITS.text);
 }
 
 function linkAndSummary(blocks: Block[], o: MessageOptions, last: CloudEvent): void {
-  if (o.templates?.summary) blocks.push(section(o.templates.summary(last)));
+  const own = eventPart(last, 'summary');
+  if (own) blocks.push(section(own));
+  else if (o.templates?.summary) blocks.push(section(o.templates.summary(last)));
   if (o.link) {
     const url = o.link(last).trim();
     if (url !== '') blocks.push(section(`<${url.replace(/[<>|]/g, encodeURIComponent)}|Open>`));

@@ -522,4 +522,27 @@ describe('slack sink config', () => {
     assert.equal(m.text, 'fallback status.changed');
     assert.ok(JSON.stringify(m.blocks).includes('<https://console.example/backups/shop/tpl|Open>'));
   });
+
+  test('message parts a transform stage set on the event (data.slack) override the templates and the default', async () => {
+    const slack = await localSlack(fast);
+    const { sink } = make(bot(slack, { templates: { header: 'from the sink {{ change }}' } }));
+    const signal = new AbortController().signal;
+    await sink.start(signal);
+    const shaped = out(failed('shaped', 'uid-s'));
+    const data = shaped.event.data as Record<string, unknown>;
+    shaped.event = {
+      ...shaped.event,
+      data: {
+        ...data,
+        slack: { header: 'Backup shaped FAILED', text: 'shaped failed', summary: '*disk full*' },
+      } as never,
+    };
+    await sink.send([shaped], signal);
+    await sink.send([out(failed('plain', 'uid-p'))], signal);
+    const [a, b] = slack.messages as { text: string; blocks: { type: string; text?: { text: string } }[] }[];
+    assert.equal(a?.blocks[0]?.text?.text, 'Backup shaped FAILED');
+    assert.equal(a?.text, 'shaped failed');
+    assert.ok(a?.blocks.some((x) => x.type === 'section' && x.text?.text === '*disk full*'));
+    assert.equal(b?.blocks[0]?.text?.text, 'from the sink status.changed', 'without data.slack: the sink template');
+  });
 });
