@@ -171,6 +171,24 @@ export class KubectlError extends Error {
   }
 }
 
+/**
+ * Installs the seed's Backup CRD (`test/fixtures/crds/backup.yaml`) and waits until it is
+ * Established. Integration files run two at a time, so two may create it at once: the loser's
+ * `kubectl apply` fails with AlreadyExists, and applying again then updates what the winner made.
+ */
+export function installBackupCrd(): void {
+  const file = join(repoRoot, 'test/fixtures/crds/backup.yaml');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      kubectl(['apply', '-f', file]);
+      break;
+    } catch (err) {
+      if (attempt >= 3 || !/AlreadyExists|the object has been modified/.test(String((err as Error).message))) throw err;
+    }
+  }
+  kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+}
+
 /** Runs the stack's kubectl (admin unless `restricted`) and returns its stdout; throws KubectlError. */
 export function kubectl(args: string[], opts: KubectlOptions = {}): string {
   const env = stackEnv();

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type RunningCrbridge, startCrbridge } from '../../support/crbridge.ts';
 import { backupsPipelineYaml, kafkaAndFileSinks } from '../../support/pipeline.ts';
-import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
+import { waitFor as eventually, installBackupCrd, kubectl, loadStackEnv } from '../../support/stack.ts';
 import { type Example, writeExamples } from '../../unit/events/examples.ts';
 import { create, fileEvents, getObject, type KafkaSeen, patch, publishedSchemas, readTopic } from './helpers.ts';
 
@@ -80,7 +80,7 @@ function backup(ns: string, name: string, spec: Record<string, unknown>, annotat
 }
 
 before(() => {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
+  installBackupCrd();
   kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${RES}`]);
 });
 

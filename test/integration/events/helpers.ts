@@ -1,12 +1,7 @@
-/**
- * Helpers of the event-contract tests on the real stack: kubectl shortcuts, crbridge's JSON logs
- * and metrics; the published-schema check and the Kafka reader live in test/support/events.ts.
- */
-import { join } from 'node:path';
 import { after, before } from 'node:test';
 import type { KubeObject } from '../../../src/events/delta.ts';
 import type { RunningCrbridge } from '../../support/crbridge.ts';
-import { kubectl, repoRoot } from '../../support/stack.ts';
+import { installBackupCrd, kubectl } from '../../support/stack.ts';
 
 export { fileEvents, type KafkaSeen, publishedSchemas, readTopic } from '../../support/events.ts';
 
@@ -72,8 +67,7 @@ export async function metric(port: number, name: string, labels: Record<string, 
 /** Before the file's tests: the Backup CRD installed and Established, and `ns` created; after: `ns` deleted. */
 export function withBackupNamespace(ns: string): void {
   before(() => {
-    kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-    kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+    installBackupCrd();
     kubectl(['create', 'namespace', ns]);
   });
   after(() => {

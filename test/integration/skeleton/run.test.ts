@@ -14,7 +14,7 @@ import { type CloudEventV1, HTTP } from 'cloudevents';
 import { runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { publishedSchemas, readTopic as readTopicOf } from '../../support/events.ts';
 import { kafkaAndFileSinks, writeBackupsPipeline } from '../../support/pipeline.ts';
-import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
+import { waitFor as eventually, installBackupCrd, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
 
 const env = loadStackEnv();
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
@@ -62,8 +62,7 @@ function pipeline(
 }
 
 before(() => {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-  kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+  installBackupCrd();
 });
 
 describe('crbridge run on the real stack', () => {

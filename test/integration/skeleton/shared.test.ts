@@ -13,7 +13,7 @@ import { runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { fileEvents, publishedSchemas } from '../../support/events.ts';
 import { writeBackupsPipeline } from '../../support/pipeline.ts';
 import { metricSum } from '../../support/prom.ts';
-import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
+import { waitFor as eventually, installBackupCrd, kubectl, loadStackEnv } from '../../support/stack.ts';
 
 const env = loadStackEnv();
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
@@ -30,8 +30,7 @@ function pipelineFile(dir: string, name: string, ns: string, out: string): strin
 const lines = (file: string) => fileEvents(file) as { id: string; type: string }[];
 
 before(() => {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-  kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+  installBackupCrd();
 });
 
 test('three pipelines on one resource: one LIST and one WATCH, every pipeline gets every change; SIGINT exits 0', async () => {

@@ -4,10 +4,9 @@
  * the non-admin token user is refused with HTTP 403 (RBAC is really enforced).
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ApiException, CustomObjectsApi, KubeConfig, Watch } from '@kubernetes/client-node';
-import { type KubectlError, kubectl, loadStackEnv, repoRoot, waitFor } from '../../support/stack.ts';
+import { installBackupCrd, type KubectlError, kubectl, loadStackEnv, waitFor } from '../../support/stack.ts';
 
 const env = loadStackEnv();
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
@@ -28,8 +27,7 @@ describe('smoke: kube-apiserver', () => {
   });
 
   test('the Backup CRD becomes Established and a Backup CR comes back through a watch', async () => {
-    kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-    kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+    installBackupCrd();
     const ns = `smoke-kube-${suffix}`;
     kubectl(['create', 'namespace', ns]);
 

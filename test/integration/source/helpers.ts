@@ -15,7 +15,7 @@ import { type KubeApi, kubeApi, loadKubeConfig } from '../../../src/sources/kube
 import { KubernetesSource, type KubernetesSourceConfig } from '../../../src/sources/kubernetes/source.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
-import { kubectl, loadStackEnv, repoRoot, type StackEnv, stackEnvFile, waitFor } from '../../support/stack.ts';
+import { installBackupCrd, kubectl, loadStackEnv, type StackEnv, stackEnvFile, waitFor } from '../../support/stack.ts';
 
 export const env: StackEnv = loadStackEnv();
 export const group = 'example.com';
@@ -28,8 +28,7 @@ export function uniqueName(prefix: string): string {
 
 /** The Backup CRD is established and a fresh namespace exists. */
 export function freshNamespace(prefix: string): string {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-  kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+  installBackupCrd();
   const ns = uniqueName(prefix);
   kubectl(['create', 'namespace', ns]);
   return ns;

@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import { cliPath, runArgs, startCrbridge } from '../../support/crbridge.ts';
 import { writeBackupsPipeline } from '../../support/pipeline.ts';
 import { metricSum } from '../../support/prom.ts';
-import { waitFor as eventually, kubectl, loadStackEnv, repoRoot } from '../../support/stack.ts';
+import { waitFor as eventually, installBackupCrd, kubectl, loadStackEnv } from '../../support/stack.ts';
 
 const env = loadStackEnv();
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
@@ -60,8 +60,7 @@ function phases(text: string, name: string): Record<string, number> {
 }
 
 before(() => {
-  kubectl(['apply', '-f', join(repoRoot, 'test/fixtures/crds/backup.yaml')]);
-  kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/backups.example.com']);
+  installBackupCrd();
   kubectl(['create', 'namespace', ns]);
 });
 after(() => {
