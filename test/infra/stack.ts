@@ -504,10 +504,15 @@ function kafkaFiles(s: State): { props: string; log4j: string; data: string } {
 function jaegerConfig(s: State): string {
   const p = s.ports;
   const file = join(confDir, 'jaeger.yaml');
+  const data = join(dataDir, 'jaeger');
   mkdirSync(confDir, { recursive: true });
+  mkdirSync(join(data, 'keys'), { recursive: true });
+  mkdirSync(join(data, 'values'), { recursive: true });
   writeFileSync(
     file,
-    `# Jaeger v2 for the local stack: in-memory storage, OTLP receivers, query API; loopback only.
+    `# Jaeger v2 for the local stack: Badger storage on disk under .stack/data/jaeger (a restarted Jaeger
+# keeps what it had, so tests can stop it in the middle of a trace), OTLP receivers, query API;
+# loopback only.
 service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
   pipelines:
@@ -527,12 +532,17 @@ extensions:
       endpoint: 127.0.0.1:${p.jaegerHealth}
   jaeger_storage:
     backends:
-      memstore:
-        memory:
-          max_traces: 100000
+      store:
+        badger:
+          directories:
+            keys: ${join(data, 'keys')}
+            values: ${join(data, 'values')}
+          ephemeral: false
+          ttl:
+            spans: 24h
   jaeger_query:
     storage:
-      traces: memstore
+      traces: store
     enable_tracing: false
     http:
       endpoint: 127.0.0.1:${p.jaegerQuery}
@@ -550,7 +560,7 @@ processors:
     timeout: 100ms
 exporters:
   jaeger_storage_exporter:
-    trace_storage: memstore
+    trace_storage: store
 `,
   );
   return file;

@@ -4,12 +4,12 @@
  * crbridge CLI: three Backups — one Pending → Running → Completed, one Pending → Failed, one deleted
  * while Running — become one trace each in Jaeger (`/api/v3/traces/{id}` and a search by service),
  * phase spans in order with the start and end times of the events that entered and left each
- * phase, the failure marked, no orphan spans. Faults on the way: Jaeger is down while the
- * lifecycles begin (the sink's outbox keeps the spans' events), crbridge is killed with -9 and
- * restarted, then Jaeger comes back mid-lifecycle; afterwards the traces are complete and no span
- * id appears twice. A Kafka consumer reads `traceparent` from the records' headers: its trace id is
- * the one Jaeger shows. (The stack's Jaeger stores in memory, so it is stopped before anything of
- * these lifecycles is exported: a restart of an in-memory Jaeger forgets what it had.)
+ * phase, the failure marked, no orphan spans. Faults on the way: Jaeger is stopped in the middle
+ * of the lifecycles, after it has stored their first spans (the stack's Jaeger keeps its traces on
+ * disk, so what it had survives its restart); the next changes happen while it is down (the sink's
+ * outbox keeps their events), crbridge is killed with -9 and restarted, then Jaeger comes back and
+ * the lifecycles finish; afterwards the traces are complete and no span id appears twice. A Kafka
+ * consumer reads `traceparent` from the records' headers: its trace id is the one Jaeger shows.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -107,9 +107,7 @@ test('otlp-traces: a trace per Backup in Jaeger through a Jaeger outage and a ki
   const run = () => startCrbridge(runArgs([file], state, ['--cluster-name', 'it']), { ...process.env, ...env });
   const api = adminApi();
 
-  // Jaeger down before the lifecycles begin; they start and reach Running meanwhile
-  stackCtl(['stop', 'jaeger']);
-  stopJaeger = true;
+  // the lifecycles begin with Jaeger up: their first spans are stored
   const first = run();
   t.after(() => first.stop('SIGKILL'));
   const port = await first.port();
@@ -127,7 +125,26 @@ test('otlp-traces: a trace per Backup in Jaeger through a Jaeger outage and a ki
   const uids = new Map<string, string>();
   for (const name of names)
     uids.set(name, patch('backups.example.com', ns, name, { status: { phase: 'Pending' } }, true).metadata.uid);
-  await step();
+  await waitFor(
+    async () => (await metric(port, 'crbridge_component_sent_events_total', { component: 'it-traces/jaeger' })) >= 6,
+    20_000,
+    'the first 6 events exported to Jaeger',
+  );
+  const storedEarly = await waitFor(
+    async () => {
+      const got = await Promise.all(
+        names.map((n) => jaegerTrace(lifecycleTraceId(uids.get(n) as string)).catch(() => [] as Span[])),
+      );
+      return got.every((g) => g.length >= 2) ? got.flat().length : undefined;
+    },
+    20_000,
+    'Jaeger holding the first spans of every lifecycle',
+  );
+  t.diagnostic(`Jaeger stopped holding ${storedEarly} spans of the three lifecycles`);
+  // mid-lifecycle: Jaeger goes away; the next changes happen while it is down. The spans it holds
+  // were acknowledged and are never sent again: the final check finds them only if Jaeger kept them.
+  stackCtl(['stop', 'jaeger']);
+  stopJaeger = true;
   patch('backups.example.com', ns, 'done', { status: { phase: 'Running' } }, true);
   patch('backups.example.com', ns, 'gone', { status: { phase: 'Running' } }, true);
   // 8 events stored in the otlp sink's outbox (its sends fail), then the process dies
