@@ -15,6 +15,8 @@ export interface OtlpTracesSinkConfig {
   tls?: TlsOptions;
   timeoutMs?: number;
   compression?: 'gzip' | 'none';
+  /** OTLP/HTTP body encoding: JSON or protobuf (OpenTelemetry JS's serializers either way). */
+  encoding?: 'json' | 'protobuf';
   serviceName?: string;
   resourceAttributes?: Record<string, string>;
   /** Spans per export request. */
@@ -36,6 +38,7 @@ export interface OtlpTracesSinkConfig {
 export const OTLP_TRACES_DEFAULTS = Object.freeze({
   timeoutMs: DEFAULT_HTTP_TIMEOUT_MS,
   compression: 'gzip' as const,
+  encoding: 'json' as const,
   serviceName: 'crbridge',
   batchSize: 200,
   perGeneration: false,
@@ -74,6 +77,12 @@ export const otlpTracesConfigSchema: JsonSchema = {
       description: 'Milliseconds to wait for an answer; an export without one is retried.',
     },
     compression: { enum: ['gzip', 'none'], default: D.compression, description: 'Request body compression.' },
+    encoding: {
+      enum: ['json', 'protobuf'],
+      default: D.encoding,
+      description:
+        'OTLP/HTTP body: `json` (application/json) or `protobuf` (application/x-protobuf, about half the bytes before gzip), both encoded with @opentelemetry/otlp-transformer.',
+    },
     serviceName: {
       type: 'string',
       minLength: 1,

@@ -74,6 +74,7 @@ class OtlpTracesSink implements Sink {
   private readonly headers: Record<string, string>;
   private readonly secrets: string[];
   private readonly compression: 'gzip' | 'none';
+  private readonly encoding: 'json' | 'protobuf';
   private readonly resource: Record<string, AttributeValue>;
   private readonly lifecycle: LifecycleOptions;
   private readonly client: HttpClient;
@@ -95,10 +96,11 @@ class OtlpTracesSink implements Sink {
     this.id = ctx.id;
     this.maxBatch = config.batchSize ?? D.batchSize;
     this.compression = config.compression ?? D.compression;
+    this.encoding = config.encoding ?? D.encoding;
     this.headers = {
       'user-agent': 'crbridge',
       ...Object.fromEntries(Object.entries(config.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
-      'content-type': 'application/json',
+      'content-type': this.encoding === 'protobuf' ? 'application/x-protobuf' : 'application/json',
       ...(this.compression === 'gzip' && { 'content-encoding': 'gzip' }),
     };
     this.secrets = Object.values(config.headers ?? {}).filter((v) => v.length >= 4);
@@ -165,8 +167,8 @@ class OtlpTracesSink implements Sink {
       staged.set(key, r.state);
     }
     if (spans.length > 0) {
-      const json = enc.encodeTraces(spans, this.resource, { name: 'crbridge' });
-      const res = await this.export(await enc.body(json, this.compression), signal);
+      const encoded = enc.encodeTraces(spans, this.resource, { name: 'crbridge' }, this.encoding);
+      const res = await this.export(await enc.body(encoded, this.compression), signal);
       if (res.status !== 'ok') {
         const error = `${this.origin}: ${this.redact(res.error)}`;
         return all(

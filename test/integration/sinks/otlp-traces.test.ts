@@ -4,7 +4,7 @@
  * crbridge CLI: three Backups — one Pending → Running → Completed, one Pending → Failed, one deleted
  * while Running — become one trace each in Jaeger (`/api/v3/traces/{id}` and a search by service),
  * phase spans in order with the start and end times of the events that entered and left each
- * phase, the failure marked, no orphan spans. Faults on the way: Jaeger is stopped in the middle
+ * phase, the failure marked, no orphan spans (exported as OTLP protobuf; JSON is the unit tests' and the demo's). Faults on the way: Jaeger is stopped in the middle
  * of the lifecycles, after it has stored their first spans (the stack's Jaeger keeps its traces on
  * disk, so what it had survives its restart); the next changes happen while it is down (the sink's
  * outbox keeps their events), crbridge is killed with -9 and restarted, then Jaeger comes back and
@@ -93,6 +93,7 @@ test('otlp-traces: a trace per Backup in Jaeger through a Jaeger outage and a ki
     - name: jaeger
       type: otlp-traces
       serviceName: ${service}
+      encoding: protobuf
       timeoutMs: 2000
       delivery:
         outbox:

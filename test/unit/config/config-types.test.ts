@@ -127,6 +127,7 @@ const otlpTraces: Presence<OtlpTracesSinkConfig> = {
   tls: 'optional',
   timeoutMs: 'optional',
   compression: 'optional',
+  encoding: 'optional',
   serviceName: 'optional',
   resourceAttributes: 'optional',
   batchSize: 'optional',
