@@ -9,7 +9,9 @@
  * the cluster's, every change made while A or B led is an event (or, for those made while no one
  * led, covered by B's net change of that object, as after a restart), objects created, changed and
  * deleted while no one led are emitted by B, each object's events are in order in each file, and
- * a duplicate carries the id of its first copy.
+ * a duplicate carries the id of its first copy. Component state fails over too: a `metrics` sink
+ * (its phases kept with `--state-backend kubernetes`, in a ConfigMap) on B exports the phase of an
+ * object that never changed after A died — B never got an event for it, only A's stored state.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -97,7 +99,7 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
           name: 'ha',
           namespaces: [ns],
           sourceExtra: `    checkpoint:\n      backend: kubernetes\n      namespace: ${ns}\n      name: crb-ha\n      flushIntervalMs: 200\n`,
-          sinks: `    - name: out\n      type: file\n      path: ${sinkOf(who)}\n`,
+          sinks: `    - name: out\n      type: file\n      path: ${sinkOf(who)}\n    - name: phases\n      type: metrics\n      phase: object.spec.databaseName\n`,
         }),
       );
       const p = startCrbridge(
@@ -135,21 +137,23 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
       uids.set(n, o.metadata.uid);
       record(o);
     }
+    // never changed again: after the fail-over only the ConfigMap state knows its phase
+    record(await createBackup(api, ns, 'steady', 'steady-db'));
 
     const a = start('a');
     await waitFor(async () => (await leaseHolder(ns)).holder === 'inst-a', 30_000, 'A holds the Lease');
     const b = start('b');
     const bPort = await b.port();
     await waitFor(() => /"msg":"leader election: inst-a leads"/.test(b.stderr()), 20_000, 'B sees A lead');
-    await waitFor(() => events(sinkOf('a')).length >= names.length, 30_000, 'A emitted the initial objects');
+    await waitFor(() => events(sinkOf('a')).length >= names.length + 1, 30_000, 'A emitted the initial objects');
     const ready = await fetch(`http://127.0.0.1:${bPort}/readyz`);
     assert.equal(ready.status, 200, `a standby is ready: ${await ready.text()}`);
     assert.match((await metric(bPort, /^crbridge_leader\{/)) ?? '', /identity="inst-b"\} 0$/);
     // a warm standby: its cache follows the cluster, and it writes no checkpoint
     await waitFor(
-      async () => / 8$/.test((await metric(bPort, /^crbridge_source_objects\{/)) ?? ''),
+      async () => / 9$/.test((await metric(bPort, /^crbridge_source_objects\{/)) ?? ''),
       10_000,
-      'the standby caches the 8 objects',
+      'the standby caches the 9 objects',
     );
 
     // churn: updates round-robin, all the time; kill -9 A in the middle
@@ -238,6 +242,20 @@ describe('leader election fail-over (two crbridge run --leader-elect, kill -9 of
       'b7 deletion emitted',
     );
     assert.ok(!rebuild().has(gapGone.metadata.uid), 'gap-gone is not left behind');
+
+    // component state failed over with the ConfigMap backend: B exports the phase of 'steady', an
+    // object B got no event for (unchanged since A emitted it), from what A's metrics sink stored
+    assert.ok(!evB.some((e) => e.data.object.metadata.name === 'steady'), 'B got no event for steady');
+    const phaseOf = async (name: string) =>
+      (await (await fetch(`http://127.0.0.1:${bPort}/metrics`)).text())
+        .split('\n')
+        .filter((l) => l.startsWith('crbridge_cr_status_phase{') && l.includes(`name="${name}"`));
+    assert.deepEqual(
+      (await phaseOf('steady')).map((l) => /phase="([^"]*)"/.exec(l)?.[1]),
+      ['steady-db'],
+      "B knows steady's phase from the state A left in its ConfigMap",
+    );
+    assert.equal((await phaseOf('gap-gone')).length, 0, 'an object gone while no one led has no series');
 
     // in order per object in each file; a duplicate carries the same id
     for (const [who, evs] of [
