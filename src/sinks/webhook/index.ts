@@ -13,7 +13,6 @@
  * result error ever holds a secret, the URL's path or query, or a custom header's value.
  */
 import type { KeyObject } from 'node:crypto';
-import { sleep } from '../../backoff.ts';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
 import { ErrorCode } from '../../errors.ts';
 import { type HttpMessage, toHttpBatch, toHttpBinary, toHttpStructured } from '../../events/bindings/http.ts';
