@@ -56,7 +56,11 @@ const eventsSchema: JsonSchema = {
       description:
         "The CloudEvents distributed-tracing extension: every event gets a `traceparent` pointing at the root span of its object's lifecycle trace (the trace the otlp-traces sink exports; give both the same perGeneration and sampleRatio). See docs/traces.md.",
       properties: {
-        enabled: { type: 'boolean', default: false, description: 'Set `traceparent` on every event.' },
+        enabled: {
+          type: 'boolean',
+          default: true,
+          description: 'Set `traceparent` on every event (on by default; false leaves the extension out).',
+        },
         perGeneration: {
           type: 'boolean',
           default: false,

@@ -247,7 +247,7 @@ export class Runtime {
           ...(ev.phasePath !== undefined && { phasePath: ev.phasePath }),
           ...(ev.redact !== undefined && { redact: ev.redact }),
           ...(ev.maxBytes !== undefined && { maxBytes: ev.maxBytes }),
-          ...(ev.traceContext?.enabled && { traceContext: traceContextOption(ev.traceContext) }),
+          ...(ev.traceContext?.enabled !== false && { traceContext: traceContextOption(ev.traceContext ?? {}) }),
         },
         validator: crdSchema ? createEventValidator({ objectSchema: crdSchema }) : validator,
         ...(crdSchema && { crdSchema }),
