@@ -15,13 +15,14 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 
@@ -393,14 +394,27 @@ function linkBins(s: State): void {
     helm: join(s.bins.helm, 'helm'),
   };
   try {
-    links.kcat = execFileSync('bash', ['-c', 'command -v kcat'], { encoding: 'utf8' }).trim();
+    // looked up without .stack/bin on the PATH: tests (with-stack) put it first, and linking our own
+    // link to itself would leave a loop (ELOOP for every kcat call)
+    const PATH = (process.env.PATH ?? '')
+      .split(delimiter)
+      .filter((d) => d !== '' && resolve(d) !== resolve(binDir))
+      .join(delimiter);
+    links.kcat = execFileSync('bash', ['-c', 'command -v kcat'], {
+      encoding: 'utf8',
+      env: { ...process.env, PATH },
+    }).trim();
   } catch {
     // ensure-kcat.sh already reported it
   }
   for (const [name, target] of Object.entries(links)) {
     const at = join(binDir, name);
-    rmSync(at, { force: true });
-    symlinkSync(target, at);
+    // replace the link in one step (a new link renamed over the old): a test running kcat or kubectl
+    // while another restarts a component never finds it missing
+    const tmp = `${at}.${process.pid}.tmp`;
+    rmSync(tmp, { force: true });
+    symlinkSync(target, tmp);
+    renameSync(tmp, at);
   }
 }
 
