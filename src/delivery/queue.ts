@@ -535,7 +535,13 @@ export class DeliveryQueue implements Lifecycle {
       this.count = 0;
       this.queuedBytes = 0;
       this.gauges();
-      if (left.length > 0) {
+      const kept = this.outbox && this.ctx.outboxSettles !== false && left.every((it) => it.stored !== undefined);
+      if (left.length > 0 && kept)
+        this.ctx.logger.info('shut down with events undelivered; they stay in the outbox for the next start', {
+          stored: left.length,
+          firstSeq: left[0]?.seq,
+        });
+      else if (left.length > 0) {
         this.ctx.logger.warn('shutdown deadline reached with events undelivered', {
           code: ErrorCode.Shutdown,
           undelivered: left.length,
@@ -596,7 +602,7 @@ export class DeliveryQueue implements Lifecycle {
   private async run(): Promise<void> {
     for (;;) {
       if (this.stop.signal.aborted || this.finished) break;
-      if (this.closing && this.count === 0) break;
+      if (this.closing && (this.count === 0 || this.restStored())) break;
       const now = Date.now();
       let nextAt = Number.POSITIVE_INFINITY;
       if (now < this.pausedUntil) nextAt = this.pausedUntil;
@@ -614,6 +620,19 @@ export class DeliveryQueue implements Lifecycle {
   }
 
   private readonly pending = new Map<Item[], Promise<void>>();
+
+  /**
+   * At shutdown: every event still waiting (not in flight) is in the outbox and settled by it, so
+   * the next start replays it and there is nothing left to drain: the dispatcher stops starting
+   * sends (a sink that is down is not retried until the deadline) and only the in-flight ones
+   * finish. Not so when stored events do not settle (`outboxSettles: false`).
+   */
+  private restStored(): boolean {
+    if (!this.outbox || this.ctx.outboxSettles === false || this.unstored.length > 0) return false;
+    for (const l of this.lanes.values())
+      for (const it of l.items) if (!it.done && it.stored === undefined) return false;
+    return true;
+  }
 
   /** Waits for a wake (enqueue, a send answered, shutdown), the time `until`, or the stop signal. */
   private idle(until: number): Promise<void> {

@@ -79,6 +79,24 @@ describe('DeliveryQueue with an outbox', () => {
     assert.deepEqual(await storedIds(dir), ['e0', 'e1', 'e2', 'e3', 'e4']);
   });
 
+  test('shutdown with every waiting event stored: in-flight sends finish, the rest stays in the outbox — no retrying until the deadline', async () => {
+    const dir = stateDir();
+    const sink = new FakeSink(10, retryable);
+    const { queue, abort } = setup(sink, dir, config());
+    await queue.start(abort.signal);
+    const settled = [];
+    for (let i = 0; i < 4; i++) settled.push((await queue.enqueue(ev(`e${i}`, `u${i}`))).settled);
+    assert.equal(await settlesWithin(Promise.all(settled), 500), true, 'stored');
+    const t0 = Date.now();
+    await queue.shutdown(Date.now() + 5_000);
+    const took = Date.now() - t0;
+    assert.ok(
+      took < 1_000,
+      `shutdown took ${took} ms of its 5 s: it retried a sink that is down instead of leaving the events stored`,
+    );
+    assert.deepEqual(await storedIds(dir), ['e0', 'e1', 'e2', 'e3']);
+  });
+
   test('outboxSettles false (a local outbox a standby cannot see): stored events settle only when delivered', async () => {
     const dir = stateDir();
     let down = true;
