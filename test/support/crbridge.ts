@@ -2,7 +2,7 @@
  * Runs the real `crbridge` CLI (dist/cli.js on this Node 24) as a child process for integration
  * tests: captures stdout/stderr, finds the ops port from its JSON logs, stops it with a signal.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { repoRoot } from './stack.ts';
 
@@ -66,4 +66,22 @@ export function startCrbridge(args: string[], env: NodeJS.ProcessEnv = process.e
       return exited;
     },
   };
+}
+
+/**
+ * `crbridge validate -c <files>` with nothing but PATH in its environment (no KUBECONFIG, no
+ * brokers: validation must not need them). Resolves with the exit code and what it printed.
+ */
+export function validateOffline(files: readonly string[]): { code: number; out: string } {
+  try {
+    const out = execFileSync(process.execPath, [cliPath, 'validate', ...files.flatMap((f) => ['-c', f])], {
+      env: { PATH: process.env.PATH ?? '' },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return { code: 0, out };
+  } catch (err) {
+    const e = err as { status: number; stderr: string; stdout: string };
+    return { code: e.status, out: e.stderr + e.stdout };
+  }
 }

@@ -6,12 +6,11 @@
  * disagree on a setting it can have only once are refused by `crbridge validate`, naming both files.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { cliPath, runArgs, startCrbridge } from '../../support/crbridge.ts';
+import { runArgs, startCrbridge, validateOffline } from '../../support/crbridge.ts';
 import { fileEvents } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
 import { waitFor as eventually, loadStackEnv } from '../../support/stack.ts';
@@ -111,18 +110,7 @@ test('a pipeline added later gets the existing objects (or skips them); the know
 test('crbridge validate refuses pipelines that share a source but disagree on its settings, naming both files', () => {
   const a = pipelineFile('page-a', '    pageSize: 100\n');
   const b = pipelineFile('page-b', '    pageSize: 250\n');
-  let out = '';
-  let code = 0;
-  try {
-    execFileSync(process.execPath, [cliPath, 'validate', '-c', a.file, '-c', b.file], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (e) {
-    const err = e as { status: number; stderr: string };
-    code = err.status;
-    out = err.stderr;
-  }
+  const { code, out } = validateOffline([a.file, b.file]);
   assert.equal(code, 2);
   assert.match(out, new RegExp(`${b.file}:11:\\d+: /spec/source/pageSize`));
   assert.match(out, new RegExp(`is 250 here but 100 in pipeline "page-a" \\(${a.file}:11\\)`));

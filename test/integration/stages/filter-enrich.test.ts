@@ -7,12 +7,11 @@
  * `crbridge validate` reports a broken expression with file:line and pointer, touching no network.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { cliPath, runArgs, startCrbridge } from '../../support/crbridge.ts';
+import { runArgs, startCrbridge, validateOffline } from '../../support/crbridge.ts';
 import { readTopic } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
 import { waitFor as eventually, kubectl, loadStackEnv } from '../../support/stack.ts';
@@ -134,20 +133,7 @@ test('crbridge validate names the file, line and pointer of a broken expression,
       sinks: '    - name: out\n      type: stdout\n',
     }),
   );
-  let out = '';
-  let code = 0;
-  try {
-    // no KUBECONFIG, no brokers: validation must not need them
-    execFileSync(process.execPath, [cliPath, 'validate', '-c', file], {
-      env: { PATH: process.env.PATH ?? '' },
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    const e = err as { status: number; stderr: string; stdout: string };
-    code = e.status;
-    out = e.stderr + e.stdout;
-  }
+  const { code, out } = validateOffline([file]);
   assert.notEqual(code, 0);
   assert.match(out, new RegExp(`${file.replaceAll('/', '\\/')}:13:19: /spec/stages/0/expression: CEL syntax error`));
 });

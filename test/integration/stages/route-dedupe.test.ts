@@ -8,12 +8,11 @@
  * `crbridge validate` reports a bad template placeholder at its file, line and column.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { cliPath, runArgs, startCrbridge } from '../../support/crbridge.ts';
+import { runArgs, startCrbridge, validateOffline } from '../../support/crbridge.ts';
 import { fileEvents, readTopic } from '../../support/events.ts';
 import { backupsPipelineYaml } from '../../support/pipeline.ts';
 import { waitFor as eventually, loadStackEnv } from '../../support/stack.ts';
@@ -175,20 +174,7 @@ test('crbridge validate names the file, line and column of a bad template placeh
       sinks: '    - name: out\n      type: stdout\n',
     }),
   );
-  let out = '';
-  let code = 0;
-  try {
-    // no KUBECONFIG, no brokers: validation must not need them
-    execFileSync(process.execPath, [cliPath, 'validate', '-c', file], {
-      env: { PATH: process.env.PATH ?? '' },
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    const e = err as { status: number; stderr: string; stdout: string };
-    code = e.status;
-    out = e.stderr + e.stdout;
-  }
+  const { code, out } = validateOffline([file]);
   assert.notEqual(code, 0);
   const lines = readFileSync(file, 'utf8').split('\n');
   const line = lines.findIndex((l) => l.includes('phase + }}')) + 1;
