@@ -10,26 +10,13 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { DeltaReceiver, SourceContext } from '../../../src/component.ts';
+import type { SourceContext } from '../../../src/component.ts';
 import type { Leadership } from '../../../src/election.ts';
-import type { Delta } from '../../../src/events/delta.ts';
 import { KubernetesSource, type KubernetesSourceConfig } from '../../../src/sources/kubernetes/source.ts';
 import { silentLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { FakeCluster } from './fake-cluster.ts';
-
-class Recorder implements DeltaReceiver {
-  deltas: Delta[] = [];
-  async push(delta: Delta) {
-    this.deltas.push(delta);
-    return { settled: Promise.resolve() };
-  }
-  summary(from = 0) {
-    return this.deltas
-      .slice(from)
-      .map((d) => `${d.reason} ${d.kind} ${d.object.metadata.name}@${d.object.metadata.resourceVersion}`);
-  }
-}
+import { Recorder } from './recorder.ts';
 
 const cfg: KubernetesSourceConfig = {
   group: 'example.com',

@@ -9,7 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { DeltaReceiver, SourceConsumer, SourceContext } from '../../../src/component.ts';
+import type { SourceConsumer, SourceContext } from '../../../src/component.ts';
 import { buildEvent } from '../../../src/events/build.ts';
 import type { Delta } from '../../../src/events/delta.ts';
 import { FileCheckpointStore } from '../../../src/sources/kubernetes/checkpoint/file.ts';
@@ -18,24 +18,7 @@ import { silentLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { fakeClock } from './fake-clock.ts';
 import { FakeCluster } from './fake-cluster.ts';
-
-export class Recorder implements DeltaReceiver {
-  deltas: Delta[] = [];
-  /** uids whose deltas never settle (a sink that never acknowledges). */
-  hold = new Set<string>();
-  /** Deltas for which this is true never settle (e.g. one change of an object, not the next). */
-  holdIf: (d: Delta) => boolean = () => false;
-  async push(delta: Delta) {
-    this.deltas.push(delta);
-    if (this.hold.has(delta.object.metadata.uid) || this.holdIf(delta)) return { settled: new Promise<void>(() => {}) };
-    return { settled: Promise.resolve() };
-  }
-  summary(from = 0) {
-    return this.deltas
-      .slice(from)
-      .map((d) => `${d.reason} ${d.kind} ${d.object.metadata.name}@${d.object.metadata.resourceVersion}`);
-  }
-}
+import { Recorder } from './recorder.ts';
 
 const base: KubernetesSourceConfig = {
   group: 'example.com',
