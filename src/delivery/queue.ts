@@ -96,6 +96,12 @@ interface RoomWaiter {
 /** After the outbox's disk was full, how long before storing is tried again. */
 const OUTBOX_RETRY_MS = 1000;
 
+/**
+ * The failed attempts in a row of one object before "delivery failing" is logged at warn: a first
+ * failure that its retry clears (a partition leader moving, a reset connection) stays at debug.
+ */
+export const FAILING_WARN_STREAK = 2;
+
 /** How long past its deadline shutdown waits for a worker or sink that ignores the abort signal. */
 const SHUTDOWN_GRACE_MS = 100;
 
@@ -195,6 +201,8 @@ export class DeliveryQueue implements Lifecycle {
   private outageReported = false;
   /** When the first object of the current failure episode failed (for the recovery log). */
   private failingSince = 0;
+  /** Whether the current failure episode was warned of (its retry failed too). */
+  private failingWarned = false;
   private readonly concurrency: number;
   private readonly outbox: Outbox | undefined;
   /** Resolves once the outbox's replay is all queued (at once without an outbox). */
@@ -823,12 +831,16 @@ export class DeliveryQueue implements Lifecycle {
         this.pausedUntil,
         now + retryAfterWait(0, retryAfterMs, this.config.retry.maxRetryAfterMs),
       );
-    if (firstFailing) {
-      this.failingSince = now;
+    if (firstFailing) this.failingSince = now;
+    // A failure its own retry clears (a partition leader moving, a connection reset) is a blip:
+    // counted in the metrics, logged at debug. The warning comes once an object's retry fails too.
+    if (failedKeys.size > 0 && !this.failingWarned && longest >= FAILING_WARN_STREAK) {
+      this.failingWarned = true;
       this.ctx.logger.warn('delivery failing; retrying with backoff', {
         code: ErrorCode.DeliveryRetryable,
         error: lastError,
         events: again.length,
+        failingMs: now - this.failingSince,
         ...(retryAfterMs > 0 && { retryAfterMs }),
       });
     } else if (failedKeys.size > 0)
@@ -838,8 +850,11 @@ export class DeliveryQueue implements Lifecycle {
         objects: this.failingLanes,
       });
     else if (this.failingLanes === 0 && this.failingSince > 0) {
-      this.ctx.logger.info('delivery recovered', { failingMs: now - this.failingSince });
+      const failingMs = now - this.failingSince;
+      if (this.failingWarned) this.ctx.logger.info('delivery recovered', { failingMs });
+      else this.ctx.logger.debug('delivery recovered at the first retry', { failingMs });
       this.failingSince = 0;
+      this.failingWarned = false;
     }
     this.gauges();
     this.releaseRoom();

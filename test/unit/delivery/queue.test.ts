@@ -130,6 +130,34 @@ describe('DeliveryQueue', () => {
     await queue.shutdown(Date.now() + 1000);
   });
 
+  test('a failure its first retry clears is counted but not warned of; the next failure that persists is', async () => {
+    let failUntil = 1;
+    const sink = new FakeSink(10, (b, call) =>
+      b.map(() => (call <= failUntil ? { status: 'retryable', error: 'NOT_LEADER_FOR_PARTITION' } : { status: 'ok' })),
+    );
+    const { logger, lines } = captureLogger();
+    const { queue, m, abort } = setup(sink, fast({ initialIntervalMs: 5 }), logger);
+    await queue.start(abort.signal);
+    await (await queue.enqueue(ev('a'))).settled;
+    assert.equal(sink.calls.length, 2);
+    assert.equal(m.retries.get(L), 1);
+    assert.deepEqual(
+      lines.filter((l) => l.level !== 'debug'),
+      [],
+      'a blip is logged at debug only',
+    );
+    assert.ok(lines.some((l) => l.msg === 'delivery recovered at the first retry'));
+    // the next episode fails twice in a row: warned once, and its recovery logged
+    failUntil = 5;
+    await (await queue.enqueue(ev('b'))).settled;
+    assert.equal(sink.calls.length, 6, 'calls 3, 4 and 5 fail');
+    const warns = lines.filter((l) => l.level === 'warn');
+    assert.equal(warns.length, 1);
+    assert.equal(warns[0]?.error, 'NOT_LEADER_FOR_PARTITION');
+    assert.equal(lines.filter((l) => l.msg === 'delivery recovered').length, 1);
+    await queue.shutdown(Date.now() + 1000);
+  });
+
   test('honours Retry-After when it is longer than the backoff', async () => {
     const sink = new FakeSink(10, (b, call) =>
       b.map(
