@@ -75,6 +75,30 @@ function serverObject(i: number, bytes: number, version: number, uid: string): K
   return o;
 }
 
+/**
+ * `n` update events of ~`bytes` Backups as the pipeline builds them (oldObject and patch included,
+ * managedFields stripped), spread over `objects` objects: the events a sink's queue receives.
+ */
+export function updateEvents(n: number, bytes: number, objects = OBJECTS): CloudEvent[] {
+  const drop = parsePointers(['/metadata/managedFields']);
+  const uids = Array.from({ length: objects }, () => randomUUID());
+  const out: CloudEvent[] = [];
+  for (let k = 0; k < n; k++) {
+    const i = k % objects;
+    const v = Math.floor(k / objects) + 1;
+    const uid = uids[i] as string;
+    const oldObject = stripFields(serverObject(i, bytes, v - 1, uid), drop);
+    const object = stripFields(serverObject(i, bytes, v, uid), drop);
+    out.push(
+      buildEvent(
+        { kind: 'modified', object, oldObject, reason: 'live', resource, observedAt: Date.now() },
+        { clusterName: 'bench' },
+      ),
+    );
+  }
+  return out;
+}
+
 interface Stage<I, O> {
   name: string;
   fn: (x: I) => O;

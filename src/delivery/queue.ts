@@ -16,7 +16,7 @@ import type { DeliveryResult, Lifecycle, OutboundEvent, Sink } from '../componen
 import { CrbridgeError, ErrorCode, errorMessage } from '../errors.ts';
 import { approxEventBytes } from '../events/build.ts';
 import type { CloudEvent } from '../events/cloudevent.ts';
-import { toStructuredJson } from '../events/serialize.ts';
+import { toStructuredJsonKeep } from '../events/serialize.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics, secondsSince } from '../telemetry/metrics.ts';
 import { type DeliveryConfig, type RetryConfig, retryAfterWait } from './config.ts';
@@ -369,7 +369,7 @@ export class DeliveryQueue implements Lifecycle {
       this.refused(items);
       return;
     }
-    outbox.append(items.map((it) => ({ key: it.key, id: it.event.id, body: toStructuredJson(it.event) }))).then(
+    outbox.append(items.map((it) => ({ key: it.key, id: it.event.id, body: toStructuredJsonKeep(it.event) }))).then(
       (seqs) => {
         for (let i = 0; i < items.length; i++) this.stored(items[i] as Item, seqs[i] as number);
       },
@@ -413,7 +413,7 @@ export class DeliveryQueue implements Lifecycle {
       if (items.length === 0) return;
       try {
         const seqs = await outbox.append(
-          items.map((it) => ({ key: it.key, id: it.event.id, body: toStructuredJson(it.event) })),
+          items.map((it) => ({ key: it.key, id: it.event.id, body: toStructuredJsonKeep(it.event) })),
         );
         for (let i = 0; i < items.length; i++) this.stored(items[i] as Item, seqs[i] as number);
       } catch (err) {

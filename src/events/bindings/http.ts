@@ -11,6 +11,7 @@ import {
   attributeString,
   attributesOf,
   BATCH_CONTENT_TYPE,
+  dataJson,
   STRUCTURED_CONTENT_TYPE,
   toBatchJson,
   toStructuredJson,
@@ -54,7 +55,7 @@ export function toHttpBinary(event: CloudEvent): HttpMessage {
     else headers[`ce-${name}`] = encodeHeaderValue(attributeString(v));
   }
   Object.assign(headers, traceHeaders(event));
-  return { headers, body: event.data === undefined ? '' : JSON.stringify(event.data) };
+  return { headers, body: dataJson(event) ?? '' };
 }
 
 export function toHttpStructured(event: CloudEvent): HttpMessage {

@@ -7,7 +7,7 @@
  * forget a deleted object.
  */
 import type { CloudEvent } from '../cloudevent.ts';
-import { attributeString, attributesOf, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
+import { attributeString, attributesOf, dataJson, STRUCTURED_CONTENT_TYPE, toStructuredJson } from '../serialize.ts';
 import { traceHeaders } from '../trace-context.ts';
 
 /**
@@ -55,7 +55,8 @@ export function toKafkaRecord(event: CloudEvent, mode: 'binary' | 'structured' =
     headers[headerName(name)] = attributeString(v);
   }
   Object.assign(headers, traceHeaders(event));
-  const value = event.data === undefined ? null : Buffer.from(JSON.stringify(event.data), 'utf8');
+  const data = dataJson(event);
+  const value = data === undefined ? null : Buffer.from(data, 'utf8');
   return { key, value, headers };
 }
 
