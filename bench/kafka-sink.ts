@@ -7,8 +7,9 @@
  * Then the sink behind the real `DeliveryQueue` (as a pipeline runs it: batches of up to 500, the
  * queue's default bounds), fed as fast as back-pressure allows, at concurrency 1 and the sink's
  * default (several sends in flight; see the sink's `defaultConcurrency`). `BENCH_KAFKA=<regex>`
- * runs only the settings whose label (`sink batch=500 none`, `kafkajs batch=500 none`,
- * `queue c=4 gzip`) matches.
+ * runs only the settings whose label (`sink batch=500 none inline`, `sink batch=500 none thread`,
+ * `kafkajs batch=500 none`, `queue c=4 gzip thread`) matches. Each sink setting runs with the
+ * producers inline (`thread: false`) and on their worker thread (`thread: true`, the default).
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -38,6 +39,8 @@ const SECONDS = 3;
 /** Concurrency of the queue settings: one send at a time, and the sink's default. */
 const QUEUE_CONCURRENCY = [1, 4];
 const QUEUE_OBJECTS = 5_000;
+/** The producers inline on the sink's thread, and on a worker thread (`thread`, the default). */
+const THREADS = [false, true];
 
 const only = process.env.BENCH_KAFKA ? new RegExp(process.env.BENCH_KAFKA) : undefined;
 const wanted = (label: string) => !only || only.test(label);
@@ -203,7 +206,7 @@ async function rawProducer(
 export const benchmark: Benchmark = {
   name: 'kafka-sink',
   description: 'Kafka sink events/s by batch size and compression (idempotent producer)',
-  budgetSeconds: 75,
+  budgetSeconds: 120,
   async run({ log, deadline }) {
     const env = loadStackEnv();
     const kafka = kafkaClient('crbridge-bench-sink');
@@ -217,14 +220,19 @@ export const benchmark: Benchmark = {
     try {
       for (const compression of COMPRESSIONS) {
         for (const batch of BATCHES) {
-          if (!wanted(`sink batch=${batch} ${compression}`) && !wanted(`kafkajs batch=${batch} ${compression}`))
+          if (
+            !THREADS.some((t) => wanted(`sink batch=${batch} ${compression} ${t ? 'thread' : 'inline'}`)) &&
+            !wanted(`kafkajs batch=${batch} ${compression}`)
+          )
             continue;
           if (Date.now() > deadline - 2 * (SECONDS + 2) * 1000) {
             note(`kafka-sink batch=${batch} compression=${compression}: skipped, out of time budget`);
             continue;
           }
           const params = { batch, compression, eventBytes, idempotent: true, acks: 'all' };
-          if (factory && wanted(`sink batch=${batch} ${compression}`)) {
+          for (const thread of THREADS) {
+            const label = `sink batch=${batch} ${compression} ${thread ? 'thread' : 'inline'}`;
+            if (!factory || !wanted(label)) continue;
             const ctx: ComponentContext = {
               id: 'bench/kafka',
               pipeline: 'bench',
@@ -233,7 +241,10 @@ export const benchmark: Benchmark = {
               stateDir: '/tmp',
               clusterName: 'bench',
             };
-            const sink: Sink = factory.create({ brokers: env.KAFKA_BROKERS.split(','), topic, compression }, ctx);
+            const sink: Sink = factory.create(
+              { brokers: env.KAFKA_BROKERS.split(','), topic, compression, thread },
+              ctx,
+            );
             const ac = new AbortController();
             await sink.start(ac.signal);
             const mon = kafkaPid ? procMonitor(kafkaPid) : undefined;
@@ -254,17 +265,21 @@ export const benchmark: Benchmark = {
               name: 'kafka_sink.events_per_second',
               value: rate,
               unit: 'events/s',
-              parameters: { ...params, maxBatch: sink.maxBatch, failed, kafkaCpu: Math.round(k?.cpuPercent ?? 0) },
+              parameters: {
+                ...params,
+                thread,
+                maxBatch: sink.maxBatch,
+                failed,
+                kafkaCpu: Math.round(k?.cpuPercent ?? 0),
+              },
             });
             report({
               name: 'kafka_sink.mb_per_second',
               value: (rate * eventBytes) / MB,
               unit: 'MB/s',
-              parameters: params,
+              parameters: { ...params, thread },
             });
-            log(
-              `sink batch=${batch} ${compression}: ${Math.round(rate)} events/s (kafka ${Math.round(k?.cpuPercent ?? 0)}% CPU)`,
-            );
+            log(`${label}: ${Math.round(rate)} events/s (kafka ${Math.round(k?.cpuPercent ?? 0)}% CPU)`);
           }
           if (wanted(`kafkajs batch=${batch} ${compression}`))
             try {
@@ -277,48 +292,58 @@ export const benchmark: Benchmark = {
         }
       }
       for (const compression of COMPRESSIONS)
-        for (const concurrency of QUEUE_CONCURRENCY) {
-          if (!factory || !wanted(`queue c=${concurrency} ${compression}`)) continue;
-          if (Date.now() > deadline - (SECONDS + 3) * 1000) {
-            note(`kafka-sink queue c=${concurrency} compression=${compression}: skipped, out of time budget`);
-            continue;
+        for (const concurrency of QUEUE_CONCURRENCY)
+          for (const thread of THREADS) {
+            const label = `queue c=${concurrency} ${compression} ${thread ? 'thread' : 'inline'}`;
+            if (!factory || !wanted(label)) continue;
+            if (Date.now() > deadline - (SECONDS + 3) * 1000) {
+              note(`kafka-sink queue c=${concurrency} compression=${compression}: skipped, out of time budget`);
+              continue;
+            }
+            const ctx: ComponentContext = {
+              id: 'bench/kafka',
+              pipeline: 'bench',
+              logger: silentLogger,
+              metrics: new Metrics(),
+              stateDir: '/tmp',
+              clusterName: 'bench',
+            };
+            const sink: Sink = factory.create(
+              { brokers: env.KAFKA_BROKERS.split(','), topic, compression, thread },
+              ctx,
+            );
+            const mon = kafkaPid ? procMonitor(kafkaPid) : undefined;
+            const cpu0 = process.cpuUsage();
+            const main0 = process.threadCpuUsage();
+            const t0 = performance.now();
+            const r = await throughQueue(sink, events, concurrency, SECONDS);
+            const cpu = process.cpuUsage(cpu0);
+            const main = process.threadCpuUsage(main0);
+            const mainCpu = ((main.user + main.system) / 1000 / (performance.now() - t0)) * 100;
+            const benchCpu = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
+            const k = mon?.stop();
+            report({
+              name: 'kafka_sink.queue_events_per_second',
+              value: r.rate,
+              unit: 'events/s',
+              parameters: {
+                compression,
+                concurrency,
+                thread,
+                eventBytes,
+                idempotent: true,
+                acks: 'all',
+                failed: r.failed,
+                sendsPerSecond: Math.round(r.sendsPerSecond),
+                benchCpu: `${Math.round(benchCpu)}%`,
+                mainThreadCpu: `${Math.round(mainCpu)}%`,
+                kafkaCpu: Math.round(k?.cpuPercent ?? 0),
+              },
+            });
+            log(
+              `${label}: ${Math.round(r.rate)} events/s, ${Math.round(r.sendsPerSecond)} sends/s (${r.failed} failed; bench ${Math.round(benchCpu)}% CPU, its main thread ${Math.round(mainCpu)}%, kafka ${Math.round(k?.cpuPercent ?? 0)}%)`,
+            );
           }
-          const ctx: ComponentContext = {
-            id: 'bench/kafka',
-            pipeline: 'bench',
-            logger: silentLogger,
-            metrics: new Metrics(),
-            stateDir: '/tmp',
-            clusterName: 'bench',
-          };
-          const sink: Sink = factory.create({ brokers: env.KAFKA_BROKERS.split(','), topic, compression }, ctx);
-          const mon = kafkaPid ? procMonitor(kafkaPid) : undefined;
-          const cpu0 = process.cpuUsage();
-          const t0 = performance.now();
-          const r = await throughQueue(sink, events, concurrency, SECONDS);
-          const cpu = process.cpuUsage(cpu0);
-          const benchCpu = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
-          const k = mon?.stop();
-          report({
-            name: 'kafka_sink.queue_events_per_second',
-            value: r.rate,
-            unit: 'events/s',
-            parameters: {
-              compression,
-              concurrency,
-              eventBytes,
-              idempotent: true,
-              acks: 'all',
-              failed: r.failed,
-              sendsPerSecond: Math.round(r.sendsPerSecond),
-              benchCpu: `${Math.round(benchCpu)}%`,
-              kafkaCpu: Math.round(k?.cpuPercent ?? 0),
-            },
-          });
-          log(
-            `queue c=${concurrency} ${compression}: ${Math.round(r.rate)} events/s, ${Math.round(r.sendsPerSecond)} sends/s (${r.failed} failed; bench ${Math.round(benchCpu)}% CPU, kafka ${Math.round(k?.cpuPercent ?? 0)}%)`,
-          );
-        }
     } finally {
       await deleteTopic(kafka, topic);
     }

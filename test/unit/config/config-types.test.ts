@@ -78,6 +78,7 @@ const kafka: Presence<KafkaSinkConfig> = {
   clientId: 'optional',
   mode: 'optional',
   tombstones: 'optional',
+  thread: 'optional',
   compression: 'optional',
   acks: 'optional',
   idempotent: 'optional',
