@@ -15,7 +15,7 @@ export interface OtlpTracesSinkConfig {
   tls?: TlsOptions;
   timeoutMs?: number;
   compression?: 'gzip' | 'none';
-  /** OTLP/HTTP body encoding: JSON or protobuf (OpenTelemetry JS's serializers either way). */
+  /** OTLP/HTTP body encoding: JSON or protobuf (OpenTelemetry JS's `-http` or `-proto` trace exporter). */
   encoding?: 'json' | 'protobuf';
   serviceName?: string;
   resourceAttributes?: Record<string, string>;
@@ -74,14 +74,15 @@ export const otlpTracesConfigSchema: JsonSchema = {
       type: 'integer',
       minimum: 1,
       default: D.timeoutMs,
-      description: 'Milliseconds to wait for an answer; an export without one is retried.',
+      description:
+        "Bound of one export, the OpenTelemetry exporter's own retries of 429/502/503/504 and network errors included; an export still failing then is retried by the delivery queue.",
     },
     compression: { enum: ['gzip', 'none'], default: D.compression, description: 'Request body compression.' },
     encoding: {
       enum: ['json', 'protobuf'],
       default: D.encoding,
       description:
-        'OTLP/HTTP body: `json` (application/json) or `protobuf` (application/x-protobuf, about half the bytes before gzip), both encoded with @opentelemetry/otlp-transformer.',
+        'OTLP/HTTP body: `json` (application/json, @opentelemetry/exporter-trace-otlp-http) or `protobuf` (application/x-protobuf, @opentelemetry/exporter-trace-otlp-proto; about half the bytes before gzip).',
     },
     serviceName: {
       type: 'string',
