@@ -244,7 +244,7 @@ class OtlpTracesSink implements Sink {
     if (e?.name === 'OTLPExporterError' && /retryable status/.test(errorMessage(err)))
       return {
         status: 'retryable',
-        error: `the receiver answered 429, 502, 503 or 504 until the exporter's retries within ${this.timeoutMs} ms ran out`,
+        error: `the receiver answered 429, 502, 503 or 504, and the exporter's retries within timeoutMs (${this.timeoutMs} ms) did not get through`,
       };
     return err === undefined ? { status: 'retryable', error: 'the OTLP export failed' } : resultOfError(err);
   }

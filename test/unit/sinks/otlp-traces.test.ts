@@ -1,10 +1,13 @@
 /**
- * The otlp-traces sink against a local OTLP/HTTP receiver: the spans of a Backup's lifecycle
- * (an event span per change, phase spans with their real start and end, the root from creation to
- * the terminal phase or the deletion), all in the trace the events' traceparent names; failure as
- * error status; identical spans when a batch is sent again; the lifecycle state surviving a new
- * process (FileStateStore); status mapping (503 + Retry-After, 400); gzip; sampling; the
- * annotation link; config checks; no header value in an error.
+ * The otlp-traces sink (spans made by the OpenTelemetry SDK, sent by its OTLP exporter) against a
+ * local OTLP/HTTP receiver that decodes JSON and protobuf: the spans of a Backup's lifecycle (an
+ * event span per change, phase spans with their real start and end, the root from creation to the
+ * terminal phase or the deletion), all in the trace the events' traceparent names; failure as
+ * error status; identical spans when a batch is sent again (the exporter's own retry of a 503, a
+ * replay); the lifecycle state surviving a new process (FileStateStore); the status mapping
+ * (503 past the timeout, 500, 408, a refused connection; 400, 301); an abort at the deadline; TLS
+ * and the proxy through the sink's agents; gzip; sampling; the annotation link; a partial success
+ * logged once; config checks; no header value in an error.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
