@@ -104,7 +104,7 @@ export interface SpanExporter {
   spans(records: readonly SpanRecord[]): ReadableSpan[];
   /** One export request (with the exporter's own bounded retry of 429/502/503/504 and network errors). */
   export(spans: ReadableSpan[]): Promise<ExportOutcome>;
-  /** Shuts the provider and the exporter down (waits for exports in flight). */
+  /** Shuts the provider and the exporter down (waits for exports in flight; none of them makes another request). */
   shutdown(): Promise<void>;
 }
 
@@ -151,9 +151,16 @@ export async function createSpanExporter(o: SpanExporterOptions): Promise<SpanEx
     spanProcessors: [collector],
   });
   const tracer = provider.getTracer(SCOPE);
+  // once shut down, a retry the exporter still has scheduled (a request cut at the deadline) makes
+  // no request: the headers are read before each attempt, and failing there ends the export
+  let closed = false;
+  const headers = async (): Promise<Record<string, string>> => {
+    if (closed) throw new Error('the otlp-traces sink is shut down');
+    return { ...o.headers };
+  };
   const exporter = new exporterModule.OTLPTraceExporter({
     url: o.url,
-    headers: o.headers,
+    headers,
     compression: o.compression as never, // the exporter's CompressionAlgorithm enum: the same two strings
     timeoutMillis: o.timeoutMs,
     // the delivery queue bounds concurrency; the exporter must never refuse an export on its own count
@@ -202,6 +209,7 @@ export async function createSpanExporter(o: SpanExporterOptions): Promise<SpanEx
       });
     },
     async shutdown() {
+      closed = true;
       await Promise.all([provider.shutdown(), exporter.shutdown()]);
     },
   };

@@ -291,7 +291,7 @@ describe('otlp-traces sink', () => {
     await gone.shutdown(Date.now() + 1000);
   });
 
-  test('an abort (the shutdown deadline) ends a send the receiver never answers; shutdown keeps its deadline', async () => {
+  test('an abort (the shutdown deadline) ends a send the receiver never answers; shutdown keeps its deadline; no request after it', async () => {
     const r = await receiver();
     r.hang = true;
     const { sink } = make({ endpoint: r.url, timeoutMs: 30_000 });
@@ -305,6 +305,9 @@ describe('otlp-traces sink', () => {
     await sink.shutdown(Date.now() + 300);
     const took = Date.now() - t0;
     assert.ok(took < 1500, `send + shutdown took ${took} ms`);
+    // the cut request is not retried by the exporter once the sink is shut down (its backoff is ~1 s)
+    await new Promise((ok) => setTimeout(ok, 2000));
+    assert.equal(r.requests.length, 1, 'no request after shutdown');
   });
 
   test("TLS and proxy: the exporter's requests go through the sink's agents (CA, server name, client certificate; HTTP_PROXY)", async () => {
