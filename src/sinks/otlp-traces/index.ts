@@ -62,6 +62,28 @@ class MemoryStore implements StateStore {
   async flush(): Promise<void> {}
 }
 
+/**
+ * The values of the headers the OpenTelemetry exporter adds from the environment
+ * (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`: `key=value,…`, values
+ * URL-encoded), to be scrubbed from errors like the configured ones.
+ */
+export function envHeaderValues(env: NodeJS.ProcessEnv): string[] {
+  const out: string[] = [];
+  for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'])
+    for (const pair of (env[name] ?? '').split(',')) {
+      const at = pair.indexOf('=');
+      if (at < 0) continue;
+      const raw = pair.slice(at + 1).trim();
+      out.push(raw);
+      try {
+        out.push(decodeURIComponent(raw));
+      } catch {
+        // not URL-encoded: the raw value is enough
+      }
+    }
+  return out;
+}
+
 class OtlpTracesSink implements Sink {
   readonly maxBatch: number;
   readonly defaultConcurrency = 16;
@@ -97,7 +119,9 @@ class OtlpTracesSink implements Sink {
     // content-type, content-encoding and user-agent (`crbridge OTel-OTLP-Exporter-JavaScript/…`) are the exporter's
     this.headers = Object.fromEntries(Object.entries(config.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
     this.timeoutMs = config.timeoutMs ?? D.timeoutMs;
-    this.secrets = Object.values(config.headers ?? {}).filter((v) => v.length >= 4);
+    this.secrets = [...Object.values(config.headers ?? {}), ...envHeaderValues(process.env)].filter(
+      (v) => v.length >= 4,
+    );
     this.resource = {
       'service.name': config.serviceName ?? D.serviceName,
       'k8s.cluster.name': ctx.clusterName,

@@ -291,6 +291,25 @@ describe('otlp-traces sink', () => {
     await gone.shutdown(Date.now() + 1000);
   });
 
+  test('headers from OTEL_EXPORTER_OTLP_HEADERS are sent (as by any OpenTelemetry exporter) and scrubbed from errors too', async () => {
+    const r = await receiver();
+    const before = process.env.OTEL_EXPORTER_OTLP_HEADERS;
+    process.env.OTEL_EXPORTER_OTLP_HEADERS = 'x-env-key=env%20secret%2Fvalue';
+    try {
+      const { sink } = make({ endpoint: r.url });
+      await sink.start(signal);
+      r.answers.push({ status: 400, body: 'bad key env secret/value' });
+      const [res] = await sink.send(outs(lifecycle([['Pending', 0]], 'uid-env')), signal);
+      assert.equal(r.requests[0]?.headers['x-env-key'], 'env secret/value');
+      assert.equal(res?.status, 'permanent');
+      assert.match(res?.status === 'permanent' ? res.error : '', /HTTP 400: bad key \[redacted\]$/);
+      await sink.shutdown(Date.now() + 1000);
+    } finally {
+      if (before === undefined) delete process.env.OTEL_EXPORTER_OTLP_HEADERS;
+      else process.env.OTEL_EXPORTER_OTLP_HEADERS = before;
+    }
+  });
+
   test('an abort (the shutdown deadline) ends a send the receiver never answers; shutdown keeps its deadline; no request after it', async () => {
     const r = await receiver();
     r.hang = true;
