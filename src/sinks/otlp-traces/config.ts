@@ -1,8 +1,9 @@
 /**
  * The `otlp-traces` sink's configuration: the interface, the defaults (one constant feeds the
  * schema and the code), the JSON Schema and the checks the schema cannot express (a URL that is not
- * http(s), a CEL expression that does not compile, a header the sink sets itself). Pure. No message
- * ever quotes a header's value.
+ * http(s), a CEL expression that does not compile, a header the sink sets itself), the export URL
+ * and the header values the exporter takes from the environment. Pure. No message ever quotes a
+ * header's value.
  */
 import { celProblem } from '../../cel/index.ts';
 import type { JsonSchema } from '../../component.ts';
@@ -186,4 +187,26 @@ export function exportUrl(endpoint: string | undefined, env: NodeJS.ProcessEnv =
   if (!base) return undefined;
   const trimmed = base.replace(/\/+$/, '');
   return trimmed.endsWith('/v1/traces') ? trimmed : `${trimmed}/v1/traces`;
+}
+
+/**
+ * The values of the headers the OpenTelemetry exporter adds from the environment
+ * (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`: `key=value,…`, values
+ * URL-encoded), to be scrubbed from errors like the configured ones.
+ */
+export function envHeaderValues(env: NodeJS.ProcessEnv): string[] {
+  const out: string[] = [];
+  for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'])
+    for (const pair of (env[name] ?? '').split(',')) {
+      const at = pair.indexOf('=');
+      if (at < 0) continue;
+      const raw = pair.slice(at + 1).trim();
+      out.push(raw);
+      try {
+        out.push(decodeURIComponent(raw));
+      } catch {
+        // not URL-encoded: the raw value is enough
+      }
+    }
+  return out;
 }

@@ -22,6 +22,7 @@ import type { Logger } from '../../telemetry/logger.ts';
 import { HttpClient, type HttpDeliveryResult, resultOfError, resultOfStatus, safeOrigin } from '../util/http.ts';
 import {
   checkOtlpTracesConfig,
+  envHeaderValues,
   exportUrl,
   OTLP_TRACES_DEFAULTS,
   type OtlpTracesSinkConfig,
@@ -60,28 +61,6 @@ class MemoryStore implements StateStore {
     this.map.delete(key);
   }
   async flush(): Promise<void> {}
-}
-
-/**
- * The values of the headers the OpenTelemetry exporter adds from the environment
- * (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`: `key=value,…`, values
- * URL-encoded), to be scrubbed from errors like the configured ones.
- */
-export function envHeaderValues(env: NodeJS.ProcessEnv): string[] {
-  const out: string[] = [];
-  for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'])
-    for (const pair of (env[name] ?? '').split(',')) {
-      const at = pair.indexOf('=');
-      if (at < 0) continue;
-      const raw = pair.slice(at + 1).trim();
-      out.push(raw);
-      try {
-        out.push(decodeURIComponent(raw));
-      } catch {
-        // not URL-encoded: the raw value is enough
-      }
-    }
-  return out;
 }
 
 class OtlpTracesSink implements Sink {
