@@ -1,8 +1,9 @@
 /**
  * The `otlp-traces` sink's configuration: the interface, the defaults (one constant feeds the
  * schema and the code), the JSON Schema and the checks the schema cannot express (a URL that is not
- * http(s), a CEL expression that does not compile, a header the sink sets itself). Pure. No message
- * ever quotes a header's value.
+ * http(s), a CEL expression that does not compile, a header the sink sets itself), the export URL
+ * and the header values the exporter takes from the environment. Pure. No message ever quotes a
+ * header's value.
  */
 import { celProblem } from '../../cel/index.ts';
 import type { JsonSchema } from '../../component.ts';
@@ -15,7 +16,7 @@ export interface OtlpTracesSinkConfig {
   tls?: TlsOptions;
   timeoutMs?: number;
   compression?: 'gzip' | 'none';
-  /** OTLP/HTTP body encoding: JSON or protobuf (OpenTelemetry JS's serializers either way). */
+  /** OTLP/HTTP body encoding: JSON or protobuf (OpenTelemetry JS's `-http` or `-proto` trace exporter). */
   encoding?: 'json' | 'protobuf';
   serviceName?: string;
   resourceAttributes?: Record<string, string>;
@@ -74,14 +75,15 @@ export const otlpTracesConfigSchema: JsonSchema = {
       type: 'integer',
       minimum: 1,
       default: D.timeoutMs,
-      description: 'Milliseconds to wait for an answer; an export without one is retried.',
+      description:
+        "Bound of one export, the OpenTelemetry exporter's own retries of 429/502/503/504 and network errors included; an export still failing then is retried by the delivery queue.",
     },
     compression: { enum: ['gzip', 'none'], default: D.compression, description: 'Request body compression.' },
     encoding: {
       enum: ['json', 'protobuf'],
       default: D.encoding,
       description:
-        'OTLP/HTTP body: `json` (application/json) or `protobuf` (application/x-protobuf, about half the bytes before gzip), both encoded with @opentelemetry/otlp-transformer.',
+        'OTLP/HTTP body: `json` (application/json, @opentelemetry/exporter-trace-otlp-http) or `protobuf` (application/x-protobuf, @opentelemetry/exporter-trace-otlp-proto; about half the bytes before gzip).',
     },
     serviceName: {
       type: 'string',
@@ -185,4 +187,26 @@ export function exportUrl(endpoint: string | undefined, env: NodeJS.ProcessEnv =
   if (!base) return undefined;
   const trimmed = base.replace(/\/+$/, '');
   return trimmed.endsWith('/v1/traces') ? trimmed : `${trimmed}/v1/traces`;
+}
+
+/**
+ * The values of the headers the OpenTelemetry exporter adds from the environment
+ * (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`: `key=value,…`, values
+ * URL-encoded), to be scrubbed from errors like the configured ones.
+ */
+export function envHeaderValues(env: NodeJS.ProcessEnv): string[] {
+  const out: string[] = [];
+  for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'])
+    for (const pair of (env[name] ?? '').split(',')) {
+      const at = pair.indexOf('=');
+      if (at < 0) continue;
+      const raw = pair.slice(at + 1).trim();
+      out.push(raw);
+      try {
+        out.push(decodeURIComponent(raw));
+      } catch {
+        // not URL-encoded: the raw value is enough
+      }
+    }
+  return out;
 }

@@ -1,31 +1,28 @@
 /**
  * The `otlp-traces` sink: each Custom Resource's lifecycle as a trace, exported over OTLP/HTTP
- * (JSON, gzip) to Jaeger or any OpenTelemetry receiver. A span per delivered event, a span per
- * phase and a root span per lifecycle (`lifecycle.ts`), in the trace whose id the event's
- * `traceparent` names (`src/events/trace-context.ts`). One `send(batch)` is one export request:
- * 2xx ok, 408/429/5xx retryable with Retry-After, other 4xx permanent (`src/sinks/util/http.ts`),
- * so the delivery layer's retry, outbox and dead letters are the guarantee, not an SDK queue.
+ * (JSON or protobuf, gzip) to Jaeger or any OpenTelemetry receiver. A span per delivered event, a
+ * span per phase and a root span per lifecycle (`lifecycle.ts` decides them: deterministic ids,
+ * the change times), in the trace whose id the event's `traceparent` names
+ * (`src/events/trace-context.ts`); the OpenTelemetry SDK makes and exports them (`otlp.ts`:
+ * TracerProvider, OTLPTraceExporter), imported lazily at `start`.
  *
- * The state needed to end spans later (open phase, start times, links) is kept per object in
- * `ctx.state('lifecycles')` and flushed after each export is accepted; ids are deterministic, so
- * a batch sent again re-exports identical spans. The encoder is imported lazily at `start`.
- * Header values never appear in logs or errors.
+ * One `send(batch)` is one `exporter.export()`: success ok; an HTTP status the exporter does not
+ * retry mapped like every HTTP sink (`src/sinks/util/http.ts`: other 4xx permanent, 408/5xx
+ * retryable); a 429/502/503/504 or a network error still failing after the exporter's retries
+ * within `timeoutMs`, retryable. No SDK queue: the delivery layer's retry, outbox and dead letters
+ * are the guarantee. The state needed to end spans later (open phase, start times, links) is kept
+ * per object in `ctx.state('lifecycles')` and flushed after each export is accepted; a batch sent
+ * again re-exports identical spans. Header values never appear in logs or errors.
  */
 import { compileCel } from '../../cel/index.ts';
 import type { ComponentContext, DeliveryResult, OutboundEvent, Sink, SinkFactory } from '../../component.ts';
 import { CrbridgeError, ErrorCode, errorMessage } from '../../errors.ts';
 import type { StateStore } from '../../state/store.ts';
 import type { Logger } from '../../telemetry/logger.ts';
-import {
-  HttpClient,
-  type HttpDeliveryResult,
-  type HttpResponse,
-  resultOfError,
-  resultOfStatus,
-  safeOrigin,
-} from '../util/http.ts';
+import { HttpClient, type HttpDeliveryResult, resultOfError, resultOfStatus, safeOrigin } from '../util/http.ts';
 import {
   checkOtlpTracesConfig,
+  envHeaderValues,
   exportUrl,
   OTLP_TRACES_DEFAULTS,
   type OtlpTracesSinkConfig,
@@ -44,7 +41,7 @@ export { OTLP_TRACES_DEFAULTS, type OtlpTracesSinkConfig } from './config.ts';
 
 const D = OTLP_TRACES_DEFAULTS;
 
-type Encoder = typeof import('./otlp.ts');
+type SdkExporter = import('./otlp.ts').SpanExporter;
 
 /** A store kept in memory, for a context without `state` (a test). */
 class MemoryStore implements StateStore {
@@ -75,13 +72,14 @@ class OtlpTracesSink implements Sink {
   private readonly secrets: string[];
   private readonly compression: 'gzip' | 'none';
   private readonly encoding: 'json' | 'protobuf';
+  private readonly timeoutMs: number;
   private readonly resource: Record<string, AttributeValue>;
   private readonly lifecycle: LifecycleOptions;
   private readonly client: HttpClient;
   private readonly store: StateStore;
   private readonly logger: Logger;
   private readonly id: string;
-  private ready: Promise<Encoder> | undefined;
+  private ready: Promise<SdkExporter> | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
   constructor(config: OtlpTracesSinkConfig, ctx: ComponentContext) {
@@ -97,13 +95,12 @@ class OtlpTracesSink implements Sink {
     this.maxBatch = config.batchSize ?? D.batchSize;
     this.compression = config.compression ?? D.compression;
     this.encoding = config.encoding ?? D.encoding;
-    this.headers = {
-      'user-agent': 'crbridge',
-      ...Object.fromEntries(Object.entries(config.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
-      'content-type': this.encoding === 'protobuf' ? 'application/x-protobuf' : 'application/json',
-      ...(this.compression === 'gzip' && { 'content-encoding': 'gzip' }),
-    };
-    this.secrets = Object.values(config.headers ?? {}).filter((v) => v.length >= 4);
+    // content-type, content-encoding and user-agent (`crbridge OTel-OTLP-Exporter-JavaScript/…`) are the exporter's
+    this.headers = Object.fromEntries(Object.entries(config.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+    this.timeoutMs = config.timeoutMs ?? D.timeoutMs;
+    this.secrets = [...Object.values(config.headers ?? {}), ...envHeaderValues(process.env)].filter(
+      (v) => v.length >= 4,
+    );
     this.resource = {
       'service.name': config.serviceName ?? D.serviceName,
       'k8s.cluster.name': ctx.clusterName,
@@ -119,7 +116,7 @@ class OtlpTracesSink implements Sink {
     };
     this.client = new HttpClient({
       ...(config.tls && { tls: config.tls }),
-      timeoutMs: config.timeoutMs ?? D.timeoutMs,
+      timeoutMs: this.timeoutMs,
       logger: ctx.logger,
     });
     this.store = ctx.state?.('lifecycles') ?? new MemoryStore();
@@ -130,12 +127,33 @@ class OtlpTracesSink implements Sink {
     this.load(signal).catch(() => {}); // a failure is reported by the first send
   }
 
-  /** Loads the encoder (lazily: only a process with this sink pays for it) and the stored lifecycles. */
-  private load(signal?: AbortSignal): Promise<Encoder> {
+  /** Loads the SDK and makes the exporter (lazily: only a process with this sink pays for it), and the stored lifecycles. */
+  private load(signal?: AbortSignal): Promise<SdkExporter> {
     this.ready ??= (async () => {
-      const enc = await import('./otlp.ts');
-      await this.store.load(signal);
-      return enc;
+      const { createSpanExporter } = await import('./otlp.ts');
+      const exporter = await createSpanExporter({
+        url: this.url,
+        headers: this.headers,
+        compression: this.compression,
+        encoding: this.encoding,
+        timeoutMs: this.timeoutMs,
+        resource: this.resource,
+        agent: (protocol) => this.client.agentFor(protocol),
+        onPartialSuccess: (rejected, message) =>
+          this.logger.once(
+            'warn',
+            `otlp-partial:${this.id}`,
+            `the OTLP receiver ${this.origin} rejected ${rejected} span(s): ${this.redact(message)}`,
+            { code: ErrorCode.DeliveryPermanent },
+          ),
+      });
+      try {
+        await this.store.load(signal);
+      } catch (err) {
+        await exporter.shutdown().catch(() => {});
+        throw err;
+      }
+      return exporter;
     })().catch((err) => {
       this.ready = undefined;
       throw err;
@@ -146,29 +164,28 @@ class OtlpTracesSink implements Sink {
   async send(batch: readonly OutboundEvent[], signal: AbortSignal): Promise<DeliveryResult[]> {
     if (batch.length === 0) return [];
     const all = (r: DeliveryResult) => batch.map(() => r);
-    let enc: Encoder;
+    let exporter: SdkExporter;
     try {
-      enc = await this.load(signal);
+      exporter = await this.load(signal);
     } catch (err) {
       if (signal.aborted) throw err;
-      const error = `cannot read the lifecycle state ${this.store.description}: ${errorMessage(err)}`;
+      const error = `cannot start the OpenTelemetry exporter or read the lifecycle state ${this.store.description}: ${this.redact(errorMessage(err))}`;
       this.logger.once('error', `otlp-state:${this.id}`, error, { code: ErrorCode.DeliveryConfig });
       return all({ status: 'retryable', error });
     }
     // the spans of the batch from staged copies of the state; stored only once the export is accepted
     const staged = new Map<string, LifecycleState | undefined>();
-    const spans: SpanRecord[] = [];
+    const records: SpanRecord[] = [];
     for (const o of batch) {
       const key = lifecycleKey(o.event);
       if (key === undefined) continue;
       const prev = staged.has(key) ? staged.get(key) : this.store.get<LifecycleState>(key);
       const r = applyEvent(o.event, prev, this.lifecycle);
-      spans.push(...r.spans);
+      records.push(...r.spans);
       staged.set(key, r.state);
     }
-    if (spans.length > 0) {
-      const encoded = enc.encodeTraces(spans, this.resource, { name: 'crbridge' }, this.encoding);
-      const res = await this.export(await enc.body(encoded, this.compression), signal);
+    if (records.length > 0) {
+      const res = await this.export(exporter, records, signal);
       if (res.status !== 'ok') {
         const error = `${this.origin}: ${this.redact(res.error)}`;
         return all(
@@ -196,36 +213,43 @@ class OtlpTracesSink implements Sink {
   }
 
   /**
-   * One export request; its outcome per `src/sinks/util/http.ts`. A 2xx with `partialSuccess`
-   * (spans the receiver rejected) is still ok: sending them again would be rejected again; it is
-   * logged once with the receiver's message.
+   * The records as SDK spans in one `exporter.export()`, its outcome as a delivery result. An abort
+   * (the shutdown deadline) rejects at once; the request still in flight is cut when the agents
+   * close. A 2xx with `partialSuccess` (spans the receiver rejected) is still ok: sending them again
+   * would be rejected again; it is logged once with the receiver's message.
    */
-  private async export(body: Buffer, signal: AbortSignal): Promise<HttpDeliveryResult> {
-    let res: HttpResponse;
+  private async export(exporter: SdkExporter, records: SpanRecord[], signal: AbortSignal): Promise<HttpDeliveryResult> {
+    signal.throwIfAborted();
+    const spans = exporter.spans(records);
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
     try {
-      res = await this.client.request({ method: 'POST', url: this.url, headers: this.headers, body, signal });
-    } catch (err) {
-      if (signal.aborted) throw err;
-      return resultOfError(err);
+      const out = await Promise.race([exporter.export(spans), aborted]);
+      return out.ok ? { status: 'ok' } : this.resultOf(out.error);
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
     }
-    const text = res.body.toString('utf8');
-    const r = resultOfStatus(res.status, res.headers, text);
-    if (r.status === 'ok' && text.includes('partialSuccess')) {
-      try {
-        const p = (JSON.parse(text) as { partialSuccess?: { rejectedSpans?: string | number; errorMessage?: string } })
-          .partialSuccess;
-        if (p && Number(p.rejectedSpans ?? 0) > 0)
-          this.logger.once(
-            'warn',
-            `otlp-partial:${this.id}`,
-            `the OTLP receiver ${this.origin} rejected ${p.rejectedSpans} span(s): ${this.redact(String(p.errorMessage ?? ''))}`,
-            { code: ErrorCode.DeliveryPermanent },
-          );
-      } catch {
-        // not JSON: nothing to report
-      }
-    }
-    return r;
+  }
+
+  /**
+   * A failed export as a delivery result: an answer the exporter did not retry (`OTLPExporterError`
+   * with the HTTP status and body) mapped like every HTTP sink's; its "retryable status" (429, 502,
+   * 503, 504 until the exporter's retries ran out within `timeoutMs`), timeouts and transport
+   * failures retryable.
+   */
+  private resultOf(err: unknown): HttpDeliveryResult {
+    const e = err as { name?: unknown; code?: unknown; data?: unknown } | undefined;
+    if (e?.name === 'OTLPExporterError' && typeof e.code === 'number')
+      return resultOfStatus(e.code, {}, typeof e.data === 'string' ? e.data : '');
+    if (e?.name === 'OTLPExporterError' && /retryable status/.test(errorMessage(err)))
+      return {
+        status: 'retryable',
+        error: `the receiver answered 429, 502, 503 or 504, and the exporter's retries within timeoutMs (${this.timeoutMs} ms) did not get through`,
+      };
+    return err === undefined ? { status: 'retryable', error: 'the OTLP export failed' } : resultOfError(err);
   }
 
   private redact(text: string): string {
@@ -236,17 +260,23 @@ class OtlpTracesSink implements Sink {
 
   shutdown(deadline: number): Promise<void> {
     this.shutdownPromise ??= (async () => {
-      // a last try at the state of accepted exports whose flush failed, within the deadline
-      const flush = this.store.flush(AbortSignal.timeout(Math.max(0, deadline - Date.now()))).catch(() => {});
+      const left = () => Math.max(0, deadline - Date.now());
+      // a last try at the state of accepted exports whose flush failed, and the SDK's shutdown
+      // (it waits for exports in flight), within the deadline
+      const exporter = this.ready?.catch(() => undefined);
+      const work = Promise.all([
+        this.store.flush(AbortSignal.timeout(left())).catch(() => {}),
+        exporter?.then((x) => x?.shutdown()).catch(() => {}),
+      ]);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        flush,
+        work,
         new Promise<void>((r) => {
-          timer = setTimeout(r, Math.max(0, deadline - Date.now()));
+          timer = setTimeout(r, left());
         }),
       ]);
       clearTimeout(timer);
-      this.client.close();
+      this.client.close(); // cuts a request still in flight
     })();
     return this.shutdownPromise;
   }

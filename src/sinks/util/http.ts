@@ -214,6 +214,7 @@ export class HttpClient {
       cert: pem(tls.certFile, 'certFile'),
       key: pem(tls.keyFile, 'keyFile'),
       rejectUnauthorized: tls.insecureSkipVerify !== true,
+      ...(tls.serverName && { servername: tls.serverName }),
     } as https.AgentOptions);
     this.http = new http.Agent(common as http.AgentOptions);
     this.servername = tls.serverName;
@@ -278,6 +279,14 @@ export class HttpClient {
       if (req.signal?.aborted) throw err;
       return resultOfError(err);
     }
+  }
+
+  /**
+   * The agent for `https:` or `http:` (TLS options, proxy and server name included), for a library
+   * that makes its own requests (the OTLP exporter); closed by {@link close} like the client's own.
+   */
+  agentFor(protocol: string): http.Agent {
+    return protocol === 'https:' ? this.https : this.http;
   }
 
   /** Closes kept-alive connections. */

@@ -4,8 +4,9 @@
  * crbridge CLI: three Backups — one Pending → Running → Completed, one Pending → Failed, one deleted
  * while Running — become one trace each in Jaeger (`/api/v3/traces/{id}` and a search by service),
  * phase spans in order with the start and end times of the events that entered and left each
- * phase, the failure marked, no orphan spans (exported as OTLP protobuf; JSON is the unit tests' and the demo's). Faults on the way: Jaeger is stopped in the middle
- * of the lifecycles, after it has stored their first spans (the stack's Jaeger keeps its traces on
+ * phase, the failure marked, no orphan spans (made by the OpenTelemetry SDK and exported as OTLP
+ * protobuf by `@opentelemetry/exporter-trace-otlp-proto`; JSON is the unit tests' and the demo's).
+ * Faults on the way: Jaeger is stopped in the middle of the lifecycles, after it has stored their first spans (the stack's Jaeger keeps its traces on
  * disk, so what it had survives its restart); the next changes happen while it is down (the sink's
  * outbox keeps their events), crbridge is killed with -9 and restarted, then Jaeger comes back and
  * the lifecycles finish; afterwards the traces are complete and no span id appears twice. A Kafka

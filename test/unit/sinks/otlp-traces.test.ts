@@ -1,19 +1,24 @@
 /**
- * The otlp-traces sink against a local OTLP/HTTP receiver: the spans of a Backup's lifecycle
- * (an event span per change, phase spans with their real start and end, the root from creation to
- * the terminal phase or the deletion), all in the trace the events' traceparent names; failure as
- * error status; identical spans when a batch is sent again; the lifecycle state surviving a new
- * process (FileStateStore); status mapping (503 + Retry-After, 400); gzip; sampling; the
- * annotation link; config checks; no header value in an error.
+ * The otlp-traces sink (spans made by the OpenTelemetry SDK, sent by its OTLP exporter) against a
+ * local OTLP/HTTP receiver that decodes JSON and protobuf: the spans of a Backup's lifecycle (an
+ * event span per change, phase spans with their real start and end, the root from creation to the
+ * terminal phase or the deletion), all in the trace the events' traceparent names; failure as
+ * error status; identical spans when a batch is sent again (the exporter's own retry of a 503, a
+ * replay); the lifecycle state surviving a new process (FileStateStore); the status mapping
+ * (503 past the timeout, 500, 408, a refused connection; 400, 301); an abort at the deadline; TLS
+ * and the proxy through the sink's agents; gzip; sampling; the annotation link; a partial success
+ * logged once; config checks; no header value in an error.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { gunzipSync } from 'node:zlib';
+import type { TLSSocket } from 'node:tls';
 import type { ComponentContext, OutboundEvent, Sink } from '../../../src/component.ts';
 import { buildEvent } from '../../../src/events/build.ts';
 import type { CloudEvent } from '../../../src/events/cloudevent.ts';
@@ -29,70 +34,15 @@ import { FileStateStore, stateFilePath } from '../../../src/state/store.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { captureLogger } from '../delivery/helpers.ts';
 import { backup, delta, UID } from '../events/fixtures.ts';
-
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: { key: string; value: Record<string, unknown> }[];
-  links?: { traceId: string; spanId: string }[];
-  status: { code?: number; message?: string };
-}
-interface Request {
-  headers: http.IncomingHttpHeaders;
-  resource: Record<string, unknown>;
-  spans: OtlpSpan[];
-}
-
-/** A local OTLP/HTTP receiver; `answers` scripts the status of each request (then 200). */
-class Receiver {
-  readonly requests: Request[] = [];
-  answers: { status: number; headers?: Record<string, string>; body?: string }[] = [];
-  private server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks);
-      const text = (req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString('utf8');
-      const body = JSON.parse(text);
-      const rs = body.resourceSpans[0];
-      this.requests.push({
-        headers: req.headers,
-        resource: Object.fromEntries(
-          rs.resource.attributes.map((a: { key: string; value: Record<string, unknown> }) => [
-            a.key,
-            Object.values(a.value)[0],
-          ]),
-        ),
-        spans: rs.scopeSpans[0].spans,
-      });
-      const a = this.answers.shift() ?? { status: 200 };
-      res.writeHead(a.status, { 'content-type': 'application/json', ...a.headers });
-      res.end(a.body ?? (a.status === 200 ? '{}' : '{"message":"no"}'));
-    });
-  });
-  url = '';
-  async start(): Promise<this> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this;
-  }
-  get spans(): OtlpSpan[] {
-    return this.requests.flatMap((r) => r.spans);
-  }
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
+import { attr, ms, type OtlpSpan, Receiver } from './otlp-receiver.ts';
 
 const dirs: string[] = [];
 const receivers: Receiver[] = [];
 after(async () => {
-  for (const r of receivers) await r.close();
+  for (const r of receivers) {
+    assert.deepEqual(r.errors, [], 'every request decoded');
+    await r.close();
+  }
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -148,83 +98,89 @@ function deleted(last: CloudEvent, at: number): CloudEvent {
 
 const outs = (events: CloudEvent[], from = 1): OutboundEvent[] =>
   events.map((event, i) => ({ event, seq: from + i, attempts: 0 }));
-const ms = (nanos: string) => Number(BigInt(nanos) / 1_000_000n);
-const attr = (s: OtlpSpan, key: string) => {
-  const a = s.attributes.find((x) => x.key === key);
-  return a ? Object.values(a.value)[0] : undefined;
-};
 const signal = new AbortController().signal;
 
 describe('otlp-traces sink', () => {
-  test('a lifecycle Pending → Running → Completed: event, phase and root spans in one trace', async () => {
-    const r = await receiver();
-    const { sink } = make({ endpoint: r.url, serviceName: 'svc-a', resourceAttributes: { env: 'test' } });
-    await sink.start(signal);
-    const events = lifecycle([
-      ['Pending', 0],
-      ['Running', 1500],
-      ['Completed', 4250],
-    ]);
-    // one event per send, as a live stream would arrive
-    for (const [i, e] of events.entries())
-      assert.deepEqual(await sink.send(outs([e], i + 1), signal), [{ status: 'ok' }]);
-    const traceId = lifecycleTraceId(UID);
-    const root = rootSpanId(traceId);
-    assert.equal(r.requests.length, 3);
-    assert.equal(r.requests[0]?.headers['content-encoding'], 'gzip');
-    assert.equal(r.requests[0]?.headers['content-type'], 'application/json');
-    assert.deepEqual(r.requests[0]?.resource, {
-      'service.name': 'svc-a',
-      'k8s.cluster.name': 'test-cluster',
-      env: 'test',
+  for (const encoding of ['json', 'protobuf'] as const)
+    test(`a lifecycle Pending → Running → Completed (${encoding}): event, phase and root spans in one trace`, async () => {
+      const r = await receiver();
+      const { sink } = make({ endpoint: r.url, serviceName: 'svc-a', resourceAttributes: { env: 'test' }, encoding });
+      await sink.start(signal);
+      const events = lifecycle([
+        ['Pending', 0],
+        ['Running', 1500],
+        ['Completed', 4250],
+      ]);
+      // one event per send, as a live stream would arrive
+      for (const [i, e] of events.entries())
+        assert.deepEqual(await sink.send(outs([e], i + 1), signal), [{ status: 'ok' }]);
+      const traceId = lifecycleTraceId(UID);
+      const root = rootSpanId(traceId);
+      assert.equal(r.requests.length, 3);
+      assert.equal(r.requests[0]?.headers['content-encoding'], 'gzip');
+      assert.equal(
+        r.requests[0]?.headers['content-type'],
+        encoding === 'json' ? 'application/json' : 'application/x-protobuf',
+      );
+      assert.match(String(r.requests[0]?.headers['user-agent']), /^crbridge OTel-OTLP-Exporter-JavaScript\//);
+      assert.deepEqual(r.requests[0]?.resource, {
+        'service.name': 'svc-a',
+        'k8s.cluster.name': 'test-cluster',
+        env: 'test',
+      });
+      assert.deepEqual(r.requests[0]?.scope, { name: 'crbridge' });
+      const spans = r.spans;
+      assert.ok(spans.every((s) => s.traceId === traceId));
+      // every span but the root hangs off the root: no orphans
+      assert.deepEqual(
+        spans.filter((s) => s.spanId !== root).map((s) => s.parentSpanId),
+        spans.filter((s) => s.spanId !== root).map(() => root),
+      );
+      const eventSpans = spans.filter((s) => attr(s, 'cloudevents.event_id') !== undefined);
+      assert.deepEqual(
+        eventSpans.map((s) => attr(s, 'cloudevents.event_id')),
+        events.map((e) => e.id),
+      );
+      assert.deepEqual(
+        eventSpans.map((s) => s.name),
+        ['Backup created', 'Backup status.changed', 'Backup status.changed'],
+      );
+      const first = eventSpans[0] as OtlpSpan;
+      assert.equal(attr(first, 'cloudevents.event_source'), events[0]?.source);
+      assert.equal(attr(first, 'cloudevents.event_type'), events[0]?.type);
+      assert.equal(attr(first, 'cloudevents.event_subject'), 'shop/orders-nightly');
+      assert.equal(attr(first, 'cloudevents.event_spec_version'), '1.0');
+      assert.equal(attr(first, 'k8s.namespace.name'), 'shop');
+      assert.equal(attr(first, 'k8s.cluster.name'), 'test-cluster');
+      assert.equal(attr(first, 'crbridge.k8s.kind'), 'Backup');
+      assert.equal(attr(first, 'crbridge.k8s.uid'), UID);
+      const phases = spans.filter((s) => s.spanId !== root && attr(s, 'cloudevents.event_id') === undefined);
+      assert.deepEqual(
+        phases.map((s) => [s.name, ms(s.startTimeUnixNano) - T0, ms(s.endTimeUnixNano) - T0]),
+        [
+          ['Backup Pending', 0, 1500],
+          ['Backup Running', 1500, 4250],
+          ['Backup Completed', 4250, 4250],
+        ],
+      );
+      const roots = spans.filter((s) => s.spanId === root);
+      assert.equal(roots.length, 1, 'the root is exported once, when it ends');
+      assert.equal(roots[0]?.parentSpanId, undefined);
+      assert.equal(roots[0]?.name, 'Backup shop/orders-nightly');
+      assert.deepEqual(
+        [ms(roots[0]?.startTimeUnixNano ?? '0') - T0, ms(roots[0]?.endTimeUnixNano ?? '0') - T0],
+        [0, 4250],
+      );
+      assert.equal(roots[0]?.status.code ?? 0, 0, 'unset (OTLP STATUS_CODE_UNSET = 0)');
+      assert.ok(
+        spans.every((s) => s.kind === 1),
+        'SPAN_KIND_INTERNAL',
+      );
+      // consumers' traceparent points at the same trace and root
+      for (const e of events)
+        assert.deepEqual(parseTraceparent(e.traceparent), { traceId, spanId: root, sampled: true });
+      await sink.shutdown(Date.now() + 1000);
     });
-    const spans = r.spans;
-    assert.ok(spans.every((s) => s.traceId === traceId));
-    // every span but the root hangs off the root: no orphans
-    assert.deepEqual(
-      spans.filter((s) => s.spanId !== root).map((s) => s.parentSpanId),
-      spans.filter((s) => s.spanId !== root).map(() => root),
-    );
-    const eventSpans = spans.filter((s) => attr(s, 'cloudevents.event_id') !== undefined);
-    assert.deepEqual(
-      eventSpans.map((s) => attr(s, 'cloudevents.event_id')),
-      events.map((e) => e.id),
-    );
-    assert.deepEqual(
-      eventSpans.map((s) => s.name),
-      ['Backup created', 'Backup status.changed', 'Backup status.changed'],
-    );
-    const first = eventSpans[0] as OtlpSpan;
-    assert.equal(attr(first, 'cloudevents.event_source'), events[0]?.source);
-    assert.equal(attr(first, 'cloudevents.event_type'), events[0]?.type);
-    assert.equal(attr(first, 'cloudevents.event_subject'), 'shop/orders-nightly');
-    assert.equal(attr(first, 'cloudevents.event_spec_version'), '1.0');
-    assert.equal(attr(first, 'k8s.namespace.name'), 'shop');
-    assert.equal(attr(first, 'k8s.cluster.name'), 'test-cluster');
-    assert.equal(attr(first, 'crbridge.k8s.kind'), 'Backup');
-    assert.equal(attr(first, 'crbridge.k8s.uid'), UID);
-    const phases = spans.filter((s) => s.spanId !== root && attr(s, 'cloudevents.event_id') === undefined);
-    assert.deepEqual(
-      phases.map((s) => [s.name, ms(s.startTimeUnixNano) - T0, ms(s.endTimeUnixNano) - T0]),
-      [
-        ['Backup Pending', 0, 1500],
-        ['Backup Running', 1500, 4250],
-        ['Backup Completed', 4250, 4250],
-      ],
-    );
-    const roots = spans.filter((s) => s.spanId === root);
-    assert.equal(roots.length, 1, 'the root is exported once, when it ends');
-    assert.equal(roots[0]?.parentSpanId, undefined);
-    assert.equal(roots[0]?.name, 'Backup shop/orders-nightly');
-    assert.deepEqual(
-      [ms(roots[0]?.startTimeUnixNano ?? '0') - T0, ms(roots[0]?.endTimeUnixNano ?? '0') - T0],
-      [0, 4250],
-    );
-    assert.equal(roots[0]?.status.code ?? 0, 0, 'unset (OTLP STATUS_CODE_UNSET = 0)');
-    // consumers' traceparent points at the same trace and root
-    for (const e of events) assert.deepEqual(parseTraceparent(e.traceparent), { traceId, spanId: root, sampled: true });
-    await sink.shutdown(Date.now() + 1000);
-  });
 
   test('a failed phase is an error span with the reason, and so is the root', async () => {
     const r = await receiver();
@@ -269,9 +225,9 @@ describe('otlp-traces sink', () => {
     );
   });
 
-  test('a batch sent again after 503 exports identical spans; 400 is permanent; header values stay out of errors', async () => {
+  test('a 503 the exporter retries within the send: one ok, the same spans twice; a replay re-exports only event spans', async () => {
     const r = await receiver();
-    const { sink } = make({ endpoint: r.url, headers: { 'x-api-key': 'sekret-key-123' } });
+    const { sink } = make({ endpoint: r.url });
     const events = lifecycle(
       [
         ['Pending', 0],
@@ -279,12 +235,9 @@ describe('otlp-traces sink', () => {
       ],
       'uid-retry',
     );
-    r.answers.push({ status: 503, headers: { 'retry-after': '2' } });
-    const [res] = await sink.send(outs(events), signal);
-    assert.equal(res?.status, 'retryable');
-    assert.equal(res?.status === 'retryable' && res.retryAfterMs, 2000);
+    r.answers.push({ status: 503 });
     assert.deepEqual(await sink.send(outs(events), signal), [{ status: 'ok' }, { status: 'ok' }]);
-    assert.equal(r.requests[0]?.headers['x-api-key'], 'sekret-key-123');
+    assert.equal(r.requests.length, 2, "the exporter's own retry after its backoff");
     assert.deepEqual(r.requests[1]?.spans, r.requests[0]?.spans, 'the same spans, ids and times');
     // sent once more after an accepted export (a crash before the checkpoint): the same ids again
     await sink.send(outs(events), signal);
@@ -297,11 +250,172 @@ describe('otlp-traces sink', () => {
       ),
       'a replay only re-exports its event spans',
     );
-    r.answers.push({ status: 400 });
-    const more = lifecycle([['Pending', 0]], 'uid-bad');
-    const [bad] = await sink.send(outs(more), signal);
-    assert.equal(bad?.status, 'permanent');
-    assert.ok(bad?.status === 'permanent' && bad.error.includes('HTTP 400') && !bad.error.includes('sekret'));
+    await sink.shutdown(Date.now() + 1000);
+  });
+
+  test('status mapping: 503 past the timeout, 500, 408 and a refused connection retryable; 400 and 301 permanent; no header value in an error', async () => {
+    const r = await receiver();
+    const secret = 'sekret-key-123';
+    const { sink } = make({ endpoint: r.url, headers: { 'x-api-key': secret }, timeoutMs: 500 });
+    const one = (uid: string) => outs(lifecycle([['Pending', 0]], uid));
+    // Retry-After beyond the export's timeout: the exporter gives up at once (it consumes the header)
+    r.answers.push({ status: 503, headers: { 'retry-after': '2' } });
+    const [busy] = await sink.send(one('uid-503'), signal);
+    assert.equal(busy?.status, 'retryable');
+    assert.ok(busy?.status === 'retryable' && busy.error.includes('503') && busy.retryAfterMs === undefined);
+    assert.equal(r.requests.length, 1, 'no retry inside the send past its timeout');
+    assert.equal(r.requests[0]?.headers['x-api-key'], secret, 'the header is sent');
+    const cases: [number, 'retryable' | 'permanent', RegExp][] = [
+      [500, 'retryable', /^http:\/\/127\.0\.0\.1:\d+: HTTP 500: \{"message":"\[redacted\]"\}$/],
+      [408, 'retryable', /HTTP 408/],
+      [400, 'permanent', /^http:\/\/127\.0\.0\.1:\d+: HTTP 400: \{"message":"\[redacted\]"\}$/],
+      [301, 'permanent', /HTTP 301.*redirects are not followed/],
+    ];
+    for (const [status, expected, error] of cases) {
+      // the receiver echoes the secret: the sink scrubs the exporter's error data
+      r.answers.push({ status, body: JSON.stringify({ message: secret }) });
+      const before: number = r.requests.length;
+      const [res] = await sink.send(one(`uid-${status}`), signal);
+      assert.equal(res?.status, expected, `HTTP ${status}`);
+      assert.match(res?.status === expected ? res.error : '', error);
+      assert.ok(!JSON.stringify(res).includes(secret));
+      assert.equal(r.requests.length, before + 1, `HTTP ${status}: not retried by the exporter`);
+    }
+    await sink.shutdown(Date.now() + 1000);
+    const down = await receiver();
+    await down.close();
+    const gone = make({ endpoint: down.url, timeoutMs: 300 }).sink;
+    const [refused] = await gone.send(one('uid-refused'), signal);
+    assert.equal(refused?.status, 'retryable');
+    assert.match(refused?.status === 'retryable' ? refused.error : '', /ECONNREFUSED/);
+    await gone.shutdown(Date.now() + 1000);
+  });
+
+  test('headers from OTEL_EXPORTER_OTLP_HEADERS are sent (as by any OpenTelemetry exporter) and scrubbed from errors too', async () => {
+    const r = await receiver();
+    const before = process.env.OTEL_EXPORTER_OTLP_HEADERS;
+    process.env.OTEL_EXPORTER_OTLP_HEADERS = 'x-env-key=env%20secret%2Fvalue';
+    try {
+      const { sink } = make({ endpoint: r.url });
+      await sink.start(signal);
+      r.answers.push({ status: 400, body: 'bad key env secret/value' });
+      const [res] = await sink.send(outs(lifecycle([['Pending', 0]], 'uid-env')), signal);
+      assert.equal(r.requests[0]?.headers['x-env-key'], 'env secret/value');
+      assert.equal(res?.status, 'permanent');
+      assert.match(res?.status === 'permanent' ? res.error : '', /HTTP 400: bad key \[redacted\]$/);
+      await sink.shutdown(Date.now() + 1000);
+    } finally {
+      if (before === undefined) delete process.env.OTEL_EXPORTER_OTLP_HEADERS;
+      else process.env.OTEL_EXPORTER_OTLP_HEADERS = before;
+    }
+  });
+
+  test('an abort (the shutdown deadline) ends a send the receiver never answers; shutdown keeps its deadline; no request after it', async () => {
+    const r = await receiver();
+    r.hang = true;
+    const { sink } = make({ endpoint: r.url, timeoutMs: 30_000 });
+    await sink.start(signal);
+    const ac = new AbortController();
+    const t0 = Date.now();
+    const sending = sink.send(outs(lifecycle([['Pending', 0]], 'uid-hang')), ac.signal);
+    setTimeout(() => ac.abort(new Error('deadline')), 200);
+    await assert.rejects(sending, /deadline/);
+    assert.equal(r.requests.length, 1, 'the request reached the receiver');
+    await sink.shutdown(Date.now() + 300);
+    const took = Date.now() - t0;
+    assert.ok(took < 1500, `send + shutdown took ${took} ms`);
+    // the cut request is not retried by the exporter once the sink is shut down (its backoff is ~1 s)
+    await new Promise((ok) => setTimeout(ok, 2000));
+    assert.equal(r.requests.length, 1, 'no request after shutdown');
+  });
+
+  test("TLS and proxy: the exporter's requests go through the sink's agents (CA, server name, client certificate; HTTP_PROXY)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'otlp-tls-'));
+    dirs.push(dir);
+    const f = (n: string) => join(dir, n);
+    // one self-signed certificate for receiver.test: the server's, the CA of both sides, the client's
+    writeFileSync(
+      f('ext.cnf'),
+      '[req]\ndistinguished_name=dn\n[dn]\n[x]\nsubjectAltName=DNS:receiver.test\nextendedKeyUsage=serverAuth,clientAuth\n',
+    );
+    execFileSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('key.pem'), '-out', f('cert.pem')].concat([
+        '-days',
+        '2',
+        '-subj',
+        '/CN=receiver.test',
+        '-config',
+        f('ext.cnf'),
+        '-extensions',
+        'x',
+      ]),
+      { stdio: 'ignore' },
+    );
+    const peers: unknown[] = [];
+    const server = https.createServer(
+      {
+        key: readFileSync(f('key.pem')),
+        cert: readFileSync(f('cert.pem')),
+        ca: readFileSync(f('cert.pem')),
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (req, res) => {
+        peers.push((req.socket as TLSSocket).getPeerCertificate().subject?.CN);
+        req.resume();
+        req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const tls = { caFile: f('cert.pem'), serverName: 'receiver.test', certFile: f('cert.pem'), keyFile: f('key.pem') };
+    try {
+      const good = make({ endpoint: url, tls, timeoutMs: 2000 }).sink;
+      assert.deepEqual(await good.send(outs(lifecycle([['Pending', 0]], 'uid-tls')), signal), [{ status: 'ok' }]);
+      assert.deepEqual(peers, ['receiver.test'], 'the client certificate was presented');
+      await good.shutdown(Date.now() + 1000);
+      const noCa = make({ endpoint: url, timeoutMs: 2000 }).sink;
+      const [untrusted] = await noCa.send(outs(lifecycle([['Pending', 0]], 'uid-tls2')), signal);
+      assert.equal(untrusted?.status, 'retryable');
+      assert.match(untrusted?.status === 'retryable' ? untrusted.error : '', /TLS: .*certificate.*check tls\.caFile/i);
+      await noCa.shutdown(Date.now() + 1000);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+    // a forwarding proxy from HTTP_PROXY (read when the sink is made)
+    const r = await receiver();
+    const via: string[] = [];
+    const proxy = http.createServer((req, res) => {
+      via.push(`${req.method} ${req.url}`);
+      const up = http.request(String(req.url), { method: req.method, headers: req.headers }, (u) => {
+        res.writeHead(u.statusCode ?? 502, u.headers);
+        u.pipe(res);
+      });
+      req.pipe(up);
+    });
+    const sockets = new Set<Socket>();
+    proxy.on('connection', (sock: Socket) => sockets.add(sock));
+    await new Promise<void>((ok) => proxy.listen(0, '127.0.0.1', ok));
+    const before = process.env.HTTP_PROXY;
+    process.env.HTTP_PROXY = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    let proxied: Sink;
+    try {
+      proxied = make({ endpoint: r.url }).sink;
+    } finally {
+      if (before === undefined) delete process.env.HTTP_PROXY;
+      else process.env.HTTP_PROXY = before;
+    }
+    try {
+      assert.deepEqual(await proxied.send(outs(lifecycle([['Pending', 0]], 'uid-proxy')), signal), [{ status: 'ok' }]);
+      assert.deepEqual(via, [`POST ${r.url}/v1/traces`]);
+      assert.equal(r.requests.length, 1);
+      await proxied.shutdown(Date.now() + 1000);
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      proxy.close();
+    }
   });
 
   test('a partial success is delivered and logged once with the receiver message', async () => {
