@@ -5,11 +5,25 @@
  */
 
 type Labels = Record<string, string>;
-const key = (l: Labels) =>
+const seriesKey = (l: Labels) =>
   Object.keys(l)
     .sort()
     .map((k) => `${k}="${String(l[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
     .join(',');
+/**
+ * The series key of a label set, kept per label object: components pass the same object on
+ * every event (a queue's `{ component }`), so the key is made once, not sorted and escaped per
+ * call. A label object is never changed once used (they are built for the call or held frozen).
+ */
+const keys = new WeakMap<Labels, string>();
+const key = (l: Labels) => {
+  let k = keys.get(l);
+  if (k === undefined) {
+    k = seriesKey(l);
+    keys.set(l, k);
+  }
+  return k;
+};
 
 export interface Counter {
   inc(labels?: Labels, by?: number): void;
@@ -63,7 +77,10 @@ export class Metrics {
     return this.family(name, help, 'counter', () => {
       const values = new Map<string, number>();
       const impl: Counter = {
-        inc: (l = {}, by = 1) => values.set(key(l), (values.get(key(l)) ?? 0) + by),
+        inc: (l = {}, by = 1) => {
+          const k = key(l);
+          values.set(k, (values.get(k) ?? 0) + by);
+        },
         get: (l = {}) => values.get(key(l)) ?? 0,
       };
       return { impl, render: () => [...values].map(([k, v]) => `${name}${k ? `{${k}}` : ''} ${v}`) };
@@ -75,7 +92,10 @@ export class Metrics {
       const values = new Map<string, number>();
       const impl: Gauge = {
         set: (l, v) => values.set(key(l), v),
-        inc: (l = {}, by = 1) => values.set(key(l), (values.get(key(l)) ?? 0) + by),
+        inc: (l = {}, by = 1) => {
+          const k = key(l);
+          values.set(k, (values.get(k) ?? 0) + by);
+        },
         get: (l = {}) => values.get(key(l)) ?? 0,
         delete: (l) => {
           values.delete(key(l));
