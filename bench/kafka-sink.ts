@@ -216,6 +216,21 @@ export const benchmark: Benchmark = {
     const events = Array.from({ length: 1000 }, (_, i) => sampleEvent(i));
     const eventBytes = Math.round(Buffer.byteLength(JSON.stringify(events[0])));
     const factory = await loadKafkaSink();
+    /** A fresh sink of `factory` (checked by the caller) on the bench topic. */
+    const newSink = (compression: string, thread: boolean): Sink => {
+      const ctx: ComponentContext = {
+        id: 'bench/kafka',
+        pipeline: 'bench',
+        logger: silentLogger,
+        metrics: new Metrics(),
+        stateDir: '/tmp',
+        clusterName: 'bench',
+      };
+      return (factory as SinkFactory).create(
+        { brokers: env.KAFKA_BROKERS.split(','), topic, compression, thread },
+        ctx,
+      );
+    };
     if (!factory) note('kafka-sink: src/sinks/kafka has not landed; only the bare kafkajs reference was measured');
     try {
       for (const compression of COMPRESSIONS) {
@@ -233,18 +248,7 @@ export const benchmark: Benchmark = {
           for (const thread of THREADS) {
             const label = `sink batch=${batch} ${compression} ${thread ? 'thread' : 'inline'}`;
             if (!factory || !wanted(label)) continue;
-            const ctx: ComponentContext = {
-              id: 'bench/kafka',
-              pipeline: 'bench',
-              logger: silentLogger,
-              metrics: new Metrics(),
-              stateDir: '/tmp',
-              clusterName: 'bench',
-            };
-            const sink: Sink = factory.create(
-              { brokers: env.KAFKA_BROKERS.split(','), topic, compression, thread },
-              ctx,
-            );
+            const sink = newSink(compression, thread);
             const ac = new AbortController();
             await sink.start(ac.signal);
             const mon = kafkaPid ? procMonitor(kafkaPid) : undefined;
@@ -300,18 +304,7 @@ export const benchmark: Benchmark = {
               note(`kafka-sink queue c=${concurrency} compression=${compression}: skipped, out of time budget`);
               continue;
             }
-            const ctx: ComponentContext = {
-              id: 'bench/kafka',
-              pipeline: 'bench',
-              logger: silentLogger,
-              metrics: new Metrics(),
-              stateDir: '/tmp',
-              clusterName: 'bench',
-            };
-            const sink: Sink = factory.create(
-              { brokers: env.KAFKA_BROKERS.split(','), topic, compression, thread },
-              ctx,
-            );
+            const sink = newSink(compression, thread);
             const mon = kafkaPid ? procMonitor(kafkaPid) : undefined;
             const cpu0 = process.cpuUsage();
             const main0 = process.threadCpuUsage();

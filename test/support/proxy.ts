@@ -2,9 +2,19 @@
  * A TCP proxy for failure tests: forwards connections to a target (TLS passes through untouched)
  * and can `stall()` every open connection — it stops forwarding in both directions WITHOUT closing
  * anything, like a wedged load balancer or NAT — while new connections keep working. `cut()`
- * destroys open connections; `close()` stops the proxy.
+ * destroys open connections; `close()` stops the proxy. `closedPort()`: a loopback port with
+ * nothing listening (connections to it are refused).
  */
 import net from 'node:net';
+
+/** A loopback port with nothing listening. */
+export async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as net.AddressInfo;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
 
 export class StallProxy {
   private readonly server: net.Server;

@@ -19,6 +19,7 @@ import {
 } from '../../../src/sinks/kafka/index.ts';
 import { fromWire, ThreadedKafka, toWire } from '../../../src/sinks/kafka/thread.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
+import { closedPort } from '../../support/proxy.ts';
 import { captureLogger, ev } from '../delivery/helpers.ts';
 
 const { KafkaJSNumberOfRetriesExceeded, KafkaJSSASLAuthenticationError } = kafkajs;
@@ -27,14 +28,6 @@ const { createErrorFromCode } = createRequire(import.meta.url)('kafkajs/src/prot
 };
 /** A structured clone, as postMessage makes it. */
 const acrossThread = (e: unknown) => fromWire(structuredClone(toWire(e)));
-
-async function closedPort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 describe('kafka producer thread', () => {
   test('kafkajs errors keep what the sink classifies them by across the thread', () => {

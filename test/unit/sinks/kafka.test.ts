@@ -33,6 +33,7 @@ import {
 } from '../../../src/sinks/kafka/index.ts';
 import { createLogger, silentLogger } from '../../../src/telemetry/logger.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
+import { closedPort } from '../../support/proxy.ts';
 import { captureLogger, ev, MemoryDeadLetter } from '../delivery/helpers.ts';
 
 const ctx: ComponentContext = {
@@ -43,15 +44,6 @@ const ctx: ComponentContext = {
   stateDir: '/tmp',
   clusterName: 'test',
 };
-
-/** A loopback port with nothing listening. */
-async function closedPort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 // kafkajs is CommonJS: its error classes are reachable through the default export only
 const { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError, KafkaJSSASLAuthenticationError } =
