@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
-import { crc32c, makeRecordEncoder, type RecordInput } from '../../../src/sinks/kafka/encoding.ts';
+import { crc32c, makeRecordBatch, makeRecordEncoder, type RecordInput } from '../../../src/sinks/kafka/encoding.ts';
 
 const require = createRequire(import.meta.url);
 const kafkajsCrc = require('kafkajs/src/protocol/recordBatch/crc32C/index.js') as (b: Buffer) => number;
@@ -18,7 +18,13 @@ const kafkajsRecord = require('kafkajs/src/protocol/recordBatch/record/v0/index.
   buffer: Buffer;
 };
 const Encoder = require('kafkajs/src/protocol/encoder.js');
+const Long = require('kafkajs/src/utils/long.js');
+const { lookupCodec } = require('kafkajs/src/protocol/message/compression/index.js');
+const { RecordBatch: kafkajsBatch } = require('kafkajs/src/protocol/recordBatch/v0/index.js') as {
+  RecordBatch: (b: Record<string, unknown>) => Promise<{ buffer: Buffer; size(): number }>;
+};
 const fastRecord = makeRecordEncoder(Encoder);
+const fastBatch = makeRecordBatch(Encoder, Long, lookupCodec);
 
 const bytesOrString = fc.oneof(
   fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)),
@@ -50,6 +56,36 @@ describe('kafka producer encoding', () => {
         assert.equal(fastRecord(r).buffer.toString('hex'), kafkajsRecord(r).buffer.toString('hex'));
       }),
       { numRuns: 500 },
+    );
+  });
+
+  test("whole record batches (none and gzip; producer id, epoch, sequence, timestamps) equal kafkajs' own", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(record, { maxLength: 12 }),
+        fc.constantFrom(0, 1),
+        fc.record({
+          firstTimestamp: fc.integer({ min: 0, max: 2 ** 45 }),
+          producerId: fc.integer({ min: -1, max: 2 ** 40 }),
+          producerEpoch: fc.integer({ min: 0, max: 30000 }),
+          firstSequence: fc.integer({ min: 0, max: 2 ** 30 }),
+          transactional: fc.boolean(),
+        }),
+        async (recs, compression, fields) => {
+          const input = {
+            ...fields,
+            maxTimestamp: fields.firstTimestamp + 5,
+            producerId: Long.fromValue(fields.producerId),
+            lastOffsetDelta: Math.max(0, recs.length - 1),
+            compression,
+          };
+          const mine = await fastBatch({ ...input, records: recs.map(fastRecord) });
+          const theirs = await kafkajsBatch({ ...input, records: recs.map(kafkajsRecord) });
+          assert.equal(mine.buffer.toString('hex'), theirs.buffer.toString('hex'));
+          assert.equal((mine as unknown as { size(): number }).size(), theirs.size());
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 
