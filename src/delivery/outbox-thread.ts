@@ -184,8 +184,7 @@ export class ThreadedOutbox implements Outbox {
   }
 
   status(): OutboxStatus {
-    const s = this.state.status;
-    return { ready: s.ready, reasons: [...s.reasons] };
+    return this.state.status;
   }
 
   whenRoom(signal?: AbortSignal): Promise<void> {

@@ -8,8 +8,9 @@
  * durably: a failing write is retried and holds its objects back). Sinks only deliver; everything
  * about "again, later, or never" lives here once (after the OpenTelemetry Collector's exporterhelper
  * sending_queue + retry_on_failure and Vector's sinks/util). With `delivery.outbox.enabled` every
- * event is also stored in the sink's durable outbox (`outbox.ts`) before it counts as settled, is
- * removed once delivered or dead-lettered, and what a previous process left there is replayed first.
+ * event is also stored in the sink's durable outbox (`outbox.ts`; its SQLite work on a worker
+ * thread, `outbox-thread.ts`) before it counts as settled, is removed once delivered or
+ * dead-lettered, and what a previous process left there is replayed first.
  */
 import { backoffDelay } from '../backoff.ts';
 import type { DeliveryResult, Lifecycle, OutboundEvent, Sink } from '../component.ts';
