@@ -5,8 +5,11 @@
  * replay reads leave the pipeline's thread; this side only posts the rows and the acks.
  *
  * Ordering: every call of one turn of the event loop is posted in one message, in call order, and
- * the worker runs them in that order, so seqs, acks, flushes and replay pages keep the order they
- * have in process. `depth`, `bytes`, `status()` and `whenRoom()` follow the state the worker posts
+ * the worker runs them in that order, so seqs, flushes and replay pages keep the order they have
+ * in process (acks go before the next call that is not an append: they concern seqs already
+ * returned). Consecutive `append` calls are posted as one message entry (their records and
+ * counts) and made again one by one in the worker, so each keeps its own bounds check, seqs and
+ * error. `depth`, `bytes`, `status()` and `whenRoom()` follow the state the worker posts
  * after every change (before the results of the same turn, so a refusal is seen with its state).
  * Errors come back with their code (CRB_OUTBOX_FULL, CRB_OUTBOX_IO, CRB_SHUTDOWN, …) and message.
  * The worker's logs and metrics are forwarded to this thread's logger and registry (same names
@@ -40,7 +43,8 @@ export interface ThreadedOutboxOptions extends OutboxThreadInit {
 /** A call for the worker; `id` pairs it with its result (`ack` has none). */
 export type OutboxCall =
   | { op: 'open' }
-  | { op: 'append'; records: readonly OutboxRecord[] }
+  /** Several `append` calls: `counts[i]` records of `records` each, in order; the result is one {@link AppendResult} per call. */
+  | { op: 'append'; records: readonly OutboxRecord[]; counts: number[] }
   | { op: 'ack'; seqs: number[] }
   | { op: 'flush' }
   | { op: 'page'; cursor: number; after: number; lastSeq: number; size: number }
@@ -56,6 +60,9 @@ export interface OutboxThreadState {
   /** Refusing appends for its bounds (what `whenRoom` waits out). */
   overBound: boolean;
 }
+
+/** What one merged `append` call got. */
+export type AppendResult = { ok: true; seqs: number[] } | { ok: false; error: WireError };
 
 /** An error as it crosses the thread. */
 export interface WireError {
@@ -108,6 +115,12 @@ interface Pending {
 
 type Waiter = () => void;
 
+/** One `append` call merged into the turn's append request. */
+interface AppendWaiter {
+  resolve: (seqs: number[]) => void;
+  reject: (err: unknown) => void;
+}
+
 export class ThreadedOutbox implements Outbox {
   private readonly init: OutboxThreadInit;
   private readonly logger: Logger;
@@ -119,6 +132,10 @@ export class ThreadedOutbox implements Outbox {
   /** Acks of this turn (posted as one call, in order with the others). */
   private acks: number[] = [];
   private postScheduled = false;
+  /** The append request at the end of `outgoing`, which later appends of the turn join. */
+  private openAppend:
+    | { req: { op: 'append'; id: number; records: OutboxRecord[]; counts: number[] }; waiters: AppendWaiter[] }
+    | undefined;
   private nextId = 1;
   private nextCursor = 1;
   private state: OutboxThreadState = { depth: 0, bytes: 0, status: { ready: true, reasons: [] }, overBound: false };
@@ -169,7 +186,32 @@ export class ThreadedOutbox implements Outbox {
   append(records: readonly OutboxRecord[]): Promise<number[]> {
     if (this.closed) return Promise.reject(new CrbridgeError(ErrorCode.Shutdown, `outbox ${this.init.path} is closed`));
     if (records.length === 0) return Promise.resolve([]);
-    return this.call({ op: 'append', records }) as Promise<number[]>;
+    return new Promise<number[]>((resolve, reject) => {
+      let open = this.openAppend;
+      if (!open || this.outgoing[this.outgoing.length - 1] !== open.req) {
+        const waiters: AppendWaiter[] = [];
+        const req = { op: 'append' as const, id: this.nextId++, records: [] as OutboxRecord[], counts: [] as number[] };
+        open = { req, waiters };
+        this.openAppend = open;
+        this.pending.set(req.id, {
+          op: 'append',
+          resolve: (results) => {
+            (results as AppendResult[]).forEach((r, i) => {
+              const w = waiters[i] as AppendWaiter;
+              if (r.ok) w.resolve(r.seqs);
+              else w.reject(fromWireError(r.error));
+            });
+          },
+          reject: (err) => {
+            for (const w of waiters) w.reject(err);
+          },
+        });
+        this.queue(req);
+      }
+      for (const r of records) open.req.records.push(r);
+      open.req.counts.push(records.length);
+      open.waiters.push({ resolve, reject });
+    });
   }
 
   ack(seqs: Iterable<number>): void {

@@ -11,8 +11,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { CrbridgeError, ErrorCode } from '../errors.ts';
 import { type Level, type Logger, serializeError } from '../telemetry/logger.ts';
 import { type Counter, type Gauge, type Histogram, Metrics } from '../telemetry/metrics.ts';
-import { type OutboxEntry, type OutboxReplay, SqliteOutbox } from './outbox.ts';
+import { type OutboxEntry, type OutboxRecord, type OutboxReplay, SqliteOutbox } from './outbox.ts';
 import {
+  type AppendResult,
   type OutboxRequest,
   type OutboxResponse,
   type OutboxThreadInit,
@@ -159,6 +160,21 @@ async function page(cursor: number, after: number, lastSeq: number, size: number
   return [];
 }
 
+/** The merged `append` calls, made one by one as the main thread made them; one result per call. */
+function appendEach(records: readonly OutboxRecord[], counts: number[]): Promise<AppendResult[]> {
+  let at = 0;
+  const calls = counts.map((n) => {
+    const slice = records.slice(at, at + n);
+    at += n;
+    return openError ? Promise.reject(openError) : outbox.append(slice);
+  });
+  return Promise.allSettled(calls).then((settled) =>
+    settled.map((r) =>
+      r.status === 'fulfilled' ? { ok: true, seqs: r.value } : { ok: false, error: toWireError(r.reason) },
+    ),
+  );
+}
+
 function handle(req: OutboxRequest): void {
   switch (req.op) {
     case 'open':
@@ -180,7 +196,7 @@ function handle(req: OutboxRequest): void {
       );
       return;
     case 'append':
-      reply(req.id, openError ? Promise.reject(openError) : outbox.append(req.records));
+      reply(req.id, appendEach(req.records, req.counts));
       return;
     case 'ack':
       outbox.ack(req.seqs);

@@ -89,6 +89,22 @@ describe('ThreadedOutbox: errors cross the thread with their codes', () => {
   });
 });
 
+describe('ThreadedOutbox: appends of one turn', () => {
+  test('posted together but made one by one: each call gets its own seqs, or its own refusal at the bound', async () => {
+    const path = outboxPath(tmp(), 'p', 'hook');
+    const { outbox } = make(path, { maxEntries: 3 });
+    await outbox.open();
+    const calls = [outbox.append([rec(0)]), outbox.append([rec(1), rec(2)]), outbox.append([rec(3)])];
+    const got = await Promise.allSettled(calls);
+    assert.deepEqual(got[0], { status: 'fulfilled', value: [1] });
+    assert.deepEqual(got[1], { status: 'fulfilled', value: [2, 3] });
+    assert.equal(got[2]?.status, 'rejected');
+    hasCode(ErrorCode.OutboxFull)((got[2] as PromiseRejectedResult).reason);
+    await outbox.close(soon());
+    assert.deepEqual(await storedIds(path), ['ev-0', 'ev-1', 'ev-2']);
+  });
+});
+
 describe('ThreadedOutbox: state, logs and metrics follow the worker', () => {
   test('depth, bytes, status() and whenRoom() after a refusal and the acks that make room', async () => {
     const path = outboxPath(tmp(), 'p', 'hook');
