@@ -67,7 +67,6 @@ async function measure(fsync: FsyncPolicy, batch: number, seconds: number, outst
   let events = 0;
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = process.threadCpuUsage();
-  const proc0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   const inFlight = new Set<Promise<void>>();
