@@ -107,6 +107,9 @@ export function fromWireError(w: WireError): Error {
 /** Where the worker's module is: next to this one, `.ts` when run from source, `.js` when built. */
 const WORKER_URL = new URL(`./outbox-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
 
+/** How often a replay page is asked for when the worker dies under it. */
+const PAGE_ATTEMPTS = 3;
+
 interface Pending {
   op: OutboxCall['op'];
   resolve: (v: unknown) => void;
@@ -305,13 +308,25 @@ export class ThreadedOutbox implements Outbox {
     try {
       while (after < lastSeq) {
         if (this.closed) throw new CrbridgeError(ErrorCode.Shutdown, `outbox ${this.init.path} is closed`);
-        const rows = (await this.call({ op: 'page', cursor, after, lastSeq, size })) as OutboxEntry[];
+        const rows = await this.page(cursor, after, lastSeq, size);
         if (rows.length === 0) return;
         after = (rows[rows.length - 1] as OutboxEntry).seq;
         yield rows;
       }
     } finally {
       if (!this.closed && this.worker) this.queue({ op: 'endPage', cursor, id: 0 });
+    }
+  }
+
+  /** One replay page; asked again (of a new worker, which reads on after `after`) if the worker died meanwhile. */
+  private async page(cursor: number, after: number, lastSeq: number, size: number): Promise<OutboxEntry[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.call({ op: 'page', cursor, after, lastSeq, size })) as OutboxEntry[];
+      } catch (err) {
+        const died = err instanceof CrbridgeError && err.code === ErrorCode.OutboxIo && !this.closed;
+        if (!died || attempt >= PAGE_ATTEMPTS) throw err;
+      }
     }
   }
 

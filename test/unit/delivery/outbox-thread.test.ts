@@ -259,4 +259,26 @@ describe('ThreadedOutbox: replay', () => {
     assert.deepEqual(await outbox.append([rec(5000)]), [1201]);
     await outbox.close(soon());
   });
+
+  test('a worker killed in the middle of the replay: a new one goes on where it stopped, nothing twice or missing', async () => {
+    const path = outboxPath(tmp(), 'p', 'hook');
+    const first = make(path).outbox;
+    await first.open();
+    await first.append(Array.from({ length: 300 }, (_, i) => rec(i, 100)));
+    await first.close(soon());
+
+    const { outbox } = make(path);
+    const replay = await outbox.open();
+    const got: number[] = [];
+    for await (const page of replay.batches(100)) {
+      got.push(...page.map((e) => e.seq));
+      // dies while the next page is asked for
+      if (got.length === 100) setTimeout(() => void outbox.thread?.terminate(), 0);
+    }
+    assert.deepEqual(
+      got,
+      Array.from({ length: 300 }, (_, i) => i + 1),
+    );
+    await outbox.close(soon());
+  });
 });
