@@ -131,6 +131,8 @@ const outbox = new SqliteOutbox({
 let replay: OutboxReplay | undefined;
 /** Why the file could not be opened (appends reject with it). */
 let openError: CrbridgeError | undefined;
+let openAsked = false;
+let closing = false;
 const cursors = new Map<number, AsyncGenerator<OutboxEntry[]>>();
 
 function reply(id: number, p: Promise<unknown>): void {
@@ -170,14 +172,27 @@ function appendEach(records: readonly OutboxRecord[], counts: number[]): Promise
   });
   return Promise.allSettled(calls).then((settled) =>
     settled.map((r) =>
-      r.status === 'fulfilled' ? { ok: true, seqs: r.value } : { ok: false, error: toWireError(r.reason) },
+      r.status === 'fulfilled' ? { ok: true, seqs: r.value } : { ok: false, error: toWireError(notOpen(r.reason)) },
     ),
+  );
+}
+
+/**
+ * "Not open" after an open that failed is a write failure (CRB_OUTBOX_IO: the queue stores the
+ * events again later), not the CRB_SHUTDOWN it is after `close`.
+ */
+function notOpen(err: unknown): unknown {
+  if (closing || !openAsked || !(err instanceof CrbridgeError) || err.code !== ErrorCode.Shutdown) return err;
+  return (
+    openError ??
+    new CrbridgeError(ErrorCode.OutboxIo, `outbox ${init.path} could not be opened`, { component: init.id })
   );
 }
 
 function handle(req: OutboxRequest): void {
   switch (req.op) {
     case 'open':
+      openAsked = true;
       reply(
         req.id,
         outbox.open().then(
@@ -190,6 +205,9 @@ function handle(req: OutboxRequest): void {
               err instanceof CrbridgeError && err.code !== ErrorCode.Shutdown
                 ? err
                 : new CrbridgeError(ErrorCode.OutboxIo, `cannot open outbox ${init.path}: ${String(err)}`);
+            // a re-open (after a worker died): end this worker once its answers are out, so the
+            // next call starts a new one that tries again
+            if (req.id === 0) setImmediate(() => process.exit(1));
             throw err;
           },
         ),
@@ -214,6 +232,7 @@ function handle(req: OutboxRequest): void {
       return;
     }
     case 'close':
+      closing = true;
       reply(req.id, outbox.close(req.deadline));
       return;
   }

@@ -80,11 +80,14 @@ describe('ThreadedOutbox: errors cross the thread with their codes', () => {
     const file = join(tmp(), 'not-a-dir');
     writeFileSync(file, 'x');
     const bad = make(join(file, 'p', 'hook.sqlite')).outbox;
-    await assert.rejects(bad.open(), (err: unknown) => {
+    const opening = bad.open();
+    const appending = bad.append([rec(0)]); // same turn, same message: after the failed open
+    await assert.rejects(opening, (err: unknown) => {
       hasCode(ErrorCode.OutboxIo)(err);
       assert.match((err as Error).message, /cannot create the outbox folder/);
       return true;
     });
+    await assert.rejects(appending, hasCode(ErrorCode.OutboxIo), 'a write failure, not a shutdown');
     await bad.close(soon());
   });
 });
@@ -224,6 +227,29 @@ describe('ThreadedOutbox: close and a dying worker', () => {
     const ids = await storedIds(path);
     assert.equal(ids.includes('ev-0'), false, 'the ack reached the new worker');
     assert.deepEqual(ids.slice(-2), ['ev-1', 'ev-2']);
+  });
+});
+
+describe('ThreadedOutbox: a new worker cannot re-open the file', () => {
+  test('its appends reject with CRB_OUTBOX_IO and it ends; once the file is free, the next worker takes appends', async () => {
+    const path = outboxPath(tmp(), 'p', 'hook');
+    const { outbox } = make(path);
+    await outbox.open();
+    assert.deepEqual(await outbox.append([rec(0)]), [1]);
+    await outbox.thread?.terminate();
+    // another holder of the exclusive lock while the new worker re-opens
+    const other = new SqliteOutbox({ path, id: 'other', logger: silentLogger, metrics: new Metrics() });
+    await other.open();
+    await assert.rejects(outbox.append([rec(1)]), (err: unknown) => {
+      hasCode(ErrorCode.OutboxIo)(err);
+      assert.match((err as Error).message, /in use by another process/);
+      return true;
+    });
+    await other.close(soon());
+    await until(() => outbox.thread === undefined);
+    assert.deepEqual(await outbox.append([rec(2)]), [2]);
+    await outbox.close(soon());
+    assert.deepEqual(await storedIds(path), ['ev-0', 'ev-2']);
   });
 });
 
