@@ -107,6 +107,8 @@ export function fromWireError(w: WireError): Error {
 /** Where the worker's module is: next to this one, `.ts` when run from source, `.js` when built. */
 const WORKER_URL = new URL(`./outbox-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
 
+/** The request id of the re-open a new worker gets first (after one died). */
+const REOPEN_ID = -1;
 /** How often a replay page is asked for when the worker dies under it. */
 const PAGE_ATTEMPTS = 3;
 
@@ -376,7 +378,16 @@ export class ThreadedOutbox implements Outbox {
     const w = new Worker(WORKER_URL, { workerData: this.init, name: 'crbridge-outbox' });
     w.unref();
     w.on('message', (msgs: OutboxResponse[]) => {
-      for (const m of msgs) this.receive(m);
+      let reopenFailed: WireError | undefined;
+      for (const m of msgs)
+        if (m.op === 'result' && m.id === REOPEN_ID) reopenFailed = m.ok ? undefined : m.error;
+        else this.receive(m);
+      if (reopenFailed && this.worker === w) {
+        // it cannot serve: the next call starts another one, which tries again
+        gone(`it could not re-open the file: ${reopenFailed.message}`);
+        void w.terminate();
+        return;
+      }
       if (this.pending.size === 0 && this.worker === w) w.unref();
     });
     const gone = (why: string) => {
@@ -397,7 +408,7 @@ export class ThreadedOutbox implements Outbox {
     w.on('exit', (code) => gone(`exit code ${code}`));
     this.worker = w;
     // a new worker after one died: it re-opens the file before anything else
-    if (this.opened && this.spawned > 0) w.postMessage([{ op: 'open', id: 0 } satisfies OutboxRequest]);
+    if (this.opened && this.spawned > 0) w.postMessage([{ op: 'open', id: REOPEN_ID } satisfies OutboxRequest]);
     this.spawned++;
     return w;
   }

@@ -205,9 +205,6 @@ function handle(req: OutboxRequest): void {
               err instanceof CrbridgeError && err.code !== ErrorCode.Shutdown
                 ? err
                 : new CrbridgeError(ErrorCode.OutboxIo, `cannot open outbox ${init.path}: ${String(err)}`);
-            // a re-open (after a worker died): end this worker once its answers are out, so the
-            // next call starts a new one that tries again
-            if (req.id === 0) setImmediate(() => process.exit(1));
             throw err;
           },
         ),
