@@ -32,8 +32,9 @@
  *   any recent appends and may damage the file (then set aside at the next open). For tests and
  *   throw-away setups.
  *
- * The node:sqlite API is synchronous: a flush's SQLite work runs on the event loop (its fsync, with
- * `per-batch`, does not; `npm run bench -- outbox` measures both). Appends made in one turn of the event loop are committed
+ * The node:sqlite API is synchronous: a flush's SQLite work runs on the event loop of the thread
+ * that owns the outbox (its fsync, with `per-batch`, does not); the delivery queue runs it on a
+ * worker thread (`outbox-thread.ts`), off the pipeline's. Appends made in one turn of the event loop are committed
  * together (group commit); acks wait up to {@link ACK_FLUSH_MS} to share a transaction.
  */
 import { closeSync, fdatasync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
@@ -168,7 +169,7 @@ export interface OutboxReplay {
    * The replayed events in seq order, read lazily `size` at a time; entries acknowledged meanwhile
    * are skipped. Call while the outbox is open.
    */
-  batches(size?: number): Generator<OutboxEntry[]>;
+  batches(size?: number): AsyncGenerator<OutboxEntry[]>;
 }
 
 /** Readiness of an outbox (for /readyz): not ready while it refuses appends, with why. */
@@ -323,6 +324,11 @@ export class SqliteOutbox implements Outbox {
 
   get bytes(): number {
     return this.storedBytes;
+  }
+
+  /** Refusing appends for its bounds, until back under {@link RESUME_FRACTION} of them (what `whenRoom` waits out). */
+  get refusingForBounds(): boolean {
+    return this.overBound;
   }
 
   async open(): Promise<OutboxReplay> {
@@ -615,7 +621,7 @@ export class SqliteOutbox implements Outbox {
     }
   }
 
-  private *replayBatches(lastSeq: number, size: number): Generator<OutboxEntry[]> {
+  private async *replayBatches(lastSeq: number, size: number): AsyncGenerator<OutboxEntry[]> {
     let after = 0;
     while (after < lastSeq) {
       const db = this.db;

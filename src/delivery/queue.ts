@@ -8,8 +8,9 @@
  * durably: a failing write is retried and holds its objects back). Sinks only deliver; everything
  * about "again, later, or never" lives here once (after the OpenTelemetry Collector's exporterhelper
  * sending_queue + retry_on_failure and Vector's sinks/util). With `delivery.outbox.enabled` every
- * event is also stored in the sink's durable outbox (`outbox.ts`) before it counts as settled, is
- * removed once delivered or dead-lettered, and what a previous process left there is replayed first.
+ * event is also stored in the sink's durable outbox (`outbox.ts`; its SQLite work on a worker
+ * thread, `outbox-thread.ts`) before it counts as settled, is removed once delivered or
+ * dead-lettered, and what a previous process left there is replayed first.
  */
 import { backoffDelay } from '../backoff.ts';
 import type { DeliveryResult, Lifecycle, OutboundEvent, Sink } from '../component.ts';
@@ -21,7 +22,8 @@ import type { Logger } from '../telemetry/logger.ts';
 import { componentMetrics, type Metrics, secondsSince } from '../telemetry/metrics.ts';
 import { type DeliveryConfig, type RetryConfig, retryAfterWait } from './config.ts';
 import { type DeadLetter, type DeadLetterRetry, DurableDeadLetter } from './dead-letter.ts';
-import { type Outbox, type OutboxEntry, outboxPath, SqliteOutbox } from './outbox.ts';
+import { type Outbox, type OutboxEntry, outboxPath } from './outbox.ts';
+import { ThreadedOutbox } from './outbox-thread.ts';
 
 export interface DeliveryQueueContext {
   /** `<pipeline>/<sink name>`: the `component` label of metrics and dead letters. */
@@ -228,7 +230,8 @@ export class DeliveryQueue implements Lifecycle {
       if (!ctx.stateDir)
         throw new CrbridgeError(ErrorCode.DeliveryConfig, `${ctx.id}: delivery.outbox needs a state dir`);
       const slash = ctx.id.indexOf('/');
-      this.outbox = new SqliteOutbox({
+      // its SQLite work on a worker thread, off the pipeline's
+      this.outbox = new ThreadedOutbox({
         path: outboxPath(ctx.stateDir, ctx.id.slice(0, slash), ctx.id.slice(slash + 1)),
         id: ctx.id,
         logger: ctx.logger,
@@ -450,7 +453,7 @@ export class DeliveryQueue implements Lifecycle {
     });
     void (async () => {
       try {
-        for (const batch of replay.batches()) {
+        for await (const batch of replay.batches()) {
           for (const entry of batch) {
             if (this.closing) return;
             const item = this.fromEntry(entry);

@@ -58,9 +58,9 @@ function make(
   return { outbox, metrics, lines, m: outboxMetrics(metrics) };
 }
 
-function replayAll(batches: Generator<OutboxEntry[]>): OutboxEntry[] {
+async function replayAll(batches: AsyncGenerator<OutboxEntry[]>): Promise<OutboxEntry[]> {
   const out: OutboxEntry[] = [];
-  for (const b of batches) out.push(...b);
+  for await (const b of batches) out.push(...b);
   return out;
 }
 
@@ -89,7 +89,7 @@ describe('SqliteOutbox: append, ack, replay', () => {
     assert.equal(replay.bytes, 600);
     assert.equal(replay.lastSeq, 5);
     assert.equal(replay.setAside, 0);
-    const got = replayAll(replay.batches(2));
+    const got = await replayAll(replay.batches(2));
     assert.deepEqual(
       got.map((e) => [e.seq, e.id, e.key]),
       [
@@ -104,7 +104,7 @@ describe('SqliteOutbox: append, ack, replay', () => {
     // acknowledging a replayed entry while replaying skips it
     b.outbox.ack([3]);
     assert.deepEqual(
-      replayAll(replay.batches()).map((e) => e.seq),
+      (await replayAll(replay.batches())).map((e) => e.seq),
       [1, 5],
     );
     await b.outbox.close(soon());
@@ -112,7 +112,7 @@ describe('SqliteOutbox: append, ack, replay', () => {
     const c = make(path);
     const r3 = await c.outbox.open();
     assert.deepEqual(
-      replayAll(r3.batches()).map((e) => e.id),
+      (await replayAll(r3.batches())).map((e) => e.id),
       ['ev-1', 'ev-5', 'ev-6'],
     );
     await c.outbox.close(soon());
@@ -218,7 +218,7 @@ describe('SqliteOutbox: kill -9 in the middle of appends', () => {
       const reported = await killMidAppends(path, fsync, 60);
       const { outbox } = make(path, { fsync });
       const replay = await outbox.open();
-      const got = replayAll(replay.batches(64));
+      const got = await replayAll(replay.batches(64));
       const seqs = got.map((e) => e.seq);
       // strictly increasing seqs, each with the id the child gave it (seq n is the n-th event)
       assert.deepEqual(
@@ -259,7 +259,7 @@ describe('SqliteOutbox: a torn WAL tail after kill -9', () => {
     const replay = await outbox.open();
     assert.equal(replay.setAside, 0);
     assert.equal(m.corrupt.get({ component: 'p/hook' }), 0);
-    const got = replayAll(replay.batches());
+    const got = await replayAll(replay.batches());
     assert.ok(got.length > 0);
     for (const e of got) assert.equal(e.id, `ev-${e.seq - 1}`);
     // a prefix of the appended events (minus the acknowledged ones): no holes before the cut
@@ -326,7 +326,7 @@ describe('SqliteOutbox: fsync policies', () => {
     await outbox.close(soon());
     const again = make(path);
     assert.deepEqual(
-      replayAll((await again.outbox.open()).batches()).map((e) => e.id),
+      (await replayAll((await again.outbox.open()).batches())).map((e) => e.id),
       ['ev-1', 'ev-2', 'ev-3'],
     );
     await again.outbox.close(soon());
@@ -418,7 +418,7 @@ describe('SqliteOutbox: a damaged file', () => {
     assert.equal(m.corruptEntries.get({ component: 'p/hook' }), 1);
     assert.equal(lines.filter((l) => l.code === ErrorCode.OutboxCorrupt).length, 1);
     assert.deepEqual(
-      replayAll(replay.batches()).map((e) => e.seq),
+      (await replayAll(replay.batches())).map((e) => e.seq),
       [1, 2, 3, 5, 6, 7, 8, 9, 10],
     );
     assert.deepEqual(await outbox.append([rec(11)]), [11]);
@@ -439,7 +439,7 @@ describe('SqliteOutbox: a damaged file', () => {
     const replay = await outbox.open();
     assert.equal(replay.setAside, 1);
     assert.equal(m.corrupt.get({ component: 'p/hook' }), 1);
-    const got = replayAll(replay.batches());
+    const got = await replayAll(replay.batches());
     assert.ok(got.length < 400, `kept ${got.length}`);
     for (const e of got) assert.equal(e.body, rec(e.seq - 1, `uid-${(e.seq - 1) % 7}`, 2000).body);
     assert.deepEqual(
@@ -532,7 +532,7 @@ describe('SqliteOutbox: bounds and a full disk', () => {
     await outbox.close(soon());
     const again = make(path);
     assert.deepEqual(
-      replayAll((await again.outbox.open()).batches()).map((e) => e.id),
+      (await replayAll((await again.outbox.open()).batches())).map((e) => e.id),
       ['ev-200'],
     );
     await again.outbox.close(soon());
@@ -581,7 +581,7 @@ describe('SqliteOutbox: close', () => {
     await assert.rejects(a.outbox.append([rec(4)]), { code: ErrorCode.Shutdown });
     const b = make(path);
     assert.deepEqual(
-      replayAll((await b.outbox.open()).batches()).map((e) => e.id),
+      (await replayAll((await b.outbox.open()).batches())).map((e) => e.id),
       ['ev-2', 'ev-3'],
     );
     await b.outbox.close(soon());

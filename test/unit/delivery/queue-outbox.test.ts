@@ -59,7 +59,8 @@ async function storedIds(dir: string): Promise<string[]> {
     metrics: new Metrics(),
   });
   const replay = await ob.open();
-  const ids = [...replay.batches()].flat().map((e) => e.id);
+  const ids: string[] = [];
+  for await (const b of replay.batches()) ids.push(...b.map((e) => e.id));
   await ob.close(Date.now() + 1000);
   return ids;
 }
