@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import { describe, test } from 'node:test';
 import kafkajs from 'kafkajs';
 import type { ComponentContext } from '../../../src/component.ts';
