@@ -23,7 +23,15 @@ import { Worker } from 'node:worker_threads';
 import { CrbridgeError, ErrorCode } from '../errors.ts';
 import type { Level, Logger } from '../telemetry/logger.ts';
 import { type Metrics, outboxMetrics } from '../telemetry/metrics.ts';
-import type { Outbox, OutboxConfig, OutboxEntry, OutboxRecord, OutboxReplay, OutboxStatus } from './outbox.ts';
+import {
+  type Outbox,
+  type OutboxConfig,
+  type OutboxEntry,
+  type OutboxRecord,
+  type OutboxReplay,
+  type OutboxStatus,
+  RoomWaiters,
+} from './outbox.ts';
 
 /** The worker's start-up data: what a {@link SqliteOutbox} is made of, minus logger and metrics. */
 export interface OutboxThreadInit {
@@ -118,8 +126,6 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-type Waiter = () => void;
-
 /** One `append` call merged into the turn's append request. */
 interface AppendWaiter {
   resolve: (seqs: number[]) => void;
@@ -144,7 +150,7 @@ export class ThreadedOutbox implements Outbox {
   private nextId = 1;
   private nextCursor = 1;
   private state: OutboxThreadState = { depth: 0, bytes: 0, status: { ready: true, reasons: [] }, overBound: false };
-  private roomWaiters: Waiter[] = [];
+  private readonly roomWaiters = new RoomWaiters();
   private opened = false;
   /** Workers started so far (a later one re-opens the file first). */
   private spawned = 0;
@@ -236,19 +242,7 @@ export class ThreadedOutbox implements Outbox {
 
   whenRoom(signal?: AbortSignal): Promise<void> {
     if (!this.state.overBound || this.closed) return Promise.resolve();
-    signal?.throwIfAborted();
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        this.roomWaiters = this.roomWaiters.filter((w) => w !== done);
-        reject(signal?.reason);
-      };
-      const done = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.roomWaiters.push(done);
-    });
+    return this.roomWaiters.wait(signal);
   }
 
   /**
@@ -455,8 +449,6 @@ export class ThreadedOutbox implements Outbox {
   }
 
   private wakeRoomWaiters(): void {
-    const waiters = this.roomWaiters;
-    this.roomWaiters = [];
-    for (const w of waiters) w();
+    this.roomWaiters.wake();
   }
 }

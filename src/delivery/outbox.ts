@@ -229,6 +229,34 @@ export interface Outbox {
   close(deadline: number): Promise<void>;
 }
 
+/** Callers of an outbox's `whenRoom`, woken all at once when it takes appends again. */
+export class RoomWaiters {
+  private list: (() => void)[] = [];
+
+  /** Resolves at the next {@link wake}; rejects with the signal's reason when it aborts first. */
+  wait(signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        this.list = this.list.filter((w) => w !== done);
+        reject(signal?.reason);
+      };
+      const done = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.list.push(done);
+    });
+  }
+
+  wake(): void {
+    const waiters = this.list;
+    this.list = [];
+    for (const w of waiters) w();
+  }
+}
+
 export interface SqliteOutboxOptions {
   /** The database file, usually {@link outboxPath}. */
   path: string;
@@ -295,7 +323,7 @@ export class SqliteOutbox implements Outbox {
   private overBound = false;
   /** The last commit failed for a full disk (cleared by the next successful commit). */
   private diskFull = false;
-  private roomWaiters: (() => void)[] = [];
+  private readonly roomWaiters = new RoomWaiters();
   private opened = false;
   private closed = false;
   private closePromise: Promise<void> | undefined;
@@ -479,19 +507,7 @@ export class SqliteOutbox implements Outbox {
 
   whenRoom(signal?: AbortSignal): Promise<void> {
     if (!this.overBound || this.closed) return Promise.resolve();
-    signal?.throwIfAborted();
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        this.roomWaiters = this.roomWaiters.filter((w) => w !== done);
-        reject(signal?.reason);
-      };
-      const done = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.roomWaiters.push(done);
-    });
+    return this.roomWaiters.wait(signal);
   }
 
   close(deadline: number): Promise<void> {
@@ -838,9 +854,7 @@ export class SqliteOutbox implements Outbox {
   }
 
   private wakeRoomWaiters(): void {
-    const waiters = this.roomWaiters;
-    this.roomWaiters = [];
-    for (const w of waiters) w();
+    this.roomWaiters.wake();
   }
 
   private gauges(): void {
