@@ -108,3 +108,62 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** The causes an error's chain is walked by (the standard one and kafkajs'): they cross a thread too. */
+const CAUSES = ['cause', 'originalError'] as const;
+
+/**
+ * A value as a structured clone (a worker thread's message) carries it faithfully: errors become
+ * plain objects marked `__error` with their name, message, stack, own fields (a CrbridgeError's
+ * code and details, kafkajs' type and retriable) and causes; functions are left out.
+ */
+export function toWire(v: unknown, depth = 0): unknown {
+  if (v === null || typeof v !== 'object') return typeof v === 'function' ? undefined : v;
+  if (depth > 6) return undefined;
+  if (Array.isArray(v)) return v.map((x) => toWire(x, depth + 1));
+  if (v instanceof Uint8Array) return v;
+  const o = v as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  if (v instanceof Error) {
+    out.__error = true;
+    out.name = v.name;
+    out.message = v.message;
+    if (v.stack) out.stack = v.stack;
+  }
+  for (const k of Object.keys(o)) if (!(k in out)) out[k] = toWire(o[k], depth + 1);
+  for (const k of CAUSES) if (o[k] !== undefined && !(k in out)) out[k] = toWire(o[k], depth + 1);
+  return out;
+}
+
+/**
+ * The inverse of {@link toWire}: objects marked `__error` become Errors again with their fields —
+ * a CrbridgeError with its code and details, so callers branch on `code` as on the original.
+ */
+export function fromWire(v: unknown): unknown {
+  if (v === null || typeof v !== 'object' || v instanceof Uint8Array) return v;
+  if (Array.isArray(v)) return v.map(fromWire);
+  const o = v as Record<string, unknown>;
+  if (o.__error !== true) {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(o)) out[k] = fromWire(o[k]);
+    return out;
+  }
+  const crb = o.name === 'CrbridgeError' && typeof o.code === 'string';
+  const err = crb
+    ? new CrbridgeError(
+        o.code as ErrorCode,
+        String(o.message ?? ''),
+        (fromWire(o.details) ?? {}) as Record<string, unknown>,
+      )
+    : new Error(String(o.message ?? ''));
+  for (const k of Object.keys(o)) {
+    if (k === '__error' || k === 'message' || (crb && (k === 'name' || k === 'code' || k === 'details'))) continue;
+    Object.defineProperty(err, k, {
+      value: fromWire(o[k]),
+      enumerable: k !== 'stack',
+      writable: true,
+      configurable: true,
+    });
+  }
+  return err;
+}

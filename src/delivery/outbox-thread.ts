@@ -20,7 +20,7 @@
  * ids: at least once).
  */
 import { Worker } from 'node:worker_threads';
-import { CrbridgeError, ErrorCode } from '../errors.ts';
+import { CrbridgeError, ErrorCode, fromWire } from '../errors.ts';
 import type { Level, Logger } from '../telemetry/logger.ts';
 import { type Metrics, outboxMetrics } from '../telemetry/metrics.ts';
 import {
@@ -72,14 +72,8 @@ export interface OutboxThreadState {
 /** What one merged `append` call got. */
 export type AppendResult = { ok: true; seqs: number[] } | { ok: false; error: WireError };
 
-/** An error as it crosses the thread. */
-export interface WireError {
-  name: string;
-  message: string;
-  code?: string;
-  details?: Record<string, unknown>;
-  stack?: string;
-}
+/** An error as it crosses the thread ({@link toWire}'s form of it). */
+export type WireError = { message?: string } & Record<string, unknown>;
 
 /** What the worker posts (always as an array, its state first when it changed). */
 export type OutboxResponse =
@@ -95,22 +89,6 @@ export type OutboxResponse =
       labels: Record<string, string>;
       value: number;
     };
-
-export function toWireError(err: unknown): WireError {
-  if (err instanceof CrbridgeError)
-    return { name: err.name, message: err.message, code: err.code, details: { ...err.details }, stack: err.stack };
-  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack };
-  return { name: 'Error', message: String(err) };
-}
-
-/** The inverse of {@link toWireError}: a CrbridgeError with the same code, or an Error. */
-export function fromWireError(w: WireError): Error {
-  const err = w.code
-    ? new CrbridgeError(w.code as ErrorCode, w.message, w.details ?? {})
-    : Object.assign(new Error(w.message), { name: w.name });
-  if (w.stack) err.stack = w.stack;
-  return err;
-}
 
 /** Where the worker's module is: next to this one, `.ts` when run from source, `.js` when built. */
 const WORKER_URL = new URL(`./outbox-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
@@ -210,7 +188,7 @@ export class ThreadedOutbox implements Outbox {
             (results as AppendResult[]).forEach((r, i) => {
               const w = waiters[i] as AppendWaiter;
               if (r.ok) w.resolve(r.seqs);
-              else w.reject(fromWireError(r.error));
+              else w.reject(fromWire(r.error) as Error);
             });
           },
           reject: (err) => {
@@ -414,7 +392,7 @@ export class ThreadedOutbox implements Outbox {
         if (!p) return;
         this.pending.delete(m.id);
         if (m.ok) p.resolve(m.value);
-        else p.reject(fromWireError(m.error));
+        else p.reject(fromWire(m.error) as Error);
         return;
       }
       case 'state': {

@@ -8,17 +8,17 @@
  */
 import { fdatasync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { CrbridgeError, ErrorCode } from '../errors.ts';
+import { CrbridgeError, ErrorCode, toWire } from '../errors.ts';
 import { type Level, type Logger, serializeError } from '../telemetry/logger.ts';
 import { type Counter, type Gauge, type Histogram, Metrics } from '../telemetry/metrics.ts';
 import { type OutboxEntry, type OutboxRecord, type OutboxReplay, SqliteOutbox } from './outbox.ts';
-import {
-  type AppendResult,
-  type OutboxRequest,
-  type OutboxResponse,
-  type OutboxThreadInit,
-  type OutboxThreadState,
-  toWireError,
+import type {
+  AppendResult,
+  OutboxRequest,
+  OutboxResponse,
+  OutboxThreadInit,
+  OutboxThreadState,
+  WireError,
 } from './outbox-thread.ts';
 
 const port = parentPort;
@@ -138,7 +138,7 @@ const cursors = new Map<number, AsyncGenerator<OutboxEntry[]>>();
 function reply(id: number, p: Promise<unknown>): void {
   p.then(
     (value) => emit({ op: 'result', id, ok: true, value }),
-    (err: unknown) => emit({ op: 'result', id, ok: false, error: toWireError(err) }),
+    (err: unknown) => emit({ op: 'result', id, ok: false, error: toWire(err) as WireError }),
   );
 }
 
@@ -172,7 +172,9 @@ function appendEach(records: readonly OutboxRecord[], counts: number[]): Promise
   });
   return Promise.allSettled(calls).then((settled) =>
     settled.map((r) =>
-      r.status === 'fulfilled' ? { ok: true, seqs: r.value } : { ok: false, error: toWireError(notOpen(r.reason)) },
+      r.status === 'fulfilled'
+        ? { ok: true, seqs: r.value }
+        : { ok: false, error: toWire(notOpen(r.reason)) as WireError },
     ),
   );
 }

@@ -9,8 +9,9 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { KafkaConfig, Message, Producer, ProducerBatch } from 'kafkajs';
+import { toWire } from '../../errors.ts';
 import { installFastEncoding } from './encoding.ts';
-import { type ProducerThreadInit, type ThreadRequest, type ThreadResponse, toWire } from './thread.ts';
+import type { ProducerThreadInit, ThreadRequest, ThreadResponse } from './thread.ts';
 
 const port = parentPort;
 if (!port) throw new Error('producer-thread.ts runs as a worker thread only');

@@ -14,6 +14,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { KafkaConfig, LogEntry, logLevel, Producer, ProducerBatch, ProducerConfig } from 'kafkajs';
+import { fromWire } from '../../errors.ts';
 
 /** What the sink needs of a kafkajs client; a kafkajs `Kafka` is one. */
 export interface KafkaClient {
@@ -42,51 +43,6 @@ export type ThreadResponse =
   | { op: 'result'; id: number; ok: true; value: unknown }
   | { op: 'result'; id: number; ok: false; error: unknown }
   | { op: 'log'; level: logLevel; log: { message: string; [k: string]: unknown } };
-
-/** The fields of an error that cross the thread (kafkajs' own and the causes the sink walks). */
-const CAUSES = ['cause', 'originalError'] as const;
-
-/** A value as a structured clone carries it faithfully: errors become plain objects with `__error`. */
-export function toWire(v: unknown, depth = 0): unknown {
-  if (v === null || typeof v !== 'object') return typeof v === 'function' ? undefined : v;
-  if (depth > 6) return undefined;
-  if (Array.isArray(v)) return v.map((x) => toWire(x, depth + 1));
-  if (v instanceof Uint8Array) return v;
-  const o = v as Record<string, unknown>;
-  const out: Record<string, unknown> = {};
-  if (v instanceof Error) {
-    out.__error = true;
-    out.name = v.name;
-    out.message = v.message;
-    if (v.stack) out.stack = v.stack;
-  }
-  for (const k of Object.keys(o)) if (!(k in out)) out[k] = toWire(o[k], depth + 1);
-  for (const k of CAUSES) if (o[k] !== undefined && !(k in out)) out[k] = toWire(o[k], depth + 1);
-  return out;
-}
-
-/** The inverse of {@link toWire}: plain objects marked `__error` become Errors again, with their fields. */
-export function fromWire(v: unknown): unknown {
-  if (v === null || typeof v !== 'object' || v instanceof Uint8Array) return v;
-  if (Array.isArray(v)) return v.map(fromWire);
-  const o = v as Record<string, unknown>;
-  if (o.__error !== true) {
-    const out: Record<string, unknown> = {};
-    for (const k of Object.keys(o)) out[k] = fromWire(o[k]);
-    return out;
-  }
-  const err = new Error(String(o.message ?? ''));
-  for (const k of Object.keys(o)) {
-    if (k === '__error' || k === 'message') continue;
-    Object.defineProperty(err, k, {
-      value: fromWire(o[k]),
-      enumerable: k !== 'stack',
-      writable: true,
-      configurable: true,
-    });
-  }
-  return err;
-}
 
 /** Where the worker's module is: next to this one, `.ts` when run from source, `.js` when built. */
 const WORKER_URL = new URL(`./producer-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);

@@ -10,13 +10,14 @@ import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
 import kafkajs from 'kafkajs';
 import type { ComponentContext } from '../../../src/component.ts';
+import { CrbridgeError, ErrorCode, fromWire, toWire } from '../../../src/errors.ts';
 import {
   classifyKafkaError,
   kafkaConfigurationProblem,
   kafkaSink,
   logCreator,
 } from '../../../src/sinks/kafka/index.ts';
-import { fromWire, ThreadedKafka, toWire } from '../../../src/sinks/kafka/thread.ts';
+import { ThreadedKafka } from '../../../src/sinks/kafka/thread.ts';
 import { Metrics } from '../../../src/telemetry/metrics.ts';
 import { closedPort } from '../../support/proxy.ts';
 import { captureLogger, ev } from '../delivery/helpers.ts';
@@ -50,6 +51,10 @@ describe('kafka producer thread', () => {
       assert.equal(back.retriable, (e as Error & { retriable?: boolean }).retriable);
       assert.equal(back.type, (e as Error & { type?: string }).type);
     }
+    const crb = acrossThread(new CrbridgeError(ErrorCode.OutboxFull, 'full', { entries: 3 })) as CrbridgeError;
+    assert.ok(crb instanceof CrbridgeError, 'a CrbridgeError comes back as one');
+    assert.equal(crb.code, ErrorCode.OutboxFull);
+    assert.deepEqual(crb.details, { entries: 3 });
     const wrapped = acrossThread(cases[2]) as Error & { cause?: Error & { type?: string } };
     assert.ok(wrapped.cause instanceof Error);
     assert.equal(wrapped.cause?.type, 'UNKNOWN_TOPIC_OR_PARTITION');
