@@ -16,6 +16,8 @@ const seriesKey = (l: Labels) =>
  * call. A label object is never changed once used (they are built for the call or held frozen).
  */
 const keys = new WeakMap<Labels, string>();
+/** The label set of a series without labels: one object, so its key is made once too. */
+const NO_LABELS: Labels = Object.freeze({});
 const key = (l: Labels) => {
   let k = keys.get(l);
   if (k === undefined) {
@@ -77,11 +79,11 @@ export class Metrics {
     return this.family(name, help, 'counter', () => {
       const values = new Map<string, number>();
       const impl: Counter = {
-        inc: (l = {}, by = 1) => {
+        inc: (l = NO_LABELS, by = 1) => {
           const k = key(l);
           values.set(k, (values.get(k) ?? 0) + by);
         },
-        get: (l = {}) => values.get(key(l)) ?? 0,
+        get: (l = NO_LABELS) => values.get(key(l)) ?? 0,
       };
       return { impl, render: () => [...values].map(([k, v]) => `${name}${k ? `{${k}}` : ''} ${v}`) };
     });
@@ -92,11 +94,11 @@ export class Metrics {
       const values = new Map<string, number>();
       const impl: Gauge = {
         set: (l, v) => values.set(key(l), v),
-        inc: (l = {}, by = 1) => {
+        inc: (l = NO_LABELS, by = 1) => {
           const k = key(l);
           values.set(k, (values.get(k) ?? 0) + by);
         },
-        get: (l = {}) => values.get(key(l)) ?? 0,
+        get: (l = NO_LABELS) => values.get(key(l)) ?? 0,
         delete: (l) => {
           values.delete(key(l));
         },

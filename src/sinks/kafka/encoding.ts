@@ -166,11 +166,16 @@ export function makeRecordEncoder(Encoder: KafkaEncoderClass): (r: RecordInput) 
     let count = 0;
     for (const k of Object.keys(headers)) {
       const v = headers[k];
-      for (const x of Array.isArray(v) ? v : [v]) {
+      if (!Array.isArray(v)) {
         add(k);
-        add(x);
+        add(v);
         count++;
-      }
+      } else
+        for (const x of v) {
+          add(k);
+          add(x);
+          count++;
+        }
     }
     const ts = Number(timestampDelta);
     let size = 1 + uvarintSize(zigzag(ts)) + uvarintSize(zigzag(offsetDelta)) + uvarintSize(zigzag(count));
